@@ -1,0 +1,1 @@
+"""Shared, dependency-light model: record fields, wire protocol, errors, small parsers."""

@@ -1,0 +1,127 @@
+"""Wire protocol between agents, the aggregator and the TUI (version 1).
+
+Every message is one *frame*::
+
+    offset  size  field
+    0       2     magic  b"NO"
+    2       1     protocol version (1)
+    3       1     frame type (see ``FrameType``)
+    4       4     payload length, unsigned big-endian, at most ``MAX_PAYLOAD``
+    8       n     payload: UTF-8 JSON object
+
+Agent session (agent -> aggregator unless noted)::
+
+    HELLO   {"token": str, "agent": {"ip": str, "hostname": str, "version": str}}
+    <- WELCOME {"capture": str}  or  <- ERROR {"reason": str} and close
+    FLOWS   {"seq": int, "columns": [field names], "rows": [[values in column order], ...]}
+    <- ACK  {"seq": int}        once the batch is written to every file
+    <- NACK {"seq": int, "reason": str}  the batch was rejected; nothing of it was written
+    STATS   {"evicted": int, "map_full": int, ...}  agent counters, cumulative
+    BYE     {}                  the agent is done; the aggregator closes after the last ACK
+
+Live stream session (TUI -> aggregator)::
+
+    SUBSCRIBE {"token": str}
+    <- WELCOME {"capture": str}
+    <- FLOWS {"seq": int, "columns": [...], "rows": [...]}   recent rows, may skip under load
+    <- STATS {"flows": int, "bytes": int, "packets": int, "agents": int, ...}
+
+The JSON payload of FLOWS is columnar (one header, then positional rows) because
+decoding a list of lists is several times cheaper than a list of objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import struct
+from typing import Any, Final
+
+MAGIC: Final = b"NO"
+VERSION: Final = 1
+HEADER: Final = struct.Struct("!2sBBI")
+HEADER_SIZE: Final = HEADER.size
+#: Largest payload accepted; a batch of 20k flows is well under 8 MiB.
+MAX_PAYLOAD: Final = 32 * 1024 * 1024
+
+
+class FrameType(enum.IntEnum):
+    HELLO = 1
+    WELCOME = 2
+    ERROR = 3
+    FLOWS = 4
+    ACK = 5
+    NACK = 6
+    STATS = 7
+    BYE = 8
+    SUBSCRIBE = 9
+
+
+class ProtocolError(Exception):
+    """A peer sent something that is not a valid frame; the connection should close."""
+
+
+_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def encode(ftype: FrameType, payload: dict[str, Any]) -> bytes:
+    body = _DUMPS(payload).encode()
+    if len(body) > MAX_PAYLOAD:
+        raise ProtocolError(f"payload of {len(body)} bytes exceeds the {MAX_PAYLOAD} limit")
+    return HEADER.pack(MAGIC, VERSION, ftype, len(body)) + body
+
+
+def decode_header(header: bytes) -> tuple[FrameType, int]:
+    magic, version, ftype, length = HEADER.unpack(header)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic {magic!r}: not a netobserv-tui peer")
+    if version != VERSION:
+        raise ProtocolError(f"protocol version {version} is not supported (this side speaks {VERSION})")
+    try:
+        kind = FrameType(ftype)
+    except ValueError:
+        raise ProtocolError(f"unknown frame type {ftype}") from None
+    if length > MAX_PAYLOAD:
+        raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD} limit")
+    return kind, length
+
+
+def decode_payload(body: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"payload is not UTF-8 JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("payload is not a JSON object")
+    return obj
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[FrameType, dict[str, Any]] | None:
+    """Read one frame; ``None`` on a clean end of stream between frames."""
+    try:
+        header = await reader.readexactly(HEADER_SIZE)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
+        raise ProtocolError("connection closed inside a frame header") from None
+    kind, length = decode_header(header)
+    try:
+        body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise ProtocolError("connection closed inside a frame payload") from None
+    return kind, decode_payload(body)
+
+
+def read_frame_sync(sock_file: Any) -> tuple[FrameType, dict[str, Any]] | None:
+    """Blocking variant over a file-like object from ``socket.makefile('rb')``."""
+    header = sock_file.read(HEADER_SIZE)
+    if not header:
+        return None
+    if len(header) < HEADER_SIZE:
+        raise ProtocolError("connection closed inside a frame header")
+    kind, length = decode_header(header)
+    body = sock_file.read(length)
+    if len(body) < length:
+        raise ProtocolError("connection closed inside a frame payload")
+    return kind, decode_payload(body)
