@@ -1,0 +1,162 @@
+"""Loading ebpf/flows.c with BCC and draining its maps.
+
+``FlowProgram`` is a context manager: leaving it closes the BPF object (BCC detaches every
+probe it attached). TC attachment is separate (see ``tc.py``) because BCC does not own it.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import logging
+import os
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ..model.errors import KernelError
+from .records import COUNTER_MAP_FULL, COUNTER_RINGBUF_LOST, FLOW_ID, FLOW_METRICS
+
+log = logging.getLogger(__name__)
+
+PROGRAMS = ("nobs_tc_ingress", "nobs_tc_egress")
+
+
+def ebpf_dir() -> Path:
+    """The C sources: inside the installed wheel, or ``ebpf/`` of a source checkout."""
+    packaged = Path(str(resources.files("netobserv_tui"))) / "_ebpf"
+    if (packaged / "flows.c").is_file():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / "ebpf"
+    if (checkout / "flows.c").is_file():
+        return checkout
+    raise KernelError("the eBPF sources (flows.c) are missing from this installation; reinstall")
+
+
+@dataclass(frozen=True)
+class Drained:
+    """One eviction: flat key and value buffers holding ``count`` records."""
+
+    keys: memoryview
+    values: memoryview
+    count: int
+    seconds: float
+
+
+class FlowProgram:
+    def __init__(self, max_flows: int = 100_000, overflow_pages: int = 64) -> None:
+        if max_flows < 1:
+            raise ValueError("max_flows must be positive")
+        self.max_flows = max_flows
+        self.cflags = [
+            f"-I{ebpf_dir()}",
+            f"-DMAX_FLOWS={max_flows}",
+            f"-DOVERFLOW_PAGES={overflow_pages}",
+        ]
+        self.bpf: Any = None
+        self.fds: dict[str, int] = {}
+        self._overflow: list[bytes] = []
+        keys_size = FLOW_ID.size * max_flows
+        values_size = FLOW_METRICS.size * max_flows
+        self._keys = ct.create_string_buffer(keys_size)
+        self._values = ct.create_string_buffer(values_size)
+
+    def source(self) -> str:
+        return (ebpf_dir() / "flows.c").read_text()
+
+    def load(self) -> FlowProgram:
+        from bcc import BPF  # type: ignore[import-not-found]
+
+        try:
+            self.bpf = BPF(src_file=str(ebpf_dir() / "flows.c").encode(), cflags=self.cflags)
+            for name in PROGRAMS:
+                self.fds[name] = self.bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
+        except Exception as exc:
+            self.close()
+            raise KernelError(
+                f"the flow program could not be compiled or loaded: {exc}; run with "
+                "--log-level=debug to see BCC's output, and check that kernel headers are "
+                "installed (see docs/troubleshooting.md)"
+            ) from exc
+        self._flows_fd = self.bpf["flows"].map_fd
+        self.bpf["overflow"].open_ring_buffer(self._on_overflow)
+        return self
+
+    def _on_overflow(self, _ctx: Any, data: Any, size: int) -> int:
+        self._overflow.append(ct.string_at(data, size))
+        return 0
+
+    def poll_overflow(self, timeout_ms: int) -> list[bytes]:
+        """Wait up to ``timeout_ms`` for overflow records; returns and clears them."""
+        self.bpf.ring_buffer_poll(timeout_ms)
+        return self.take_overflow()
+
+    def take_overflow(self) -> list[bytes]:
+        self.bpf.ring_buffer_consume()
+        records, self._overflow = self._overflow, []
+        return records
+
+    def counters(self) -> dict[str, int]:
+        table = self.bpf["counters"]
+        total = {"map_full": 0, "overflow_lost": 0}
+        for index, name in ((COUNTER_MAP_FULL, "map_full"), (COUNTER_RINGBUF_LOST, "overflow_lost")):
+            total[name] = sum(table[ct.c_int(index)])
+        return total
+
+    def drain(self) -> Drained:
+        """Look up and delete every flow in batches (BPF_MAP_LOOKUP_AND_DELETE_BATCH)."""
+        from bcc.libbcc import lib  # type: ignore[import-not-found]
+
+        started = time.perf_counter()
+        in_batch = ct.c_uint32(0)
+        out_batch = ct.c_uint32(0)
+        count = ct.c_uint32(0)
+        key_size, value_size = FLOW_ID.size, FLOW_METRICS.size
+        keys_addr = ct.addressof(self._keys)
+        values_addr = ct.addressof(self._values)
+        total = 0
+        first = True
+        while total < self.max_flows:
+            count.value = self.max_flows - total
+            res = lib.bpf_lookup_and_delete_batch(
+                self._flows_fd,
+                None if first else ct.byref(in_batch),
+                ct.byref(out_batch),
+                ct.c_void_p(keys_addr + key_size * total),
+                ct.c_void_p(values_addr + value_size * total),
+                ct.byref(count),
+            )
+            err = ct.get_errno() if res != 0 else 0
+            total += count.value
+            if res != 0:
+                if err in (errno.ENOENT, 0) or -res == errno.ENOENT:
+                    break
+                raise KernelError(f"draining the flow map failed: {os.strerror(err or -res)}")
+            if count.value == 0:
+                break
+            in_batch.value = out_batch.value
+            first = False
+        keys = memoryview(self._keys).cast("B")[: key_size * total]
+        values = memoryview(self._values).cast("B")[: value_size * total]
+        return Drained(keys, values, total, time.perf_counter() - started)
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            try:
+                self.bpf.cleanup()
+            finally:
+                self.bpf = None
+
+    def __enter__(self) -> FlowProgram:
+        return self.load()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

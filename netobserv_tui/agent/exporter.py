@@ -1,0 +1,227 @@
+"""Client side of the agent session: push FLOWS batches to the aggregator, at least once.
+
+Batches stay in a bounded buffer until the aggregator ACKs them. When the connection drops
+the agent keeps evicting; unacknowledged batches are re-sent after reconnecting (so a batch
+may be written twice if only its ACK was lost). When the buffer is over its row budget the
+oldest batches are dropped and counted in ``lost_rows``: memory is bounded, loss is visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..model.errors import CaptureError
+from ..model.protocol import HEADER_SIZE, FrameType, ProtocolError, decode_header, decode_payload, encode
+
+log = logging.getLogger(__name__)
+
+
+class TokenRejected(CaptureError):
+    """The aggregator refused our token: retrying cannot help."""
+
+
+@dataclass
+class _Batch:
+    seq: int
+    frame: bytes
+    rows: int
+    sent: bool = False
+
+
+class Exporter:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str,
+        agent: dict[str, str],
+        batch_rows: int = 5000,
+        max_pending_rows: int = 1_000_000,
+    ) -> None:
+        self.address = (host, port)
+        self.token = token
+        self.agent = agent
+        self.batch_rows = batch_rows
+        self.max_pending_rows = max_pending_rows
+        self.sock: socket.socket | None = None
+        self._buf = bytearray()
+        self._pending: deque[_Batch] = deque()
+        self._pending_rows = 0
+        self._seq = 0
+        self._next_attempt = 0.0
+        self.sent_rows = 0
+        self.acked_rows = 0
+        self.lost_rows = 0
+        self.nacked_rows = 0
+        self.reconnects = 0
+
+    # -- connection -------------------------------------------------------------------
+
+    def connect(self, timeout: float = 5.0) -> None:
+        sock = socket.create_connection(self.address, timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.sendall(encode(FrameType.HELLO, {"token": self.token, "agent": self.agent}))
+            self.sock, self._buf = sock, bytearray()
+            kind, payload = self._read_frame_blocking(timeout)
+        except BaseException:
+            self.sock = None
+            sock.close()
+            raise
+        if kind == FrameType.ERROR:
+            self._drop_connection()
+            reason = payload.get("reason", "no reason given")
+            raise TokenRejected(f"the aggregator at {self.address[0]}:{self.address[1]} refused this agent: {reason}")
+        if kind != FrameType.WELCOME:
+            self._drop_connection()
+            raise ProtocolError(f"expected WELCOME from the aggregator, got {kind.name}")
+        for batch in self._pending:
+            batch.sent = False
+        log.info("Connected to the aggregator at %s:%d.", *self.address)
+
+    def _drop_connection(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+    def _ensure_connected(self) -> bool:
+        if self.sock is not None:
+            return True
+        now = time.monotonic()
+        if now < self._next_attempt:
+            return False
+        try:
+            self.connect()
+            return True
+        except (OSError, ProtocolError) as exc:
+            self._next_attempt = now + 1.0
+            self.reconnects += 1
+            log.warning("Aggregator at %s:%d unreachable (%s); will retry.", *self.address, exc)
+            return False
+
+    # -- frames -----------------------------------------------------------------------
+
+    def _parse_frames(self) -> list[tuple[FrameType, dict[str, Any]]]:
+        frames = []
+        while len(self._buf) >= HEADER_SIZE:
+            kind, length = decode_header(bytes(self._buf[:HEADER_SIZE]))
+            if len(self._buf) < HEADER_SIZE + length:
+                break
+            body = bytes(self._buf[HEADER_SIZE : HEADER_SIZE + length])
+            del self._buf[: HEADER_SIZE + length]
+            frames.append((kind, decode_payload(body)))
+        return frames
+
+    def _recv(self, timeout: float) -> bool:
+        """Read whatever arrives within ``timeout``; False when the peer closed."""
+        assert self.sock is not None
+        ready, _, _ = select.select([self.sock], [], [], max(timeout, 0))
+        if not ready:
+            return True
+        data = self.sock.recv(1 << 20)
+        if not data:
+            return False
+        self._buf += data
+        return True
+
+    def _read_frame_blocking(self, timeout: float) -> tuple[FrameType, dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            frames = self._parse_frames()
+            if frames:
+                # Put back anything after the first frame (cannot happen before WELCOME).
+                return frames[0]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProtocolError("the aggregator did not answer in time")
+            if not self._recv(left):
+                raise ProtocolError("the aggregator closed the connection")
+
+    def _handle(self, kind: FrameType, payload: dict[str, Any]) -> None:
+        if kind in (FrameType.ACK, FrameType.NACK):
+            seq = payload.get("seq")
+            while self._pending and self._pending[0].sent and self._pending[0].seq <= seq:
+                batch = self._pending.popleft()
+                self._pending_rows -= batch.rows
+                if batch.seq == seq and kind == FrameType.NACK:
+                    self.nacked_rows += batch.rows
+                    log.error("The aggregator rejected batch %d: %s.", seq, payload.get("reason"))
+                else:
+                    self.acked_rows += batch.rows
+        elif kind == FrameType.ERROR:
+            log.error("The aggregator reported an error: %s.", payload.get("reason"))
+
+    # -- public -----------------------------------------------------------------------
+
+    def submit(self, columns: Sequence[str], rows: list[list[Any]]) -> None:
+        """Queue rows for sending, in batches of ``batch_rows``."""
+        cols = list(columns)
+        for start in range(0, len(rows), self.batch_rows):
+            chunk = rows[start : start + self.batch_rows]
+            self._seq += 1
+            frame = encode(FrameType.FLOWS, {"seq": self._seq, "columns": cols, "rows": chunk})
+            self._pending.append(_Batch(self._seq, frame, len(chunk)))
+            self._pending_rows += len(chunk)
+        while self._pending_rows > self.max_pending_rows and len(self._pending) > 1:
+            batch = self._pending.popleft()
+            self._pending_rows -= batch.rows
+            self.lost_rows += batch.rows
+            log.warning("Export buffer full: dropped a batch of %d flows.", batch.rows)
+
+    def send_stats(self, stats: dict[str, Any]) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.sendall(encode(FrameType.STATS, stats))
+            except OSError:
+                self._drop_connection()
+
+    def pump(self, wait: float = 0.0) -> None:
+        """Send unsent batches and process ACKs that arrive within ``wait`` seconds."""
+        if not self._ensure_connected():
+            return
+        assert self.sock is not None
+        try:
+            for batch in self._pending:
+                if not batch.sent:
+                    self.sock.sendall(batch.frame)
+                    batch.sent = True
+                    self.sent_rows += batch.rows
+            if not self._recv(wait):
+                raise ConnectionError("closed by the aggregator")
+            for kind, payload in self._parse_frames():
+                self._handle(kind, payload)
+        except (OSError, ProtocolError) as exc:
+            log.warning("Lost the aggregator connection (%s); will reconnect.", exc)
+            self._drop_connection()
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_rows
+
+    def finish(self, timeout: float) -> bool:
+        """Send everything, wait for the ACKs, say BYE; True if all was acknowledged."""
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline:
+            self.pump(wait=min(0.2, max(0.0, deadline - time.monotonic())))
+            if self.sock is None and self._pending:
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        done = not self._pending
+        if self.sock is not None:
+            try:
+                self.sock.sendall(encode(FrameType.BYE, {}))
+            except OSError:
+                pass
+        self._drop_connection()
+        if not done:
+            self.lost_rows += self._pending_rows
+            log.error("%d flows could not be delivered to the aggregator.", self._pending_rows)
+        return done

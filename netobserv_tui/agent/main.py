@@ -1,0 +1,289 @@
+"""The node agent: load the flow program, follow interfaces, evict, export, always detach.
+
+Run as ``python -m netobserv_tui.agent --aggregator HOST:PORT`` with the capture token in
+the environment (``NETOBSERV_TOKEN``). It prints one JSON line to stdout when it is
+attached (``{"event": "ready", ...}``) and one when it is done (``{"event": "done", ...}``);
+logs go to stderr. SIGTERM and SIGINT end it the same way: take the programs off every
+interface first (so nothing is counted after), drain the last partial interval, deliver it,
+then exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from .. import __version__
+from ..model.errors import NetobservError
+from ..model.units import parse_duration
+from . import kernel
+from .bpf import FlowProgram
+from .exporter import Exporter, TokenRejected
+from .interfaces import LinkWatcher, Selector
+from .records import FLOW_ID, ROW_COLUMNS, RowBuilder, merge_overflow
+from .tc import TcAttacher, cleanup_leftovers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentConfig:
+    aggregator: tuple[str, int]
+    token: str
+    selector: Selector = field(default_factory=Selector)
+    max_flows: int = 100_000
+    interval: float = 1.0
+    agent_ip: str | None = None
+    connect_timeout: float = 30.0
+    finish_timeout: float = 30.0
+
+
+@dataclass
+class AgentStats:
+    evictions: int = 0
+    evicted_flows: int = 0
+    overflow_flows: int = 0
+    last_eviction_ms: float = 0.0
+    interfaces: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.stats = AgentStats()
+        self._stop = False
+        self._overflow: dict[bytes, list[Any]] = {}
+
+    def request_stop(self, *_args: object) -> None:
+        self._stop = True
+
+    # -- pieces -------------------------------------------------------------------------
+
+    def _sync_links(self, watcher: LinkWatcher, attacher: TcAttacher) -> None:
+        appeared, vanished = watcher.refresh()
+        for ifindex in vanished:
+            attacher.forget(ifindex)
+        for ifindex, name in appeared.items():
+            if self.config.selector.wants(name):
+                attacher.attach(ifindex, name)
+        self.stats.interfaces = len(attacher.attached)
+
+    def _evict(self, prog: FlowProgram, builder: RowBuilder, exporter: Exporter) -> int:
+        self._collect_overflow(prog)
+        drained = prog.drain()
+        offset = time.time_ns() - time.monotonic_ns()
+        rows = list(builder.rows(drained.keys, drained.values, offset))
+        overflow, self._overflow = self._overflow, {}
+        for key, value in overflow.items():
+            rows.append(builder.row(FLOW_ID.unpack(key), tuple(value), offset))
+        self.stats.evictions += 1
+        self.stats.evicted_flows += drained.count
+        self.stats.overflow_flows += len(overflow)
+        self.stats.last_eviction_ms = drained.seconds * 1000
+        if rows:
+            exporter.submit(ROW_COLUMNS, rows)
+        counters = prog.counters()
+        exporter.send_stats(
+            {
+                "evictions": self.stats.evictions,
+                "evicted_flows": self.stats.evicted_flows,
+                "overflow_flows": self.stats.overflow_flows,
+                "map_full_packets": counters["map_full"],
+                "overflow_lost_packets": counters["overflow_lost"],
+                "export_lost_flows": exporter.lost_rows,
+                "interfaces": self.stats.interfaces,
+                "last_eviction_ms": round(self.stats.last_eviction_ms, 3),
+            }
+        )
+        if counters["map_full"]:
+            log.warning(
+                "The flow map (%d entries) was full: %d packets went through the overflow "
+                "ring, %d of them lost; raise --cache-max-flows or shorten the eviction "
+                "interval.",
+                self.config.max_flows,
+                counters["map_full"],
+                counters["overflow_lost"],
+            )
+        return len(rows)
+
+    def _collect_overflow(self, prog: FlowProgram) -> None:
+        records = prog.take_overflow()
+        if records:
+            merge_overflow(self._overflow, records)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        kernel.check_privileges()
+        kernel.prepare_bcc()
+        leftovers = cleanup_leftovers()
+        if leftovers:
+            log.warning("Removed leftovers of an earlier agent: %s.", ", ".join(leftovers))
+        host, port = self.config.aggregator
+        watcher = LinkWatcher()
+        agent_ip = self.config.agent_ip or watcher.primary_ip()
+        exporter = Exporter(
+            host,
+            port,
+            self.config.token,
+            {"ip": agent_ip, "hostname": socket.gethostname(), "version": __version__},
+        )
+        self._connect(exporter)
+        with FlowProgram(max_flows=self.config.max_flows) as prog:
+            attacher = TcAttacher(prog.fds["nobs_tc_ingress"], prog.fds["nobs_tc_egress"])
+            try:
+                self._sync_links(watcher, attacher)
+                builder = RowBuilder(agent_ip, watcher.name, watcher.local_addrs.__contains__)
+                _emit(
+                    {
+                        "event": "ready",
+                        "pid": os.getpid(),
+                        "interfaces": sorted(attacher.attached.values()),
+                    }
+                )
+                self._loop(prog, watcher, attacher, builder, exporter)
+            finally:
+                # Detach first: nothing is counted after this, so the drain below is final.
+                attacher.close()
+            builder.is_local = watcher.local_addrs.__contains__
+            self._evict(prog, builder, exporter)
+        delivered = exporter.finish(self.config.finish_timeout)
+        watcher.close()
+        summary = {
+            "event": "done",
+            "delivered": delivered,
+            "flows": exporter.acked_rows,
+            "lost_flows": exporter.lost_rows,
+            "evictions": self.stats.evictions,
+        }
+        _emit(summary)
+        return summary
+
+    def _connect(self, exporter: Exporter) -> None:
+        deadline = time.monotonic() + self.config.connect_timeout
+        while True:
+            try:
+                exporter.connect()
+                return
+            except TokenRejected:
+                raise
+            except OSError as exc:
+                if self._stop or time.monotonic() > deadline:
+                    raise NetobservError(
+                        f"cannot reach the aggregator at {exporter.address[0]}:"
+                        f"{exporter.address[1]} ({exc}); check that it runs and that the "
+                        "address is right"
+                    ) from None
+                time.sleep(0.5)
+
+    def _loop(
+        self,
+        prog: FlowProgram,
+        watcher: LinkWatcher,
+        attacher: TcAttacher,
+        builder: RowBuilder,
+        exporter: Exporter,
+    ) -> None:
+        interval = self.config.interval
+        next_evict = time.monotonic() + interval
+        while not self._stop:
+            timeout = max(0.0, min(0.1, next_evict - time.monotonic()))
+            try:
+                readable, _, _ = select.select([watcher], [], [], timeout)
+            except InterruptedError:
+                readable = []
+            if readable and watcher.drain_events():
+                self._sync_links(watcher, attacher)
+                builder.is_local = watcher.local_addrs.__contains__
+            self._collect_overflow(prog)
+            now = time.monotonic()
+            if now >= next_evict:
+                self._evict(prog, builder, exporter)
+                watcher.forget_departed()
+                next_evict = max(next_evict + interval, now + interval / 2)
+            exporter.pump(0.0)
+
+
+def _emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="python -m netobserv_tui.agent",
+        description="Node agent: capture flows with eBPF and push them to the aggregator. "
+        "The capture token is read from $NETOBSERV_TOKEN.",
+    )
+    p.add_argument("--aggregator", type=_address, default=env("NETOBSERV_AGGREGATOR"),
+                   required=env("NETOBSERV_AGGREGATOR") is None, help="HOST:PORT of the aggregator")
+    p.add_argument("--interfaces", action="append", default=[],
+                   help="only these interfaces (names or patterns, comma-separated)")
+    p.add_argument("--exclude_interfaces", "--exclude-interfaces", action="append", default=[],
+                   help="skip these interfaces (default: lo)")
+    p.add_argument("--cache-max-flows", type=int, default=int(env("CACHE_MAX_FLOWS", "100000")),
+                   help="size of the kernel flow map (default 100000)")
+    p.add_argument("--cache-active-timeout", default=env("CACHE_ACTIVE_TIMEOUT", "1s"),
+                   help="eviction interval (default 1s)")
+    p.add_argument("--agent-ip", default=env("AGENT_IP"), help="address reported as AgentIP")
+    p.add_argument("--print-c", action="store_true", help="print the eBPF C source and exit")
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s agent %(levelname)s %(message)s",
+    )
+    if args.print_c:
+        prog = FlowProgram(max_flows=args.cache_max_flows)
+        print("// cflags: " + " ".join(prog.cflags))
+        print(prog.source())
+        return 0
+    token = os.environ.get("NETOBSERV_TOKEN")
+    if not token:
+        print("error: set the capture token in $NETOBSERV_TOKEN", file=sys.stderr)
+        return 2
+    try:
+        config = AgentConfig(
+            aggregator=args.aggregator,
+            token=token,
+            selector=Selector.from_flags(args.interfaces, args.exclude_interfaces),
+            max_flows=args.cache_max_flows,
+            interval=parse_duration(args.cache_active_timeout, "--cache-active-timeout"),
+            agent_ip=args.agent_ip,
+        )
+        agent = Agent(config)
+
+        def _on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("Received %s: stopping.", signal.Signals(signum).name)
+            agent.request_stop()
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+        summary = agent.run()
+    except NetobservError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0 if summary["delivered"] else 1
