@@ -20,6 +20,7 @@ COUNTER_RINGBUF_LOST: Final = 1
 _V4_MAPPED: Final = b"\x00" * 10 + b"\xff\xff"
 ETH_P_IP: Final = 0x0800
 ETH_P_IPV6: Final = 0x86DD
+CACHE_LIMIT: Final = 1 << 18
 
 #: Columns of the rows this module produces, in order (a subset of fields.FIELDS).
 ROW_COLUMNS: Final[tuple[str, ...]] = (
@@ -82,22 +83,25 @@ class RowBuilder:
         self.ifname = ifname
         self.is_local = is_local
         self.sampling = sampling
-        self._ip_cache: dict[tuple[bytes, int], str] = {}
+        # Text forms of addresses and MACs, cached: a node sees far fewer distinct
+        # endpoints than flows. Bounded; cleared when full (cheap to rebuild).
+        self._ip6: dict[bytes, str] = {}
+        self._ip_other: dict[bytes, str] = {}
         self._mac_cache: dict[bytes, str] = {}
 
     def _ip(self, raw: bytes, etype: int) -> str:
-        key = (raw, etype)
-        text = self._ip_cache.get(key)
+        cache = self._ip6 if etype == ETH_P_IPV6 else self._ip_other
+        text = cache.get(raw)
         if text is None:
-            if len(self._ip_cache) > 65536:
-                self._ip_cache.clear()
-            text = self._ip_cache[key] = ip_text(raw, etype)
+            if len(cache) >= CACHE_LIMIT:
+                cache.clear()
+            text = cache[raw] = ip_text(raw, etype)
         return text
 
     def _mac(self, raw: bytes) -> str:
         text = self._mac_cache.get(raw)
         if text is None:
-            if len(self._mac_cache) > 65536:
+            if len(self._mac_cache) >= CACHE_LIMIT:
                 self._mac_cache.clear()
             text = self._mac_cache[raw] = mac_text(raw)
         return text

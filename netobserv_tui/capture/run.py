@@ -1,0 +1,126 @@
+"""``netobserv flows``: glue between the command line, a target, the lifecycle and the UI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..agent.kernel import check_privileges
+from ..model.errors import CaptureError
+from .session import Limits, Progress, headless, run_capture
+from .target import CaptureOptions, CaptureResult, LocalTarget, StreamEndpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FlowsRequest:
+    output: Path
+    interfaces: list[str] = field(default_factory=list)
+    exclude_interfaces: list[str] = field(default_factory=list)
+    cache_max_flows: int = 100_000
+    cache_active_timeout: str = "1s"
+    max_time: float | None = None
+    max_bytes: int | None = None
+    tui: bool = True
+    lab: bool = False
+    log_level: str = "warning"
+
+
+@contextlib.contextmanager
+def _maybe_lab(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    from ..lab.topology import Lab
+    from ..lab.traffic import LabTraffic
+
+    with Lab() as lab, LabTraffic(lab):
+        yield
+
+
+@contextlib.contextmanager
+def _logs_to_file(path: Path) -> Iterator[None]:
+    """The TUI draws on the terminal: while it runs, log records go to a file instead."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+        handler.close()
+
+
+def _report(result: CaptureResult, reason: str) -> None:
+    print(f"Capture ended: {reason}.", file=sys.stderr)
+    for problem in result.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    print(f"{result.flows} flows, {result.bytes} bytes, {result.packets} packets.", file=sys.stderr)
+    for kind in ("json", "db"):
+        if kind in result.files:
+            print(result.files[kind])
+
+
+async def run_flows(request: FlowsRequest) -> int:
+    check_privileges()
+    options = CaptureOptions(
+        output=request.output.resolve(),
+        interfaces=request.interfaces,
+        exclude_interfaces=request.exclude_interfaces,
+        cache_max_flows=request.cache_max_flows,
+        cache_active_timeout=request.cache_active_timeout,
+        log_level="debug" if request.log_level == "debug" else "info",
+    )
+    limits = Limits(request.max_time, request.max_bytes)
+    with _maybe_lab(request.lab):
+        target = LocalTarget(options)
+        if request.tui:
+            result, reason = await _with_tui(target, limits, request)
+        else:
+            print("Starting the capture on the local host...", file=sys.stderr)
+            result, reason = await run_capture(target, limits, headless)
+    _report(result, reason)
+    if not result.files:
+        raise CaptureError("no file was written; see the messages above")
+    return 1 if result.problems else 0
+
+
+async def _with_tui(
+    target: LocalTarget, limits: Limits, request: FlowsRequest
+) -> tuple[CaptureResult, str]:
+    from ..tui.app import FlowsApp
+
+    holder: dict[str, FlowsApp] = {}
+
+    async def foreground(endpoint: StreamEndpoint, stop: asyncio.Event, _p: Progress) -> str:
+        header = {
+            "target": target.description + (" + lab" if request.lab else ""),
+            "capture": "flows on " + (", ".join(target.interfaces) or "no interface"),
+            "output": str(request.output),
+        }
+        if limits.max_time is not None:
+            header["max_time"] = str(limits.max_time)
+        if limits.max_bytes is not None:
+            header["max_bytes"] = str(limits.max_bytes)
+        app = FlowsApp((endpoint.host, endpoint.port, endpoint.token), header)
+        holder["app"] = app
+        outcome = await app.run_async()
+        return str(outcome or "stopped")
+
+    def on_stop(why: str) -> None:
+        app = holder.get("app")
+        if app is not None and app.is_running:
+            app.request_stop(why)
+
+    print("Starting the capture on the local host...", file=sys.stderr)
+    with _logs_to_file(request.output / "netobserv.log"):
+        return await run_capture(target, limits, foreground, on_stop)

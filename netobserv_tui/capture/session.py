@@ -1,0 +1,148 @@
+"""The target-agnostic capture lifecycle: start, watch limits, stop on any exit path.
+
+``run_capture`` owns the order of things. Whatever ends the capture (Ctrl+C in the TUI,
+SIGINT/SIGTERM, ``--max-time``, ``--max-bytes``, an error) goes through the same
+``target.stop()``, which delivers the last partial interval and completes the files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from ..model.stream import LiveStream, StatsUpdate
+from .target import CaptureResult, StreamEndpoint, Target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_time: float | None = None
+    max_bytes: int | None = None
+
+
+@dataclass
+class Progress:
+    started: float
+    flows: int = 0
+    bytes: int = 0
+    packets: int = 0
+    agents: int = 0
+
+    def line(self) -> str:
+        return (
+            f"{time.monotonic() - self.started:6.1f}s  flows {self.flows}  bytes {self.bytes}  "
+            f"packets {self.packets}  agents {self.agents}"
+        )
+
+
+async def watch_stats(
+    endpoint: StreamEndpoint, on_stats: Callable[[dict[str, Any]], None]
+) -> None:
+    """Follow the aggregator's live stream and hand every STATS payload to ``on_stats``."""
+    async with LiveStream(endpoint.host, endpoint.port, endpoint.token) as stream:
+        async for frame in stream:
+            if isinstance(frame, StatsUpdate):
+                on_stats(frame.counters)
+
+
+#: Runs the foreground part of a capture (TUI or headless) until it returns a reason.
+Foreground = Callable[[StreamEndpoint, asyncio.Event, Progress], Awaitable[str]]
+
+
+async def headless(
+    endpoint: StreamEndpoint, stop: asyncio.Event, progress: Progress, out: TextIO = sys.stderr
+) -> str:
+    """No TUI: print progress on stderr until asked to stop."""
+    last = ""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        line = progress.line()
+        if out.isatty():
+            out.write("\r" + line)
+        elif line != last:
+            out.write(line + "\n")
+        out.flush()
+        last = line
+    if out.isatty():
+        out.write("\n")
+    return "stopped"
+
+
+async def run_capture(
+    target: Target,
+    limits: Limits,
+    foreground: Foreground = headless,
+    on_stop_requested: Callable[[str], None] | None = None,
+) -> tuple[CaptureResult, str]:
+    """Start, run the foreground until a stop reason, stop. Returns (result, reason)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reason = "stopped"
+    progress = Progress(started=time.monotonic())
+
+    def request_stop(why: str) -> None:
+        nonlocal reason
+        if not stop.is_set():
+            reason = why
+            stop.set()
+            if on_stop_requested is not None:
+                on_stop_requested(why)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, request_stop, f"received {signal.Signals(sig).name}")
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        endpoint = await target.start()
+        progress.started = time.monotonic()
+
+        def on_stats(stats: dict[str, Any]) -> None:
+            progress.flows = int(stats.get("flows", 0))
+            progress.bytes = int(stats.get("bytes", 0))
+            progress.packets = int(stats.get("packets", 0))
+            progress.agents = int(stats.get("agents", 0))
+            if limits.max_bytes is not None and progress.bytes >= limits.max_bytes:
+                request_stop(f"max-bytes reached ({progress.bytes} >= {limits.max_bytes})")
+
+        tasks.append(asyncio.create_task(watch_stats(endpoint, on_stats)))
+        if limits.max_time is not None:
+            tasks.append(
+                asyncio.create_task(_after(limits.max_time, request_stop, "max-time reached"))
+            )
+        fg = asyncio.create_task(foreground(endpoint, stop, progress))
+        tasks.append(fg)
+        done, _ = await asyncio.wait(
+            {fg, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if fg in done:
+            request_stop(fg.result())
+        else:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(fg), timeout=5)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Ignore a second Ctrl+C while files are being completed; SIGTERM still waits too.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, log.warning, "Still stopping: completing the files.")
+        try:
+            result = await target.stop()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    return result, reason
+
+
+async def _after(seconds: float, fn: Callable[[str], None], why: str) -> None:
+    await asyncio.sleep(seconds)
+    fn(why)

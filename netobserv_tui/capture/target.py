@@ -1,0 +1,142 @@
+"""Capture targets: where agents and the aggregator run. The lifecycle does not care.
+
+A target starts the aggregator and agents, tells where the live stream is, and on stop
+ends the agents first (so their last partial interval is delivered), then the aggregator
+(so files are complete), and brings the files home. The Kubernetes target will implement
+the same interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..agent.tc import cleanup_leftovers
+from ..model.errors import CaptureError
+from .procs import Child
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamEndpoint:
+    host: str
+    port: int
+    token: str
+
+
+@dataclass
+class CaptureOptions:
+    output: Path
+    interfaces: list[str] = field(default_factory=list)
+    exclude_interfaces: list[str] = field(default_factory=list)
+    cache_max_flows: int = 100_000
+    cache_active_timeout: str = "1s"
+    log_level: str = "info"
+
+
+@dataclass
+class CaptureResult:
+    files: dict[str, str]
+    flows: int = 0
+    bytes: int = 0
+    packets: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+class Target(Protocol):
+    description: str
+
+    async def start(self) -> StreamEndpoint: ...
+
+    async def stop(self) -> CaptureResult: ...
+
+
+class LocalTarget:
+    """Agent and aggregator as child processes of this one, on this host."""
+
+    description = "local host"
+
+    def __init__(self, options: CaptureOptions) -> None:
+        self.options = options
+        self.token = secrets.token_urlsafe(24)
+        env = {"NETOBSERV_TOKEN": self.token}
+        self.aggregator = Child(
+            "aggregator",
+            "netobserv_tui.aggregator",
+            ["--listen", "127.0.0.1:0", "--output", str(options.output)],
+            env,
+        )
+        self.agent: Child | None = None
+        self._env = env
+        self.ready: dict[str, Any] = {}
+        self.interfaces: list[str] = []
+
+    async def start(self) -> StreamEndpoint:
+        try:
+            await self.aggregator.start()
+            self.ready = await self.aggregator.wait_event("ready", timeout=30)
+            host, port = self.ready["host"], int(self.ready["port"])
+            args = ["--aggregator", f"{host}:{port}", "--log-level", self.options.log_level,
+                    "--cache-max-flows", str(self.options.cache_max_flows),
+                    "--cache-active-timeout", self.options.cache_active_timeout]
+            for item in self.options.interfaces:
+                args += ["--interfaces", item]
+            for item in self.options.exclude_interfaces:
+                args += ["--exclude_interfaces", item]
+            self.agent = Child("agent", "netobserv_tui.agent", args, self._env)
+            await self.agent.start()
+            ready = await self.agent.wait_event("ready", timeout=120)
+            self.interfaces = list(ready.get("interfaces", []))
+            if not self.interfaces:
+                log.warning("No interface matched the selection: nothing will be captured.")
+        except BaseException:
+            await self.stop()
+            raise
+        return StreamEndpoint(host, port, self.token)
+
+    async def stop(self) -> CaptureResult:
+        problems: list[str] = []
+        if self.agent is not None:
+            was_running = self.agent.running
+            status = await self.agent.stop(timeout=60)
+            if status not in (0, None) and was_running:
+                problems.append(f"the agent exited with status {status}: {self.agent.why()}")
+            if status not in (0, None):
+                # A killed or failed agent may have left classifiers behind.
+                leftovers = cleanup_leftovers()
+                if leftovers:
+                    problems.append("removed leftovers: " + ", ".join(leftovers))
+        closed: dict[str, Any] = {}
+        if self.aggregator.proc is not None:
+            status = await self.aggregator.stop(timeout=60)
+            try:
+                closed = self.aggregator.events.get_nowait()
+                while closed.get("event") != "closed":
+                    closed = self.aggregator.events.get_nowait()
+            except Exception:
+                closed = {}
+            if status not in (0, None):
+                problems.append(
+                    f"the aggregator exited with status {status}: {self.aggregator.why()}"
+                )
+        files = closed.get("files") or self.ready.get("files") or {}
+        result = CaptureResult(
+            files={k: str(v) for k, v in files.items()},
+            flows=int(closed.get("flows", 0)),
+            bytes=int(closed.get("bytes", 0)),
+            packets=int(closed.get("packets", 0)),
+            problems=problems,
+        )
+        if problems:
+            log.error("Capture ended with problems: %s.", "; ".join(problems))
+        return result
+
+
+def ensure_started(endpoint: StreamEndpoint | None) -> StreamEndpoint:
+    if endpoint is None:
+        raise CaptureError("the capture did not start")
+    return endpoint

@@ -1,0 +1,181 @@
+"""Command line: seed-compatible parsing and dispatch, nothing else.
+
+The article's spellings work as written (``--enable_filter=true``, ``--max-time=30s``);
+every underscore option also has a dashed alias. ``netobserv``, ``kubectl netobserv`` and
+``oc netobserv`` are the same program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .model.errors import NetobservError, UsageError
+from .model.units import parse_duration, parse_size
+
+log = logging.getLogger("netobserv_tui")
+
+USAGE = """\
+netobserv captures network flows with eBPF, on a Kubernetes cluster or on this host.
+
+Syntax: netobserv [flows|packets|cleanup|lab|version|help] [options]
+
+commands:
+  flows      Capture flows; shows them live and writes output/flow/<time>.json and .db.
+  packets    Capture packets (not available yet).
+  cleanup    Remove anything an interrupted capture left behind (TC programs).
+  lab        Build or remove the network-namespace lab: lab up|down|status.
+  version    Print the version.
+  help       Show this help; `netobserv flows --help` lists the flow options.
+"""
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean; use true or false")
+
+
+def _add(p: argparse.ArgumentParser, name: str, *args: Any, **kwargs: Any) -> None:
+    """An option spelled as in the article (underscores) plus its dashed alias."""
+    names = [name]
+    dashed = name.replace("_", "-")
+    if dashed != name:
+        names.append(dashed)
+    p.add_argument(*names, *args, **kwargs)
+
+
+def _flows_parser(sub: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "flows",
+        help="capture flows",
+        description="Capture flows on every node (or this host), show them live, and keep "
+        "JSON and SQLite files under <output>/flow/.",
+    )
+    target = p.add_argument_group("target")
+    target.add_argument("--local", action="store_true",
+                        help="capture on this host even when a kubeconfig is present")
+    target.add_argument("--lab", action="store_true",
+                        help="build the network-namespace lab with live traffic for the "
+                        "duration of the capture (a demo that needs no cluster)")
+    cap = p.add_argument_group("capture")
+    _add(cap, "--interfaces", action="append", default=[], metavar="LIST",
+         help="interfaces to monitor (comma-separated names or patterns such as 'eth*')")
+    _add(cap, "--exclude_interfaces", action="append", default=[], metavar="LIST",
+         help="interfaces to skip (default: lo)")
+    _add(cap, "--cache_max_flows", type=int, default=100_000, metavar="N",
+         help="kernel flow map size per agent (default 100000)")
+    _add(cap, "--cache_active_timeout", default="1s", metavar="DURATION",
+         help="how often flows are evicted from the kernel (default 1s)")
+    lim = p.add_argument_group("limits and output")
+    _add(lim, "--max_time", metavar="DURATION", help="stop after this long, e.g. 30s, 5m")
+    _add(lim, "--max_bytes", metavar="SIZE", help="stop once this many bytes were captured")
+    lim.add_argument("--output", type=Path, default=Path("output"), metavar="DIR",
+                     help="where files are written (default ./output)")
+    _add(lim, "--no_tui", action="store_true",
+         help="no terminal UI: run in the foreground, progress on stderr")
+    _add(lim, "--log_level", default="warning", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netobserv", usage=USAGE, add_help=False)
+    sub = parser.add_subparsers(dest="command")
+    _flows_parser(sub)
+    packets = sub.add_parser("packets", help="capture packets (not available yet)")
+    packets.add_argument("filter", nargs="?", help="protocol,port such as tcp,80")
+    sub.add_parser("cleanup", help="remove leftovers of an interrupted capture")
+    lab = sub.add_parser("lab", help="network-namespace lab", add_help=False)
+    lab.add_argument("lab_args", nargs=argparse.REMAINDER)
+    sub.add_parser("version", help="print the version")
+    sub.add_parser("help", help="show help")
+    return parser
+
+
+def _kubeconfig_present() -> bool:
+    paths = os.environ.get("KUBECONFIG", "")
+    candidates = [Path(p) for p in paths.split(os.pathsep) if p] or [Path.home() / ".kube/config"]
+    return any(p.is_file() for p in candidates)
+
+
+def _flows(args: argparse.Namespace) -> int:
+    from .capture.run import FlowsRequest, run_flows
+
+    if not args.local and _kubeconfig_present() and not args.lab:
+        raise UsageError(
+            "a kubeconfig is present, but Kubernetes mode is not available in this version "
+            "yet; add --local to capture on this host"
+        )
+    request = FlowsRequest(
+        output=args.output,
+        interfaces=args.interfaces,
+        exclude_interfaces=args.exclude_interfaces,
+        cache_max_flows=args.cache_max_flows,
+        cache_active_timeout=args.cache_active_timeout,
+        max_time=parse_duration(args.max_time, "--max-time") if args.max_time else None,
+        max_bytes=parse_size(args.max_bytes, "--max-bytes") if args.max_bytes else None,
+        tui=not args.no_tui,
+        lab=args.lab,
+        log_level=args.log_level,
+    )
+    if args.cache_max_flows < 1:
+        raise UsageError("--cache-max-flows must be a positive number of flows")
+    parse_duration(args.cache_active_timeout, "--cache-active-timeout")
+    return asyncio.run(run_flows(request))
+
+
+def _cleanup() -> int:
+    from .agent.kernel import check_privileges
+    from .agent.tc import cleanup_leftovers
+
+    check_privileges()
+    removed = cleanup_leftovers()
+    for item in removed:
+        print(f"removed {item}")
+    if not removed:
+        print("nothing to clean up on this host")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in ("help", "-h", "--help"):
+        print(USAGE)
+        return 0
+    if argv[0] == "lab":
+        from .lab.cli import main as lab_main
+
+        return lab_main(argv[1:])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "warning").upper(),
+        stream=sys.stderr,
+        format="%(levelname)s %(message)s",
+    )
+    try:
+        if args.command == "version":
+            print(f"netobserv-tui version {__version__}")
+            return 0
+        if args.command == "flows":
+            return _flows(args)
+        if args.command == "cleanup":
+            return _cleanup()
+        if args.command == "packets":
+            raise UsageError("packet capture is not available in this version yet; use flows")
+        print(USAGE)
+        return 2
+    except NetobservError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

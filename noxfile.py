@@ -1,0 +1,39 @@
+"""Developer sessions. They run in the project's .venv (made by scripts/bootstrap), because
+BCC's Python module comes from the OS and cannot be installed into a fresh nox venv."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every test: unit, kernel (root, eBPF, lab), TUI. Extra args go to pytest."""
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.run("ruff", "check", "netobserv_tui", "tests", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks with ratios against baselines measured in the same run."""
+    session.run("python", "tests/bench/bench_ingest.py", *session.posargs)
+    session.run("python", "tests/bench/bench_eviction.py")
+    session.run("python", "tests/bench/bench_datapath.py")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The embedded default: the local host plus the lab, in the TUI."""
+    session.run("netobserv", "flows", "--local", "--lab", *session.posargs)
