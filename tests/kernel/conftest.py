@@ -1,0 +1,108 @@
+"""Fixtures for kernel tests: a real network-namespace lab, and a check that none is left.
+
+These tests need root (namespaces, veth pairs, a bridge). Without it they are skipped with the
+reason. The lab lock (``/run/netobserv-lab.lock``) serializes labs between concurrent test runs
+on the same machine, so two runs wait for each other instead of colliding.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netobserv_tui.lab import Lab, cleanup_all, iter_lab_pids, lab_lock, lab_status
+from netobserv_tui.lab._proc import worker_pids
+from netobserv_tui.model.errors import LabError
+
+
+def lab_skip_reason() -> str | None:
+    """Why the lab cannot run here, or None if it can."""
+    if os.geteuid() != 0:
+        return "the lab needs root (network namespaces, veth pairs, a bridge): run pytest as root"
+    missing = [tool for tool in ("ip", "bridge", "sysctl") if shutil.which(tool) is None]
+    if missing:
+        return f"the lab needs {', '.join(missing)} (apt-get install iproute2 procps)"
+    if not Path("/proc/sys/net/ipv6").is_dir():
+        return "IPv6 is not available in this kernel; the lab needs it"
+    return None
+
+
+def _build(pods: int) -> Iterator[Lab]:
+    reason = lab_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    lab = Lab(pods)
+    lab.up()
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def lab_host() -> None:
+    """Skip the test unless this host can build a lab (root, iproute2, IPv6)."""
+    reason = lab_skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    """A fresh 3-pod lab for one test, removed afterwards even if the test fails."""
+    yield from _build(3)
+
+
+@pytest.fixture(scope="module")
+def module_lab() -> Iterator[Lab]:
+    """A 3-pod lab shared by the tests of one module (cheaper; tests must not modify it).
+
+    Only one lab exists at a time: tests of the same module that build their own lab (or use
+    the CLI) cannot run while it is up; use :func:`class_lab` in such modules.
+    """
+    yield from _build(3)
+
+
+@pytest.fixture(scope="class")
+def class_lab() -> Iterator[Lab]:
+    """A 3-pod lab shared by the tests of one class, removed when the class is done."""
+    yield from _build(3)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_lab_leftovers() -> Iterator[None]:
+    """At the end of the session, assert that no lab namespace, interface or worker remains.
+
+    Only names the lab owns are checked (``nobs-lab-*`` namespaces, ``nobs-br0``,
+    ``nobs-pod-*``): other tools on a shared machine may use ``nobs-`` names of their own.
+    Leftovers are removed before the assertion fails, so the machine stays clean.
+    """
+    yield
+    if lab_skip_reason():
+        return
+    try:
+        with lab_lock(timeout=60.0):
+            status = lab_status()
+            pids = [pid for _, pid in iter_lab_pids()]
+            workers = worker_pids()
+    except LabError as exc:
+        warnings.warn(f"lab leftovers not checked: {exc}", stacklevel=1)
+        return
+    leftovers = [*status.namespaces, *status.host_ifnames]
+    if status.bridge:
+        leftovers.append(status.bridge)
+    if leftovers or pids or workers:
+        for pid in workers:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        cleanup_all()
+    assert not leftovers, f"lab objects left behind after the tests: {leftovers}"
+    assert not pids, f"processes left inside lab namespaces: {pids}"
+    assert not workers, f"lab worker processes left running: {workers}"
