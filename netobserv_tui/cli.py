@@ -45,7 +45,7 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean; use true or false")
 
 
-def _add(p: argparse.ArgumentParser, name: str, *args: Any, **kwargs: Any) -> None:
+def _add(p: argparse._ActionsContainer, name: str, *args: Any, **kwargs: Any) -> None:
     """An option spelled as in the article (underscores) plus its dashed alias."""
     names = [name]
     dashed = name.replace("_", "-")

@@ -68,7 +68,7 @@ class FlowProgram:
         return (ebpf_dir() / "flows.c").read_text()
 
     def load(self) -> FlowProgram:
-        from bcc import BPF  # type: ignore[import-not-found]
+        from bcc import BPF
 
         try:
             self.bpf = BPF(src_file=str(ebpf_dir() / "flows.c").encode(), cflags=self.cflags)
@@ -102,13 +102,14 @@ class FlowProgram:
     def counters(self) -> dict[str, int]:
         table = self.bpf["counters"]
         total = {"map_full": 0, "overflow_lost": 0}
-        for index, name in ((COUNTER_MAP_FULL, "map_full"), (COUNTER_RINGBUF_LOST, "overflow_lost")):
+        names = ((COUNTER_MAP_FULL, "map_full"), (COUNTER_RINGBUF_LOST, "overflow_lost"))
+        for index, name in names:
             total[name] = sum(table[ct.c_int(index)])
         return total
 
     def drain(self) -> Drained:
         """Look up and delete every flow in batches (BPF_MAP_LOOKUP_AND_DELETE_BATCH)."""
-        from bcc.libbcc import lib  # type: ignore[import-not-found]
+        from bcc.libbcc import lib
 
         started = time.perf_counter()
         in_batch = ct.c_uint32(0)

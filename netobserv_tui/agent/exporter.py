@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model.errors import CaptureError
-from ..model.protocol import HEADER_SIZE, FrameType, ProtocolError, decode_header, decode_payload, encode
+from ..model.protocol import (
+    HEADER_SIZE,
+    FrameType,
+    ProtocolError,
+    decode_header,
+    decode_payload,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +85,8 @@ class Exporter:
         if kind == FrameType.ERROR:
             self._drop_connection()
             reason = payload.get("reason", "no reason given")
-            raise TokenRejected(f"the aggregator at {self.address[0]}:{self.address[1]} refused this agent: {reason}")
+            host, port = self.address
+            raise TokenRejected(f"the aggregator at {host}:{port} refused this agent: {reason}")
         if kind != FrameType.WELCOME:
             self._drop_connection()
             raise ProtocolError(f"expected WELCOME from the aggregator, got {kind.name}")
@@ -149,6 +157,9 @@ class Exporter:
     def _handle(self, kind: FrameType, payload: dict[str, Any]) -> None:
         if kind in (FrameType.ACK, FrameType.NACK):
             seq = payload.get("seq")
+            if not isinstance(seq, int):
+                log.error("The aggregator sent an acknowledgement without a sequence number.")
+                return
             while self._pending and self._pending[0].sent and self._pending[0].seq <= seq:
                 batch = self._pending.popleft()
                 self._pending_rows -= batch.rows

@@ -109,7 +109,8 @@ class RowBuilder:
     def rows(
         self, keys: bytes | memoryview, values: bytes | memoryview, mono_to_wall_ns: int
     ) -> Iterator[list[Any]]:
-        for key, value in zip(FLOW_ID.iter_unpack(keys), FLOW_METRICS.iter_unpack(values)):
+        pairs = zip(FLOW_ID.iter_unpack(keys), FLOW_METRICS.iter_unpack(values), strict=True)
+        for key, value in pairs:
             yield self.row(key, value, mono_to_wall_ns)
 
     def row(

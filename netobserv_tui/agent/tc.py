@@ -106,7 +106,8 @@ def _filters_left(ipr: IPRoute, ifindex: int) -> int:
     total = 0
     for parent, _name in HOOKS:
         try:
-            total += sum(1 for m in ipr.get_filters(index=ifindex, parent=parent) if _filter_name(m))
+            msgs = ipr.get_filters(index=ifindex, parent=parent)
+            total += sum(1 for m in msgs if _filter_name(m))
         except NetlinkError as exc:
             if exc.code not in _GONE:
                 raise
@@ -177,7 +178,7 @@ class TcAttacher:
         except NetlinkError as exc:
             self._undo(ifindex)
             if exc.code in _GONE:
-                log.debug("Interface %s (%d) vanished before it could be attached.", ifname, ifindex)
+                log.debug("Interface %s (%d) vanished before attaching.", ifname, ifindex)
                 return False
             raise
         log.info("Attached to interface %s (index %d).", ifname, ifindex)

@@ -87,7 +87,19 @@ async def run_flows(request: FlowsRequest) -> int:
             result, reason = await _with_tui(target, limits, request)
         else:
             print("Starting the capture on the local host...", file=sys.stderr)
-            result, reason = await run_capture(target, limits, headless)
+
+            async def foreground(
+                endpoint: StreamEndpoint, stop: asyncio.Event, progress: Progress
+            ) -> str:
+                print(
+                    f"Capturing flows on {', '.join(target.interfaces) or 'no interface'}; "
+                    "press Ctrl+C to stop.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return await headless(endpoint, stop, progress)
+
+            result, reason = await run_capture(target, limits, foreground)
     _report(result, reason)
     if not result.files:
         raise CaptureError("no file was written; see the messages above")

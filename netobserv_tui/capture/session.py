@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -55,7 +55,7 @@ async def watch_stats(
 
 
 #: Runs the foreground part of a capture (TUI or headless) until it returns a reason.
-Foreground = Callable[[StreamEndpoint, asyncio.Event, Progress], Awaitable[str]]
+Foreground = Callable[[StreamEndpoint, asyncio.Event, Progress], Coroutine[Any, Any, str]]
 
 
 async def headless(

@@ -8,6 +8,7 @@ the same interface.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -106,10 +107,17 @@ class LocalTarget:
             if status not in (0, None) and was_running:
                 problems.append(f"the agent exited with status {status}: {self.agent.why()}")
             if status not in (0, None):
-                # A killed or failed agent may have left classifiers behind.
-                leftovers = cleanup_leftovers()
-                if leftovers:
-                    problems.append("removed leftovers: " + ", ".join(leftovers))
+                # A killed or failed agent may have left classifiers behind. pyroute2's
+                # synchronous API cannot run inside this event loop: use a thread.
+                try:
+                    leftovers = await asyncio.to_thread(cleanup_leftovers)
+                except Exception as exc:  # keep going: the aggregator must still close
+                    problems.append(
+                        f"could not remove the agent's leftovers ({exc}); run `netobserv cleanup`"
+                    )
+                else:
+                    if leftovers:
+                        problems.append("removed leftovers: " + ", ".join(leftovers))
         closed: dict[str, Any] = {}
         if self.aggregator.proc is not None:
             status = await self.aggregator.stop(timeout=60)

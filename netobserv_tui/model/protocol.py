@@ -77,7 +77,9 @@ def decode_header(header: bytes) -> tuple[FrameType, int]:
     if magic != MAGIC:
         raise ProtocolError(f"bad magic {magic!r}: not a netobserv-tui peer")
     if version != VERSION:
-        raise ProtocolError(f"protocol version {version} is not supported (this side speaks {VERSION})")
+        raise ProtocolError(
+            f"protocol version {version} is not supported (this side speaks {VERSION})"
+        )
     try:
         kind = FrameType(ftype)
     except ValueError:

@@ -21,8 +21,8 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
-from .messages import FlowsReceived, StatsReceived, StopRequested, StreamConnected, StreamLost
 from ..model.stream import FlowBatch, LiveStream, StatsUpdate, StreamError
+from .messages import FlowsReceived, StatsReceived, StopRequested, StreamConnected, StreamLost
 from .widgets import CaptureHeader, FlowTable
 
 #: Return value of ``run_async`` when the user stops the capture.

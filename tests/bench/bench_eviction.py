@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes as ct
 import json
 import socket
-import struct
 import time
 
 from netobserv_tui.agent import kernel

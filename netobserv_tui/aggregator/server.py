@@ -1,0 +1,696 @@
+"""The ingest server: agents push FLOWS batches, subscribers receive a live stream.
+
+Shape of the data path::
+
+    agent sockets --read, decode, validate--> RowQueue (bounded in rows) --> writer
+         ^                                        |                          |
+         '-- ACK/NACK <---------------------------'---- after both files ----'
+                                                                 |
+                                         RecentRows --every 250 ms--> subscribers
+
+* Validation happens before a batch is queued: a NACKed batch never reaches the files.
+* The queue is bounded by rows, not by batches, so memory is bounded whatever the batch
+  size; when it is full the agent's handler waits in ``put`` and stops reading its socket,
+  which is TCP backpressure all the way to the agent.
+* A single consumer writes the batches in order, on the event loop by default or in a
+  dedicated writer thread (``write_in_thread``); see ``Aggregator.write_in_thread`` for the
+  measurements behind the default.
+* Subscribers get frames from a bounded queue each; a slow one loses frames (counted), it
+  never holds up ingest (see :mod:`.live`).
+* Every batch accepted from an agent is ACKed (or NACKed on a write error) before its
+  connection closes, whether it ends with BYE, end of stream or a framing ERROR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from ..model.errors import CaptureError
+from ..model.protocol import (
+    HEADER_SIZE,
+    FrameType,
+    ProtocolError,
+    decode_header,
+    decode_payload,
+    encode,
+)
+from .batch import Batch, BatchError, flows_seq, parse_flows
+from .live import RecentRows, Subscriber
+from .writers import FlowWriter
+
+log = logging.getLogger(__name__)
+
+#: Agent counters kept per agent: at most this many keys, each name at most this long.
+MAX_AGENT_COUNTERS: Final = 64
+MAX_COUNTER_NAME: Final = 64
+#: Kernel send buffer of a subscriber socket: bounds what a stalled TUI pins in the kernel.
+SUBSCRIBER_SNDBUF: Final = 256 * 1024
+#: How long a connection closed on an error keeps being read, so the ERROR frame is not
+#: lost to a TCP reset caused by unread data.
+LINGER_SECONDS: Final = 1.0
+
+
+class AuthError(ProtocolError):
+    """The peer presented a wrong capture token."""
+
+
+@dataclass(slots=True)
+class _Frame:
+    kind: FrameType
+    payload: dict[str, Any]
+    #: The payload held an escaped lone UTF-16 surrogate, which UTF-8 (SQLite) cannot store.
+    bad_text: bool
+
+
+@dataclass(slots=True)
+class _Job:
+    session: _AgentSession | None
+    seq: int
+    batch: Batch
+    bytes: int
+    packets: int
+
+
+@dataclass(slots=True)
+class AgentRecord:
+    """What the aggregator knows about one agent, across its reconnections."""
+
+    key: str
+    info: dict[str, str]
+    connections: int = 0
+    batches: int = 0
+    flows: int = 0
+    bytes: int = 0
+    packets: int = 0
+    rejected: int = 0
+    #: The agent's own counters from its latest STATS (they are cumulative on its side).
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.info, "connected": self.connections > 0, "batches": self.batches,
+                "flows": self.flows, "bytes": self.bytes, "packets": self.packets,
+                "rejected": self.rejected, "stats": dict(self.counters)}
+
+
+class _AgentSession:
+    """One agent connection after a good HELLO."""
+
+    def __init__(self, record: AgentRecord, writer: asyncio.StreamWriter) -> None:
+        self.record = record
+        self.writer = writer
+        self.pending = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def send(self, kind: FrameType, payload: dict[str, Any]) -> None:
+        """Queue a reply; dropped if the connection is gone or was half-closed on an error
+        (batches queued before a protocol error are still written, their ACK goes nowhere)."""
+        if self.writer.is_closing():
+            return
+        try:
+            self.writer.write(encode(kind, payload))
+        except RuntimeError:  # write() after write_eof(): the connection is being refused
+            pass
+
+    def queued(self) -> None:
+        self.pending += 1
+        self.idle.clear()
+
+    def done(self) -> None:
+        self.pending -= 1
+        if not self.pending:
+            self.idle.set()
+
+
+class RowQueue:
+    """FIFO of write jobs bounded by the total rows queued or being written.
+
+    A job larger than the whole capacity is still admitted when the queue is empty, so one
+    oversized batch cannot wedge the server; memory stays bounded by capacity plus one batch.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.rows = 0
+        self.peak_rows = 0
+        self._items: deque[tuple[_Job | None, int]] = deque()
+        self._cond = asyncio.Condition()
+
+    async def put(self, job: _Job) -> None:
+        weight = job.batch.nrows
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self.rows or self.rows + weight <= self.capacity)
+            self._items.append((job, weight))
+            self.rows += weight
+            self.peak_rows = max(self.peak_rows, self.rows)
+            self._cond.notify_all()
+
+    async def close(self) -> None:
+        """Queue the end marker, past the capacity: the writer stops after what is queued."""
+        async with self._cond:
+            self._items.append((None, 0))
+            self._cond.notify_all()
+
+    async def get(self) -> tuple[_Job | None, int]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: bool(self._items))
+            return self._items.popleft()
+
+    async def release(self, weight: int) -> None:
+        """The writer is done with ``weight`` rows: make room for waiting agents."""
+        async with self._cond:
+            self.rows -= weight
+            self._cond.notify_all()
+
+
+class Aggregator:
+    """Ingest server for one capture.  Use ``await start()`` then ``await stop(grace)``.
+
+    ``token`` is the capture token agents and subscribers must present.  Files go to
+    ``<output>/flow/<UTC time>.{json,db}`` (see :mod:`.writers`).
+    """
+
+    def __init__(
+        self,
+        output: Path | str,
+        token: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        queue_rows: int = 50_000,
+        live_rows: int = 2000,
+        live_interval: float = 0.25,
+        stats_interval: float = 0.5,
+        subscriber_frames: int = 4,
+        handshake_timeout: float = 10.0,
+        max_connections: int = 1024,
+        write_in_thread: bool = False,
+    ) -> None:
+        if not token:
+            raise ValueError("the capture token is empty: agents could not be authenticated")
+        self.output = Path(output)
+        self._token = token.encode("utf-8", "surrogatepass")
+        self.host, self.port = host, port
+        self.live_interval = live_interval
+        self.stats_interval = stats_interval
+        self.subscriber_frames = subscriber_frames
+        self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
+        #: Write batches in the writer thread instead of on the event loop.  Off by default:
+        #: sqlite3 releases the GIL around every row it steps, so the loop and the writer
+        #: thread hand the GIL back and forth for each row; measured on this workload, a
+        #: thread writes 80-90k flows/s against 110-120k on the loop, on one core or two.
+        #: With the loop writing, reading pauses for one batch (tens of ms) at a time, which
+        #: the bounded queue and TCP absorb.
+        self.write_in_thread = write_in_thread
+        self._queue_rows = queue_rows
+        self._recent = RecentRows(live_rows)
+        self._agents: dict[str, AgentRecord] = {}
+        self._sessions: set[asyncio.Task[None]] = set()
+        self._agent_tasks: set[asyncio.Task[None]] = set()
+        self._subscribers: set[Subscriber] = set()
+        self._counts = dict.fromkeys(
+            ("flows", "bytes", "packets", "batches", "batches_rejected",
+             "connections_rejected", "protocol_errors", "write_errors", "live_rows_dropped"), 0)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow-writer")
+        self._server: asyncio.Server | None = None
+        self._writer: FlowWriter | None = None
+        self._queue: RowQueue | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = 0.0
+        self._stopping: asyncio.Future[dict[str, Any]] | None = None
+        #: Called on the event loop after each batch is written (tests, enrichment hooks).
+        self.on_written: Callable[[Batch], None] | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Bind, create the files, start serving; :class:`CaptureError` if either fails.
+
+        The socket is bound before the files are created so that a busy port leaves no empty
+        files behind; serving starts only once the files exist.
+        """
+        try:
+            server = await asyncio.start_server(
+                self._handle, self.host, self.port, start_serving=False, reuse_address=True
+            )
+        except OSError as exc:
+            self._executor.shutdown(wait=False)
+            raise CaptureError(
+                f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}; choose "
+                "another address or port (port 0 picks a free one)") from exc
+        loop = asyncio.get_running_loop()
+        try:
+            self._writer = await loop.run_in_executor(
+                self._executor, FlowWriter, self.output, datetime.now(UTC)
+            )
+        except BaseException as exc:
+            server.close()
+            self._executor.shutdown(wait=False)
+            if isinstance(exc, OSError):
+                raise CaptureError(
+                    f"cannot create the flow files in {self.output.resolve() / 'flow'}: "
+                    f"{exc.strerror or exc}; choose a writable output directory") from exc
+            raise
+        self._server = server
+        sockname = server.sockets[0].getsockname()
+        self.host, self.port = sockname[0], sockname[1]
+        self._queue = RowQueue(self._queue_rows)
+        self._started = time.monotonic()
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="flow-writer"),
+            asyncio.create_task(self._publish_loop(), name="live-publisher"),
+        ]
+        await server.start_serving()
+        log.info("Aggregator listening on %s:%d, writing %s and %s",
+                 self.host, self.port, self._writer.json_path, self._writer.db_path)
+
+    async def __aenter__(self) -> Aggregator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop(grace=0.0)
+
+    @property
+    def files(self) -> dict[str, str]:
+        """``{"json": path, "db": path}`` of this capture."""
+        assert self._writer is not None, "start() first"
+        return self._writer.paths
+
+    @property
+    def capture(self) -> str:
+        """The capture name: the files' common stem (their UTC start time)."""
+        assert self._writer is not None, "start() first"
+        return self._writer.json_path.stem
+
+    async def stop(self, grace: float = 5.0) -> dict[str, Any]:
+        """Stop gracefully and return the summary; safe to call more than once.
+
+        Stops accepting, gives connected agents ``grace`` seconds to send BYE (their queued
+        batches are written and ACKed), closes the others, writes what is queued, sends the
+        subscribers a last STATS and BYE, and closes the files.
+        """
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_future()
+            try:
+                self._stopping.set_result(await self._stop(grace))
+            except BaseException as exc:
+                self._stopping.set_exception(exc)
+                raise
+        return await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float) -> dict[str, Any]:
+        assert self._server is not None and self._queue is not None and self._writer is not None
+        self._server.close()
+        agents = set(self._agent_tasks)
+        if agents:
+            log.info("Waiting up to %.1f s for %d agent(s) to finish", grace, len(agents))
+            _, late = await asyncio.wait(agents, timeout=grace)
+            if late:
+                log.warning("Closing %d agent connection(s) still open after %.1f s",
+                            len(late), grace)
+        others = [t for t in self._sessions if t not in self._subscriber_tasks()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self._queue.close()
+        await self._tasks[0]
+        self._tasks[1].cancel()
+        await asyncio.gather(self._tasks[1], return_exceptions=True)
+        await self._close_subscribers()
+        loop = asyncio.get_running_loop()
+        files = await loop.run_in_executor(self._executor, self._writer.close)
+        self._executor.shutdown(wait=True)
+        return self._summary(files)
+
+    def _subscriber_tasks(self) -> set[asyncio.Task[None]]:
+        return {t for t in self._sessions if t.get_name().startswith("subscriber")}
+
+    async def _close_subscribers(self) -> None:
+        frames, skipped = self._recent.take()
+        last = [*(f for f, _ in frames)]
+        for sub in self._subscribers:
+            sub.count_skipped(skipped)
+        final = [*last, encode(FrameType.STATS, self.stats()), encode(FrameType.BYE, {})]
+        await asyncio.gather(*(s.finish(final, 1.0) for s in list(self._subscribers)))
+        subs = self._subscriber_tasks()
+        for task in subs:
+            task.cancel()
+        await asyncio.gather(*subs, return_exceptions=True)
+
+    def _summary(self, files: dict[str, Any]) -> dict[str, Any]:
+        stats = self.stats()
+        return {
+            "capture": self._writer.json_path.stem if self._writer else None,
+            "files": {"json": files["json"], "db": files["db"]},
+            **{k: stats[k] for k in ("flows", "bytes", "packets", "batches",
+                                      "batches_rejected", "connections_rejected",
+                                      "protocol_errors", "write_errors", "live_rows_dropped",
+                                      "agents_seen", "elapsed")},
+            "index_seconds": files["index_seconds"],
+        }
+
+    # ----------------------------------------------------------------- stats
+
+    def stats(self) -> dict[str, Any]:
+        """Aggregated counters, as sent in the live STATS frames."""
+        counters: dict[str, int] = {}
+        for record in self._agents.values():
+            for name, value in record.counters.items():
+                counters[name] = counters.get(name, 0) + value
+        live_dropped = self._counts["live_rows_dropped"] + sum(
+            s.rows_dropped for s in self._subscribers)
+        return {
+            **self._counts,
+            "live_rows_dropped": live_dropped,
+            "agents": sum(1 for r in self._agents.values() if r.connections),
+            "agents_seen": len(self._agents),
+            "subscribers": len(self._subscribers),
+            "queued_rows": self._queue.rows if self._queue else 0,
+            "elapsed": round(time.monotonic() - self._started, 3) if self._started else 0.0,
+            "agent_stats": counters,
+            "per_agent": {k: r.as_dict() for k, r in self._agents.items()},
+        }
+
+    @property
+    def queue(self) -> RowQueue:
+        assert self._queue is not None, "start() first"
+        return self._queue
+
+    # ----------------------------------------------------------------- connections
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection: the first frame (HELLO or SUBSCRIBE) decides what it is."""
+        task = asyncio.current_task()
+        assert task is not None
+        peer = _peer(writer)
+        if len(self._sessions) >= self.max_connections:
+            log.warning("Refused connection from %s: %d connections already", peer,
+                        len(self._sessions))
+            self._counts["connections_rejected"] += 1
+            await self._refuse(reader, writer, peer, "too many connections to the aggregator")
+            writer.close()
+            return
+        self._sessions.add(task)
+        try:
+            await self._serve(reader, writer, peer, task)
+        except AuthError as exc:
+            self._counts["connections_rejected"] += 1
+            log.warning("Rejected connection from %s: %s", peer, exc)
+            await self._refuse(reader, writer, peer, str(exc))
+        except ProtocolError as exc:
+            self._counts["protocol_errors"] += 1
+            log.warning("Closing connection from %s: %s", peer, exc)
+            await self._refuse(reader, writer, peer, str(exc))
+        except TimeoutError:
+            self._counts["protocol_errors"] += 1
+            reason = f"no HELLO or SUBSCRIBE within {self.handshake_timeout:g} s"
+            log.warning("Closing connection from %s: %s", peer, reason)
+            await self._refuse(reader, writer, peer, reason)
+        except (ConnectionError, OSError) as exc:
+            log.info("Connection from %s lost: %s", peer, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("Unexpected error serving %s; closing that connection", peer)
+            await self._refuse(reader, writer, peer, "internal error in the aggregator")
+        finally:
+            self._sessions.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     peer: str, task: asyncio.Task[None]) -> None:
+        async with asyncio.timeout(self.handshake_timeout):
+            first = await _read_frame(reader)
+        if first is None:
+            return
+        if first.kind is FrameType.HELLO:
+            self._agent_tasks.add(task)
+            try:
+                await self._agent_session(reader, writer, peer, first)
+            finally:
+                self._agent_tasks.discard(task)
+        elif first.kind is FrameType.SUBSCRIBE:
+            task.set_name(f"subscriber {peer}")
+            await self._subscriber_session(reader, writer, peer, first)
+        else:
+            raise ProtocolError(
+                f"the first frame must be HELLO or SUBSCRIBE, not {first.kind.name}")
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      peer: str, reason: str) -> None:
+        """Send ERROR, then read and discard briefly so the peer gets it before the close."""
+        if writer.is_closing():
+            return
+        try:
+            writer.write(encode(FrameType.ERROR, {"reason": reason}))
+            if writer.can_write_eof():
+                writer.write_eof()
+            async with asyncio.timeout(LINGER_SECONDS):
+                while await reader.read(65536):
+                    pass
+        except (TimeoutError, ConnectionError, OSError):
+            pass
+
+    def _check_token(self, payload: dict[str, Any]) -> None:
+        token = payload.get("token")
+        if not isinstance(token, str):
+            raise AuthError("the token is missing")
+        if not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._token):
+            raise AuthError("wrong capture token")
+
+    # ----------------------------------------------------------------- agents
+
+    async def _agent_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                             peer: str, hello: _Frame) -> None:
+        self._check_token(hello.payload)
+        if hello.bad_text:
+            raise ProtocolError("HELLO holds an unpaired UTF-16 surrogate")
+        record = self._agent_record(hello.payload.get("agent"), peer)
+        session = _AgentSession(record, writer)
+        record.connections += 1
+        log.info("Agent %s connected from %s", record.key, peer)
+        try:
+            session.send(FrameType.WELCOME, {"capture": self.capture})
+            try:
+                await self._agent_loop(reader, session)
+            finally:
+                # Every batch accepted before BYE, end of stream or a framing error gets its
+                # ACK before the connection closes (and before the ERROR), so the agent
+                # knows exactly what to send again.
+                await session.idle.wait()
+        finally:
+            record.connections -= 1
+            log.info("Agent %s disconnected (%d flows so far)", record.key, record.flows)
+
+    async def _agent_loop(self, reader: asyncio.StreamReader, session: _AgentSession) -> None:
+        """Read frames until BYE or end of stream; ERROR-worthy frames raise ProtocolError."""
+        while True:
+            frame = await _read_frame(reader)
+            if frame is None or frame.kind is FrameType.BYE:
+                return
+            if frame.kind is FrameType.FLOWS:
+                await self._on_flows(session, frame)
+            elif frame.kind is FrameType.STATS:
+                if frame.bad_text:
+                    raise ProtocolError("STATS holds an unpaired UTF-16 surrogate")
+                _merge_counters(session.record.counters, frame.payload)
+            else:
+                raise ProtocolError(f"{frame.kind.name} is not allowed from an agent after HELLO")
+            # Backpressure for an agent that does not read its ACKs.
+            await session.writer.drain()
+
+    def _agent_record(self, info: Any, peer: str) -> AgentRecord:
+        """The agent's record, keyed by hostname and IP (or the peer address)."""
+        clean = {k: v[:256] for k, v in (info if isinstance(info, dict) else {}).items()
+                 if k in ("ip", "hostname", "version") and isinstance(v, str)}
+        key = "/".join(filter(None, (clean.get("hostname"), clean.get("ip")))) or peer
+        record = self._agents.get(key)
+        if record is None:
+            record = self._agents[key] = AgentRecord(key, clean)
+        return record
+
+    async def _on_flows(self, session: _AgentSession, frame: _Frame) -> None:
+        seq = flows_seq(frame.payload)
+        try:
+            if frame.bad_text:
+                raise BatchError("a string holds an unpaired UTF-16 surrogate, which UTF-8 "
+                                 "cannot store")
+            seq_ok, batch = parse_flows(frame.payload)
+        except BatchError as exc:
+            self._counts["batches_rejected"] += 1
+            session.record.rejected += 1
+            log.warning("Rejected batch %s from agent %s: %s", seq, session.record.key, exc)
+            session.send(FrameType.NACK, {"seq": seq, "reason": str(exc)})
+            return
+        batch = batch.with_column("TimeReceived", int(time.time()))
+        job = _Job(session, seq_ok, batch, batch.total("Bytes"), batch.total("Packets"))
+        session.queued()
+        try:
+            await self.queue.put(job)
+        except BaseException:
+            session.done()
+            raise
+
+    async def _write_loop(self) -> None:
+        """The only consumer of the queue: write in the writer thread, then ACK."""
+        assert self._writer is not None
+        loop = asyncio.get_running_loop()
+        queue = self.queue
+        while True:
+            job, weight = await queue.get()
+            if job is None:
+                return
+            try:
+                if self.write_in_thread:
+                    await loop.run_in_executor(self._executor, self._writer.write, job.batch)
+                else:
+                    self._writer.write(job.batch)
+            except Exception as exc:  # an I/O error: disk full, file removed...
+                self._counts["write_errors"] += 1
+                log.error("Could not write batch %d (%d rows): %s", job.seq, job.batch.nrows, exc)
+                self._reply(job, FrameType.NACK, {"seq": job.seq,
+                                                  "reason": f"the aggregator cannot write: {exc}"})
+            else:
+                try:
+                    self._written(job)
+                except Exception:  # a hook failed: the batch is written all the same
+                    log.exception("Post-write processing of batch %d failed", job.seq)
+                self._reply(job, FrameType.ACK, {"seq": job.seq})
+            finally:
+                await queue.release(weight)
+            # Let the agents' handlers and the live stream run between two batches.
+            await asyncio.sleep(0)
+
+    def _written(self, job: _Job) -> None:
+        n = job.batch.nrows
+        counts = self._counts
+        counts["flows"] += n
+        counts["bytes"] += job.bytes
+        counts["packets"] += job.packets
+        counts["batches"] += 1
+        if job.session is not None:
+            record = job.session.record
+            record.batches += 1
+            record.flows += n
+            record.bytes += job.bytes
+            record.packets += job.packets
+        if self._subscribers:
+            self._recent.add(job.batch)
+        if self.on_written is not None:
+            self.on_written(job.batch)
+
+    @staticmethod
+    def _reply(job: _Job, kind: FrameType, payload: dict[str, Any]) -> None:
+        if job.session is not None:
+            job.session.send(kind, payload)
+            job.session.done()
+
+    # ----------------------------------------------------------------- live stream
+
+    async def _subscriber_session(self, reader: asyncio.StreamReader,
+                                  writer: asyncio.StreamWriter, peer: str, first: _Frame) -> None:
+        self._check_token(first.payload)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SUBSCRIBER_SNDBUF)
+        writer.write(encode(FrameType.WELCOME, {"capture": self.capture}))
+        sub = Subscriber(writer, self.subscriber_frames, peer)
+        self._subscribers.add(sub)
+        sub.offer(encode(FrameType.STATS, self.stats()))
+        log.info("Live subscriber connected from %s", peer)
+        try:
+            frame = await _read_frame(reader)
+            if frame is not None and frame.kind is not FrameType.BYE:
+                raise ProtocolError(f"{frame.kind.name} is not allowed from a subscriber")
+        finally:
+            self._subscribers.discard(sub)
+            self._counts["live_rows_dropped"] += sub.rows_dropped
+            await sub.cancel()
+            log.info("Live subscriber %s left (%d rows dropped for it)", peer, sub.rows_dropped)
+
+    async def _publish_loop(self) -> None:
+        """Every ``live_interval``: recent rows; every ``stats_interval``: stats."""
+        next_stats = time.monotonic()
+        while True:
+            await asyncio.sleep(self.live_interval)
+            if not self._subscribers:
+                self._recent.take()
+                continue
+            frames, skipped = self._recent.take()
+            for sub in self._subscribers:
+                sub.count_skipped(skipped)
+                for frame, rows in frames:
+                    sub.offer(frame, rows)
+            if time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + self.stats_interval
+                stats = encode(FrameType.STATS, self.stats())
+                for sub in self._subscribers:
+                    sub.offer(stats)
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> _Frame | None:
+    """Read one frame (``None`` at a clean end of stream); framing errors raise ProtocolError.
+
+    Unlike :func:`~netobserv_tui.model.protocol.read_frame` it also flags escaped lone
+    surrogates (``"\\ud800"``): ``json`` accepts them, but such a string cannot be encoded
+    as UTF-8, so it would fail in SQLite after validation.  The scan for ``\\ud`` is a
+    byte search; the exact check runs only when it hits.
+    """
+    try:
+        header = await reader.readexactly(HEADER_SIZE)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
+        raise ProtocolError("connection closed inside a frame header") from None
+    kind, length = decode_header(header)
+    try:
+        body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise ProtocolError("connection closed inside a frame payload") from None
+    try:
+        payload = decode_payload(body)
+    except RecursionError:
+        raise ProtocolError("payload is nested too deeply") from None
+    bad_text = (b"\\ud" in body or b"\\uD" in body) and not _utf8_clean(payload)
+    return _Frame(kind, payload, bad_text)
+
+
+_CHECK: Final = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+
+
+def _utf8_clean(payload: dict[str, Any]) -> bool:
+    try:
+        _CHECK(payload).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _merge_counters(counters: dict[str, int], payload: dict[str, Any]) -> None:
+    """Keep an agent's integer counters (latest value wins: they are cumulative), bounded."""
+    for name, value in payload.items():
+        if type(value) is not int or len(name) > MAX_COUNTER_NAME:
+            continue
+        if name in counters or len(counters) < MAX_AGENT_COUNTERS:
+            counters[name] = value
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)

@@ -1,0 +1,292 @@
+"""Flow files: ``<output>/flow/<ts>.db`` (SQLite) and ``<output>/flow/<ts>.json`` (JSON array).
+
+The writer is the aggregator's hot path, so it works on whole column-major batches
+(:class:`~.batch.Batch`) and keeps the per-record work inside C code (``zip``, ``map``,
+``str.__mod__``, the C string encoder, sqlite3's ``executemany``) instead of Python loops:
+
+* SQLite: the schema is created through ``sqlite_utils`` (one column per field, canonical
+  order, SQL types from the model), but rows go through one prepared ``INSERT`` per
+  distinct column tuple with ``executemany``, in one transaction per batch.  The ``INDEXED``
+  indexes are built when the file is closed: maintaining seven B-trees on random keys while
+  inserting costs several times the insert itself (measured on one core: ~50k rows/s with
+  live indexes against ~450k rows/s without; building them at the end takes ~3 s per
+  million rows).  A file left by a crash is complete but unindexed; :func:`recover` indexes it.
+* JSON: ``[`` at open, each batch appended as objects separated by ``",\\n"`` and flushed,
+  ``]`` at close, so a crash leaves at most the closing bracket missing (:func:`recover`
+  appends it).  Each column is encoded once (strings by the C encoder, integers by ``repr``,
+  lists through a small cache since interface lists repeat), rows are formatted with a
+  per-column-tuple ``%`` template, and the ``"Name":null`` members of absent values are cut
+  from the batch text by two regular-expression passes.  This is ~3x cheaper than
+  ``json.dumps`` of a filtered dict per row.
+
+SQLite durability: ``synchronous=OFF`` with a rollback journal.  Every committed batch is in
+the operating system's page cache, so a crash of the aggregator loses nothing that was
+acknowledged; only a power loss of the node could, and a capture does not outlive its node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from json.encoder import encode_basestring
+from pathlib import Path
+from typing import Any, Final
+
+import sqlite_utils
+
+from ..model.fields import BY_NAME, FIELD_NAMES, FIELDS, INDEXED
+from .batch import Batch
+
+log = logging.getLogger(__name__)
+
+#: File name stem of a capture: the UTC start time, e.g. ``2026_11_25T19_04_18Z``.
+TIMESTAMP_FORMAT: Final = "%Y_%m_%dT%H_%M_%SZ"
+TABLE: Final = "flow"
+#: Page cache of the SQLite connection in KiB: bounded; inserts without indexes need little.
+CACHE_KIB: Final = 16 * 1024
+#: Distinct lists kept by the list encoder cache before it starts over.
+LIST_CACHE_SIZE: Final = 4096
+
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# Removing null members from encoded objects.  A JSON string can never contain an unescaped
+# '"', so ',"Name":null' and '{"Name":null' can only be members, never string contents; list
+# fields hold only str/int, so these patterns cannot match inside a list either.  The first
+# pass removes every null member that follows another member, the second a leading one.
+_NULL_MEMBER: Final = re.compile(r',"[A-Za-z0-9_]+":None')
+_LEADING_NULL: Final = re.compile(r'\{"[A-Za-z0-9_]+":None,?')
+
+
+def index_name(columns: Sequence[str]) -> str:
+    """Stable index names so that :func:`recover` can add missing ones idempotently."""
+    return "idx_flow_" + "_".join(columns)
+
+
+def create_schema(db: sqlite_utils.Database) -> None:
+    """Create the ``flow`` table (every field, canonical order, SQL types from the model)."""
+    db.table(TABLE).create({f.name: f.sql for f in FIELDS}, column_order=list(FIELD_NAMES))
+
+
+def create_indexes(db: sqlite_utils.Database) -> None:
+    """Create the ``INDEXED`` indexes (idempotent)."""
+    table = db.table(TABLE)
+    for columns in INDEXED:
+        table.create_index(list(columns), index_name=index_name(columns), if_not_exists=True)
+
+
+class _ListCache(dict[tuple[Any, ...], str]):
+    """JSON text of list values keyed by their tuple; hits stay in C (``dict.__getitem__``)."""
+
+    def __missing__(self, key: tuple[Any, ...]) -> str:
+        if len(self) >= LIST_CACHE_SIZE:
+            self.clear()
+        text = self[key] = _ENCODE(list(key))
+        return text
+
+
+class _Plan:
+    """What a distinct column tuple needs, computed once and reused for every batch."""
+
+    __slots__ = ("sql", "template", "list_idx", "text_idx")
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        marks = ", ".join("?" * len(columns))
+        self.sql = f"INSERT INTO {TABLE} ({quoted}) VALUES ({marks})"
+        # Field names are plain identifiers: no '%' or '"' to escape in the template.
+        self.template = "{" + ",".join(f'"{c}":%s' for c in columns) + "}"
+        self.list_idx = frozenset(i for i, c in enumerate(columns) if BY_NAME[c].kind is list)
+        #: Columns that need encoding for JSON (strings, lists); integers format as they are.
+        self.text_idx = tuple(i for i, c in enumerate(columns) if BY_NAME[c].kind is not int)
+
+
+class FlowWriter:
+    """Owns one capture's SQLite and JSON files; not thread-safe, use from one thread at a time.
+
+    Batches must already be validated (:class:`~.batch.Batch` does it): a batch is then
+    either written whole or, on an I/O error, rolled back in SQLite and cut from the JSON file.
+    """
+
+    def __init__(self, output: Path | str, started: datetime | None = None) -> None:
+        self.flow_dir = Path(output) / "flow"
+        self.flow_dir.mkdir(parents=True, exist_ok=True)
+        stem = _unique_stem(self.flow_dir, started or datetime.now(UTC))
+        self.db_path = (self.flow_dir / f"{stem}.db").resolve()
+        self.json_path = (self.flow_dir / f"{stem}.json").resolve()
+        self.flows = 0
+        self.batches = 0
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._lists = _ListCache()
+        self._closed = False
+        self._first = True
+        self._summary: dict[str, Any] = {}
+        # The JSON file first: open(..., "x") fails on an unwritable directory before an
+        # empty database is left behind.
+        self._json = open(self.json_path, "xb")  # noqa: SIM115 - closed by close()
+        try:
+            self._json.write(b"[\n")
+            self._json.flush()
+            self._conn = sqlite3.connect(
+                self.db_path, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA synchronous=OFF")
+            self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            create_schema(sqlite_utils.Database(self._conn))
+        except BaseException:
+            self._json.close()
+            raise
+
+    @property
+    def paths(self) -> dict[str, str]:
+        return {"json": str(self.json_path), "db": str(self.db_path)}
+
+    def write_batch(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        """Validate and write rows given row-wise; returns the number of rows written."""
+        return self.write(Batch.from_rows(list(columns), [list(r) for r in rows]))
+
+    def write(self, batch: Batch) -> int:
+        """Write one validated batch to both files; returns the number of rows written.
+
+        SQLite first inside a transaction, then the JSON text, then COMMIT: if either write
+        fails the transaction is rolled back and the JSON file is cut back to where it was.
+        """
+        if self._closed:
+            raise ValueError(f"{self.db_path.name}: the writer is closed")
+        if not batch.nrows:
+            return 0
+        plan = self._plan(batch.columns)
+        text_cols, sql_cols = self._encode_columns(batch, plan)
+        data = _objects(plan.template, text_cols).encode()
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            conn.executemany(plan.sql, zip(*sql_cols, strict=True))
+            self._append_json(data)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        self.flows += batch.nrows
+        self.batches += 1
+        return batch.nrows
+
+    def _plan(self, columns: tuple[str, ...]) -> _Plan:
+        plan = self._plans.get(columns)
+        if plan is None:
+            plan = self._plans[columns] = _Plan(columns)
+        return plan
+
+    def _encode_columns(self, batch: Batch, plan: _Plan) -> tuple[list[Any], list[Any]]:
+        """Per column: what the JSON template formats, and the SQLite values.
+
+        Integer columns go to the template as they are: ``%s`` renders an int exactly as JSON
+        does and a None as ``None``, which :func:`_objects` removes like a null.
+        """
+        text_cols: list[Any] = list(batch.values)
+        sql_cols: list[Any] = list(batch.values)
+        lists = self._lists
+        for i in plan.text_idx:
+            col = batch.values[i]
+            is_list = i in plan.list_idx
+            texts: list[str | None]
+            if i in batch.nullable:
+                texts = [v if v is None else lists[tuple(v)] if is_list else encode_basestring(v)
+                         for v in col]
+            elif is_list:
+                texts = list(map(lists.__getitem__, map(tuple, col)))
+            else:
+                texts = list(map(encode_basestring, col))
+            text_cols[i] = texts
+            if is_list:
+                sql_cols[i] = texts
+        return text_cols, sql_cols
+
+    def _append_json(self, data: bytes) -> None:
+        """Append a batch's objects and flush, so the file on disk is always one ']' short."""
+        pos = self._json.tell()
+        try:
+            if not self._first:
+                self._json.write(b",\n")
+            self._json.write(data)
+            self._json.flush()
+        except BaseException:
+            # Cut a partial write so the file stays a valid prefix of the array.
+            self._json.seek(pos)
+            self._json.truncate()
+            raise
+        self._first = False
+
+    def close(self) -> dict[str, Any]:
+        """Close the JSON array, index and close the database; idempotent.
+
+        Returns ``{"json": path, "db": path, "flows": n, "batches": n, "index_seconds": s}``.
+        """
+        if self._closed:
+            return dict(self._summary)
+        self._closed = True
+        try:
+            self._json.write(b"\n]\n")
+        finally:
+            self._json.close()
+        started = time.monotonic()
+        try:
+            create_indexes(sqlite_utils.Database(self._conn))
+        finally:
+            self._conn.close()
+        self._summary = {
+            **self.paths,
+            "flows": self.flows,
+            "batches": self.batches,
+            "index_seconds": round(time.monotonic() - started, 3),
+        }
+        return dict(self._summary)
+
+
+def _objects(template: str, text_cols: list[Any]) -> str:
+    """Format rows from encoded columns and drop null members (see the module docstring)."""
+    text = ",\n".join(map(template.__mod__, zip(*text_cols, strict=True)))
+    if ":None" in text:
+        text = _LEADING_NULL.sub("{", _NULL_MEMBER.sub("", text))
+    return text
+
+
+def _unique_stem(flow_dir: Path, started: datetime) -> str:
+    """The timestamp stem, with a ``-N`` suffix if a capture of the same second exists."""
+    stem = started.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+    candidate, n = stem, 1
+    while (flow_dir / f"{candidate}.db").exists() or (flow_dir / f"{candidate}.json").exists():
+        candidate, n = f"{stem}-{n}", n + 1
+    return candidate
+
+
+def recover(json_path: Path | str, db_path: Path | str) -> None:
+    """Finish files left by an aggregator that died: close the JSON array, add the indexes.
+
+    Every newline in the JSON file is structural (the encoder escapes newlines inside
+    strings) and each object sits on its own line, so a write cut by a crash can only have
+    damaged the last line: it is dropped if it does not parse.  Rows of that last batch that
+    did reach the JSON file may be missing from SQLite, whose transaction was rolled back.
+    Safe on files that were closed properly: it changes nothing then.
+    """
+    jpath = Path(json_path)
+    data = jpath.read_bytes()
+    if not data.endswith(b"\n]\n"):
+        head, _, last = data.rpartition(b"\n")
+        try:
+            complete = isinstance(json.loads(last), dict)
+        except ValueError:
+            complete = False
+        kept = data if complete else head.rstrip(b",")
+        with open(jpath, "rb+") as fh:
+            fh.seek(len(kept))
+            fh.truncate()
+            fh.write(b"\n]\n")
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        create_indexes(sqlite_utils.Database(conn))
+    finally:
+        conn.close()

@@ -1,0 +1,275 @@
+"""Flow capture end to end on the real kernel: known traffic in, exact numbers out.
+
+Ground truth comes from outside the tool: the generators' own counts and the host-side veth
+counters. The lab is quiet (permanent neighbours, no IPv6 chatter), so every packet a host
+end receives during a send belongs to the flow under test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from capture_helpers import (
+    NETOBSERV,
+    Capture,
+    json_records,
+    our_tc_objects,
+    sql_totals,
+    sqlite_rows,
+    totals,
+)
+
+from netobserv_tui.lab import Lab
+from netobserv_tui.lab.traffic import iface_counters, tcp_transfer, udp_send
+
+pytestmark = pytest.mark.kernel
+
+SEED_QUERY = (
+    "SELECT DnsLatencyMs, DnsFlagsResponseCode, DnsId, DstAddr, DstPort, Interface, Proto, "
+    "SrcAddr, SrcPort, Bytes, Packets FROM flow WHERE DnsLatencyMs >10 LIMIT 10;"
+)
+
+
+@pytest.fixture(autouse=True)
+def _root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("flow capture needs root (eBPF, TC): run the tests as root")
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_udp_exact_packets_and_bytes(lab: Lab, tmp_path: Path, family: int) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    count, size = 1000, 200
+    with Capture(tmp_path) as cap:
+        assert lab.wait_quiet()
+        before_a, before_b = iface_counters(a.host_ifname), iface_counters(b.host_ifname)
+        sent = udp_send(lab, a, b, count, size, dst_port=7001, family=family, src_port=40001)
+        after_a, after_b = iface_counters(a.host_ifname), iface_counters(b.host_ifname)
+        assert cap.stop() == 0, cap.stderr_lines
+    assert sent.sent == sent.received == count
+    rx_a, tx_b = after_a - before_a, after_b - before_b
+    frame = sent.frame_bytes
+    # The interface counters agree with the generator: nothing else crossed the lab.
+    assert (rx_a.rx_packets, rx_a.rx_bytes) == (count, count * frame)
+    assert (tx_b.tx_packets, tx_b.tx_bytes) == (count, count * frame)
+
+    expected = {
+        (a.host_ifname, 0): (count, count * frame),  # leaving pod-a: ingress at its host end
+        (b.host_ifname, 1): (count, count * frame),  # entering pod-b: egress at its host end
+    }
+    flow = {
+        "SrcAddr": a.addr(family),
+        "DstAddr": b.addr(family),
+        "SrcPort": 40001,
+        "DstPort": 7001,
+        "Proto": 17,
+    }
+    files = cap.files()
+    assert sql_totals(files["db"], **flow) == expected
+    records = json_records(files["json"])
+    assert totals(records, **flow) == expected
+    sample = next(r for r in records if r["DstPort"] == 7001)
+    assert sample["Etype"] == (2048 if family == 4 else 34525)
+    assert sample["SrcMac"] == a.mac.upper()
+    assert sample["DstMac"] == b.mac.upper()
+    assert sample["TimeFlowStartMs"] <= sample["TimeFlowEndMs"]
+    assert abs(sample["TimeFlowEndMs"] / 1000 - time.time()) < 120
+    assert our_tc_objects() == []
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_tcp_transfer_matches_interface_counters(lab: Lab, tmp_path: Path, family: int) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    nbytes = 3_000_000
+    with Capture(tmp_path) as cap:
+        assert lab.wait_quiet()
+        before = iface_counters(a.host_ifname)
+        result = tcp_transfer(lab, a, b, nbytes, port=5201, family=family, src_port=40100)
+        assert lab.wait_quiet()
+        delta = iface_counters(a.host_ifname) - before
+        assert cap.stop() == 0, cap.stderr_lines
+    assert result.bytes_received == nbytes
+    db = cap.files()["db"]
+    client_to_server = sql_totals(db, SrcAddr=a.addr(family), SrcPort=40100, DstPort=5201, Proto=6)
+    server_to_client = sql_totals(db, DstAddr=a.addr(family), DstPort=40100, SrcPort=5201, Proto=6)
+    # Per skb, L2 header included: exactly what the veth counted.
+    assert client_to_server[(a.host_ifname, 0)] == (delta.rx_packets, delta.rx_bytes)
+    assert server_to_client[(a.host_ifname, 1)] == (delta.tx_packets, delta.tx_bytes)
+    # The same packets crossed pod-b's host end in the other direction.
+    assert client_to_server[(b.host_ifname, 1)] == client_to_server[(a.host_ifname, 0)]
+    assert server_to_client[(b.host_ifname, 0)] == server_to_client[(a.host_ifname, 1)]
+    flags = sqlite_rows(
+        db, f"SELECT Flags FROM flow WHERE SrcPort = 40100 AND Interface = '{a.host_ifname}'"
+    )
+    combined = 0
+    for row in flags:
+        combined |= row["Flags"]
+    assert combined & 0x02 and combined & 0x10 and combined & 0x01  # SYN, ACK, FIN
+
+
+def test_interfaces_created_during_capture_are_captured(lab_host: None, tmp_path: Path) -> None:
+    with Capture(tmp_path) as cap:
+        with Lab(2) as lab:  # created after the agent attached to what existed then
+            a, b = lab.pod("pod-a"), lab.pod("pod-b")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not _attached(a.host_ifname):
+                time.sleep(0.05)
+            assert _attached(a.host_ifname), "the new interface was not attached"
+            sent = udp_send(lab, a, b, 50, 100, dst_port=7003, src_port=40003)
+            assert cap.stop() == 0, cap.stderr_lines
+            assert our_tc_objects() == []
+    assert sent.received == 50
+    db = cap.files()["db"]
+    assert sql_totals(db, SrcPort=40003, DstPort=7003)[(a.host_ifname, 0)] == (
+        50,
+        50 * sent.frame_bytes,
+    )
+
+
+def _attached(ifname: str) -> bool:
+    out = subprocess.run(
+        ["tc", "filter", "show", "dev", ifname, "ingress"], capture_output=True, text=True
+    ).stdout
+    return "nobs_tc_ingress" in out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_flushes_last_interval_and_detaches(
+    lab: Lab, tmp_path: Path, sig: signal.Signals
+) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    # A 60 s eviction interval: nothing is evicted before the signal, so every counted
+    # packet reaches the files only through the final drain.
+    with Capture(tmp_path, "--cache-active-timeout=60s") as cap:
+        sent = udp_send(lab, a, b, 300, 64, dst_port=7004, src_port=40004)
+        assert cap.stop(sig) == 0, cap.stderr_lines
+    assert our_tc_objects() == []
+    files = cap.files()
+    expected = (300, 300 * sent.frame_bytes)
+    assert sql_totals(files["db"], SrcPort=40004, DstPort=7004)[(a.host_ifname, 0)] == expected
+    assert totals(json_records(files["json"]), SrcPort=40004)[(a.host_ifname, 0)] == expected
+
+
+def test_agent_killed_mid_capture_leaves_nothing(lab: Lab, tmp_path: Path) -> None:
+    with Capture(tmp_path) as cap:
+        agent = cap.child("netobserv_tui.agent")
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+        assert our_tc_objects(), "a SIGKILLed agent cannot detach: its filters should remain"
+        cap.stop(signal.SIGTERM)
+    assert our_tc_objects() == []
+    assert any("removed leftovers" in line for line in cap.stderr_lines), cap.stderr_lines
+    files = cap.files()
+    assert sqlite_rows(files["db"], "SELECT count(*) AS n FROM flow")[0]["n"] >= 0
+    json_records(files["json"])
+
+
+def test_cleanup_command_removes_leftovers_of_a_killed_agent(lab: Lab, tmp_path: Path) -> None:
+    cap = Capture(tmp_path).start()
+    agent = cap.child("netobserv_tui.agent")
+    aggregator = cap.child("netobserv_tui.aggregator")
+    # Kill the agent and the controller together, as `kill -9` or the OOM killer would.
+    agent.send_signal(signal.SIGKILL)
+    psutil_process(cap).send_signal(signal.SIGKILL)
+    cap.wait(10)
+    aggregator.wait(60)  # PR_SET_PDEATHSIG: it closes its files and exits on its own
+    assert our_tc_objects(), "a SIGKILLed agent cannot detach: its filters should remain"
+    out = subprocess.run([*NETOBSERV, "cleanup"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "removed" in out.stdout
+    assert our_tc_objects() == []
+    again = subprocess.run([*NETOBSERV, "cleanup"], capture_output=True, text=True)
+    assert again.returncode == 0 and "nothing to clean up" in again.stdout
+
+
+def psutil_process(cap: Capture) -> psutil.Process:
+    assert cap.proc
+    return psutil.Process(cap.proc.pid)
+
+
+def test_controller_killed_children_stop_and_detach(lab: Lab, tmp_path: Path) -> None:
+    cap = Capture(tmp_path).start()
+    children = cap.children()
+    psutil_process(cap).send_signal(signal.SIGKILL)
+    cap.wait(10)
+    for child in children:
+        child.wait(60)  # PR_SET_PDEATHSIG delivers SIGTERM: they end on their own
+    assert our_tc_objects() == []
+
+
+def test_seed_query_runs_unchanged(lab: Lab, tmp_path: Path) -> None:
+    with Capture(tmp_path) as cap:
+        udp_send(lab, "pod-a", "pod-b", 10, 10, dst_port=7005)
+        cap.stop()
+    out = subprocess.run(
+        ["sqlite3", str(cap.files()["db"]), SEED_QUERY], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert out.stdout == ""  # no DNS feature yet: DnsLatencyMs is NULL everywhere
+
+
+def test_max_time_ends_capture_with_complete_files(lab: Lab, tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            *NETOBSERV,
+            "flows",
+            "--local",
+            "--no-tui",
+            "--max-time=3s",
+            "--interfaces=nobs-*",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "max-time reached" in proc.stderr
+    assert time.monotonic() - started >= 3
+    paths = [Path(p) for p in proc.stdout.split()]
+    assert {p.suffix for p in paths} == {".json", ".db"}
+    assert all(p.parent == tmp_path / "flow" for p in paths)
+    assert our_tc_objects() == []
+
+
+def test_max_bytes_ends_capture(lab: Lab, tmp_path: Path) -> None:
+    with Capture(tmp_path, "--max-bytes=20000") as cap:
+        sent = udp_send(lab, "pod-a", "pod-b", 200, 200, dst_port=7006)
+        assert sent.received == 200  # 200 x 242 bytes, twice (two host ends) > 20000
+        assert cap.wait(60) == 0, cap.stderr_lines
+    assert any("max-bytes reached" in line for line in cap.stderr_lines)
+
+
+def test_flows_without_root_says_what_to_do(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            sys.executable,
+            "-m",
+            "netobserv_tui",
+            "flows",
+            "--local",
+            "--no-tui",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3
+    assert "needs root or the capabilities" in proc.stderr
+    assert "sudo" in proc.stderr

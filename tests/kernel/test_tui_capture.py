@@ -1,0 +1,80 @@
+"""The real thing in a real terminal: `netobserv flows` with its TUI under tmux, lab traffic,
+Ctrl+C, and files a person can open afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from capture_helpers import our_tc_objects, sqlite_rows
+
+from netobserv_tui.lab import Lab
+from netobserv_tui.lab.traffic import udp_send
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="flow capture needs root"),
+]
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("key", ["C-c", "C-q"])
+def test_tui_shows_lab_flows_and_ctrl_c_leaves_readable_files(
+    lab: Lab, tmp_path: Path, key: str
+) -> None:
+    session = f"nobs-tui-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", session]
+    stdout, status = tmp_path / "stdout.txt", tmp_path / "status.txt"
+    command = (
+        f"cd {tmp_path} && {sys.executable} -m netobserv_tui flows --local "
+        f"--interfaces='nobs-*' >{stdout}; echo $? >{status}"
+    )
+
+    def pane() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session],
+                              capture_output=True, text=True).stdout
+
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
+                    "sh", "-c", command], check=True)
+    try:
+        wait_for(lambda: "Stop capture" in pane(), "the TUI")
+        a, b = lab.pod("pod-a"), lab.pod("pod-b")
+        udp_send(lab, a, b, 20, 100, dst_port=7777, src_port=41234)
+        wait_for(lambda: f"{a.v4}:41234" in pane(), "the lab flow in the table")
+        screen = pane()
+        assert f"{b.v4}:7777" in screen
+        subprocess.run([*tmux, "send-keys", "-t", session, key], check=True)
+        wait_for(status.exists, "the capture to end")
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+    assert status.read_text().strip() == "0"
+    paths = [Path(p) for p in stdout.read_text().split()]
+    assert sorted(p.suffix for p in paths) == [".db", ".json"]
+    db = next(p for p in paths if p.suffix == ".db")
+    js = next(p for p in paths if p.suffix == ".json")
+    assert db.parent == tmp_path / "output" / "flow"
+    count = sqlite_rows(db, "SELECT count(*) AS n FROM flow")[0]["n"]
+    assert count > 0
+    subprocess.run([sys.executable, "-m", "json.tool", str(js)], check=True,
+                   stdout=subprocess.DEVNULL)
+    assert len(json.loads(js.read_text())) == count
+    got = sqlite_rows(db, "SELECT SUM(Packets) AS p FROM flow WHERE SrcPort = 41234 "
+                          f"AND Interface = '{a.host_ifname}'")
+    assert got[0]["p"] == 20
+    assert our_tc_objects() == []

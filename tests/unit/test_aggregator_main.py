@@ -1,0 +1,121 @@
+"""``python -m netobserv_tui.aggregator`` as a real process: ready/closed lines, signals, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DNS_COLUMNS, TOKEN, as_objects, load_json, sample_rows, sqlite_json
+
+from netobserv_tui.model.protocol import FrameType, encode, read_frame_sync
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start(output: Path, *extra: str, token: str | None = TOKEN,
+          listen: str = "127.0.0.1:0") -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "NETOBSERV_TOKEN"}
+    env["PYTHONPATH"] = str(ROOT)
+    if token is not None:
+        env["NETOBSERV_TOKEN"] = token
+    return subprocess.Popen(
+        [sys.executable, "-m", "netobserv_tui.aggregator", "--listen", listen,
+         "--output", str(output), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def ready_line(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, f"no ready line; stderr: {proc.communicate(timeout=10)[1]}"
+    return json.loads(line)
+
+
+def send_batches(port: int, batches: list[list[list[Any]]]) -> list[dict[str, Any]]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        rfile = sock.makefile("rb")
+        sock.sendall(encode(FrameType.HELLO, {"token": TOKEN, "agent": {"hostname": "n1"}}))
+        welcome = read_frame_sync(rfile)
+        assert welcome is not None and welcome[0] is FrameType.WELCOME
+        for seq, rows in enumerate(batches):
+            sock.sendall(encode(FrameType.FLOWS, {"seq": seq, "columns": list(DNS_COLUMNS),
+                                                  "rows": rows}))
+        acks = []
+        for _ in batches:
+            frame = read_frame_sync(rfile)
+            assert frame is not None and frame[0] is FrameType.ACK, frame
+            acks.append(frame[1])
+        sock.sendall(encode(FrameType.BYE, {}))
+        assert read_frame_sync(rfile) is None
+        return acks
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_feed_and_stop_with_a_signal(tmp_path: Path, signum: int) -> None:
+    proc = start(tmp_path / "out", "--grace", "2")
+    try:
+        ready = ready_line(proc)
+        assert set(ready) == {"event", "host", "port", "capture", "files"}
+        assert ready["event"] == "ready" and ready["host"] == "127.0.0.1"
+        assert ready["files"] == {
+            "json": str(tmp_path / "out" / "flow" / f"{ready['capture']}.json"),
+            "db": str(tmp_path / "out" / "flow" / f"{ready['capture']}.db")}
+        batches = [sample_rows(400, seed=1), sample_rows(600, seed=2)]
+        assert send_batches(ready["port"], batches) == [{"seq": 0}, {"seq": 1}]
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    closed = json.loads(out)
+    assert closed["event"] == "closed" and closed["files"] == ready["files"]
+    assert closed["flows"] == 1000 and closed["batches"] == 2 and closed["agents_seen"] == 1
+    rows = batches[0] + batches[1]
+    assert closed["bytes"] == sum(r[DNS_COLUMNS.index("Bytes")] for r in rows)
+    written = load_json(closed["files"]["json"])
+    assert [{k: v for k, v in o.items() if k != "TimeReceived"} for o in written] == \
+        as_objects(DNS_COLUMNS, rows)
+    assert sqlite_json(closed["files"]["db"], "SELECT count(*) AS n FROM flow") == [{"n": 1000}]
+    assert TOKEN not in err and TOKEN not in out
+
+
+def test_missing_token_is_a_usage_error(tmp_path: Path) -> None:
+    proc = start(tmp_path / "out", token=None)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and out == ""
+    assert "NETOBSERV_TOKEN" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_busy_port_fails_cleanly(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = start(tmp_path / "out", listen=f"127.0.0.1:{port}")
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1 and out == ""
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_fails_cleanly(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = start(blocker / "out")
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1 and out == ""
+    assert "cannot create the flow files" in err
+
+
+def test_bad_listen_address_is_a_usage_error(tmp_path: Path) -> None:
+    proc = start(tmp_path / "out", listen="localhost")
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and "HOST:PORT" in err
