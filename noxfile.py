@@ -3,7 +3,12 @@ BCC's Python module comes from the OS and cannot be installed into a fresh nox v
 
 from __future__ import annotations
 
+import sys
+
 import nox
+
+#: The interpreter nox itself runs on: .venv's, whatever PATH says.
+PY = sys.executable
 
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "typecheck", "tests"]
@@ -12,28 +17,28 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """Every test: unit, kernel (root, eBPF, lab), TUI. Extra args go to pytest."""
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run(PY, "-m", "pytest", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.run("ruff", "check", "netobserv_tui", "tests", "noxfile.py")
+    session.run(PY, "-m", "ruff", "check", "netobserv_tui", "tests", "noxfile.py")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.run("mypy")
+    session.run(PY, "-m", "mypy")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks with ratios against baselines measured in the same run."""
-    session.run("python", "tests/bench/bench_ingest.py", *session.posargs)
-    session.run("python", "tests/bench/bench_eviction.py")
-    session.run("python", "tests/bench/bench_datapath.py")
+    session.run(PY, "tests/bench/bench_ingest.py", *session.posargs)
+    session.run(PY, "tests/bench/bench_eviction.py")
+    session.run(PY, "tests/bench/bench_datapath.py")
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """The embedded default: the local host plus the lab, in the TUI."""
-    session.run("netobserv", "flows", "--local", "--lab", *session.posargs)
+    session.run(PY, "-m", "netobserv_tui", "flows", "--local", "--lab", *session.posargs)

@@ -43,6 +43,11 @@ class RecentRows:
         while self._kept - self._batches[0].nrows >= self.cap:
             self._kept -= self._batches.popleft().nrows
 
+    def clear(self) -> None:
+        """Forget everything (nobody is subscribed any more)."""
+        self._batches.clear()
+        self._kept = self._new = 0
+
     def take(self) -> tuple[list[tuple[bytes, int]], int]:
         """Encoded FLOWS frames with the most recent rows, and how many rows were skipped.
 
@@ -69,8 +74,7 @@ class RecentRows:
             frames.append((encode(FrameType.FLOWS, payload), len(rows)))
             sent += len(rows)
         skipped = self._new - sent
-        self._batches.clear()
-        self._kept = self._new = 0
+        self.clear()
         return frames, skipped
 
 

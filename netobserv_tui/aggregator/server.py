@@ -322,7 +322,8 @@ class Aggregator:
             if late:
                 log.warning("Closing %d agent connection(s) still open after %.1f s",
                             len(late), grace)
-        others = [t for t in self._sessions if t not in self._subscriber_tasks()]
+        subscribers = self._subscriber_tasks()
+        others = [t for t in self._sessions if t not in subscribers]
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
@@ -628,7 +629,7 @@ class Aggregator:
         while True:
             await asyncio.sleep(self.live_interval)
             if not self._subscribers:
-                self._recent.take()
+                self._recent.clear()
                 continue
             frames, skipped = self._recent.take()
             for sub in self._subscribers:

@@ -35,7 +35,8 @@ def ready_line(proc: subprocess.Popen[str]) -> dict[str, Any]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line, f"no ready line; stderr: {proc.communicate(timeout=10)[1]}"
-    return json.loads(line)
+    ready: dict[str, Any] = json.loads(line)
+    return ready
 
 
 def send_batches(port: int, batches: list[list[list[Any]]]) -> list[dict[str, Any]]:
