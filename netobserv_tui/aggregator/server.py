@@ -362,6 +362,7 @@ class Aggregator:
                                       "protocol_errors", "write_errors", "live_rows_dropped",
                                       "agents_seen", "elapsed")},
             "index_seconds": files["index_seconds"],
+            "agent_stats": stats["agent_stats"],
         }
 
     # ----------------------------------------------------------------- stats

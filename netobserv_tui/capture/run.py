@@ -63,7 +63,9 @@ def _logs_to_file(path: Path) -> Iterator[None]:
 def _report(result: CaptureResult, reason: str) -> None:
     print(f"Capture ended: {reason}.", file=sys.stderr)
     for problem in result.problems:
-        print(f"warning: {problem}", file=sys.stderr)
+        print(f"error: {problem}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{result.flows} flows, {result.bytes} bytes, {result.packets} packets.", file=sys.stderr)
     for kind in ("json", "db"):
         if kind in result.files:

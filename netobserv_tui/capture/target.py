@@ -45,7 +45,10 @@ class CaptureResult:
     flows: int = 0
     bytes: int = 0
     packets: int = 0
+    #: Something failed: the exit status is non-zero.
     problems: list[str] = field(default_factory=list)
+    #: Worth knowing, but the files are complete.
+    warnings: list[str] = field(default_factory=list)
 
 
 class Target(Protocol):
@@ -131,6 +134,19 @@ class LocalTarget:
                 problems.append(
                     f"the aggregator exited with status {status}: {self.aggregator.why()}"
                 )
+        agent_stats = closed.get("agent_stats") or {}
+        warnings = []
+        if agent_stats.get("map_full_packets"):
+            warnings.append(
+                f"the kernel flow map was full: {agent_stats['map_full_packets']} packets "
+                f"went through the overflow ring buffer, "
+                f"{agent_stats.get('overflow_lost_packets', 0)} lost; raise --cache-max-flows "
+                "or shorten --cache-active-timeout"
+            )
+        if agent_stats.get("export_lost_flows"):
+            warnings.append(
+                f"{agent_stats['export_lost_flows']} flows could not be delivered by the agents"
+            )
         files = closed.get("files") or self.ready.get("files") or {}
         result = CaptureResult(
             files={k: str(v) for k, v in files.items()},
@@ -138,6 +154,7 @@ class LocalTarget:
             bytes=int(closed.get("bytes", 0)),
             packets=int(closed.get("packets", 0)),
             problems=problems,
+            warnings=warnings,
         )
         if problems:
             log.error("Capture ended with problems: %s.", "; ".join(problems))
