@@ -88,7 +88,7 @@ def _flows_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netobserv", usage=USAGE, add_help=False)
+    parser = argparse.ArgumentParser(prog="netobserv", add_help=False)
     sub = parser.add_subparsers(dest="command")
     _flows_parser(sub)
     packets = sub.add_parser("packets", help="capture packets (not available yet)")

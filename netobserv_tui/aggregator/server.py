@@ -307,6 +307,9 @@ class Aggregator:
             self._stopping = asyncio.get_running_loop().create_future()
             try:
                 self._stopping.set_result(await self._stop(grace))
+            except asyncio.CancelledError:
+                self._stopping.cancel()
+                raise
             except BaseException as exc:
                 self._stopping.set_exception(exc)
                 raise

@@ -27,7 +27,7 @@ from capture_helpers import (
 )
 
 from netobserv_tui.lab import Lab
-from netobserv_tui.lab.traffic import iface_counters, tcp_transfer, udp_send
+from netobserv_tui.lab.traffic import iface_counters, ping, tcp_transfer, udp_send
 
 pytestmark = pytest.mark.kernel
 
@@ -294,3 +294,31 @@ def test_full_flow_map_loses_nothing_and_says_so(lab: Lab, tmp_path: Path) -> No
     report = "\n".join(cap.stderr_lines)
     assert "kernel flow map was full" in report, report
     assert "0 lost" in report, report
+
+
+SCTP_SENDER = """
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 132)
+header = struct.pack("!HHII", 2905, 3868, 0, 0) + b"x" * 20
+for _ in range({count}):
+    s.sendto(header, ("{dst}", 0))
+"""
+
+
+def test_icmp_icmpv6_and_sctp_are_told_apart(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    with Capture(tmp_path) as cap:
+        assert ping(lab, a, b, count=4, family=4).received == 4
+        assert ping(lab, a, b, count=3, family=6).received == 3
+        subprocess.run(["ip", "netns", "exec", a.netns, sys.executable, "-c",
+                        SCTP_SENDER.format(count=7, dst=b.v4)], check=True)
+        assert cap.stop() == 0, cap.stderr_lines
+    db = cap.files()["db"]
+    ingress_a = (a.host_ifname, 0)
+    egress_a = (a.host_ifname, 1)
+    assert sql_totals(db, Proto=1, IcmpType=8, IcmpCode=0)[ingress_a][0] == 4  # echo request
+    assert sql_totals(db, Proto=1, IcmpType=0, IcmpCode=0)[egress_a][0] == 4   # echo reply
+    assert sql_totals(db, Proto=58, IcmpType=128)[ingress_a][0] == 3
+    assert sql_totals(db, Proto=58, IcmpType=129)[egress_a][0] == 3
+    sctp = sql_totals(db, Proto=132, SrcPort=2905, DstPort=3868)
+    assert sctp[ingress_a] == (7, 7 * (14 + 20 + 32))
