@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import select
 import signal
 import socket
@@ -166,6 +167,7 @@ class Agent:
             "flows": exporter.acked_rows,
             "lost_flows": exporter.lost_rows,
             "evictions": self.stats.evictions,
+            "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         }
         _emit(summary)
         return summary

@@ -67,6 +67,9 @@ def _report(result: CaptureResult, reason: str) -> None:
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{result.flows} flows, {result.bytes} bytes, {result.packets} packets.", file=sys.stderr)
+    if result.peak_rss_kib:
+        peaks = ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in sorted(result.peak_rss_kib.items()))
+        print(f"Peak memory: {peaks}.", file=sys.stderr)
     for kind in ("json", "db"):
         if kind in result.files:
             print(result.files[kind])

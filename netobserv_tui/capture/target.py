@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..agent.tc import cleanup_leftovers
-from ..model.errors import CaptureError
 from .procs import Child
 
 log = logging.getLogger(__name__)
@@ -49,6 +48,8 @@ class CaptureResult:
     problems: list[str] = field(default_factory=list)
     #: Worth knowing, but the files are complete.
     warnings: list[str] = field(default_factory=list)
+    #: Peak resident memory of each process, KiB.
+    peak_rss_kib: dict[str, int] = field(default_factory=dict)
 
 
 class Target(Protocol):
@@ -104,9 +105,13 @@ class LocalTarget:
 
     async def stop(self) -> CaptureResult:
         problems: list[str] = []
+        peak: dict[str, int] = {}
         if self.agent is not None:
             was_running = self.agent.running
             status = await self.agent.stop(timeout=60)
+            done = _last_event(self.agent, "done")
+            if "max_rss_kib" in done:
+                peak["agent"] = int(done["max_rss_kib"])
             if status not in (0, None) and was_running:
                 problems.append(f"the agent exited with status {status}: {self.agent.why()}")
             if status not in (0, None):
@@ -124,12 +129,9 @@ class LocalTarget:
         closed: dict[str, Any] = {}
         if self.aggregator.proc is not None:
             status = await self.aggregator.stop(timeout=60)
-            try:
-                closed = self.aggregator.events.get_nowait()
-                while closed.get("event") != "closed":
-                    closed = self.aggregator.events.get_nowait()
-            except Exception:
-                closed = {}
+            closed = _last_event(self.aggregator, "closed")
+            if "max_rss_kib" in closed:
+                peak["aggregator"] = int(closed["max_rss_kib"])
             if status not in (0, None):
                 problems.append(
                     f"the aggregator exited with status {status}: {self.aggregator.why()}"
@@ -155,13 +157,18 @@ class LocalTarget:
             packets=int(closed.get("packets", 0)),
             problems=problems,
             warnings=warnings,
+            peak_rss_kib=peak,
         )
         if problems:
             log.error("Capture ended with problems: %s.", "; ".join(problems))
         return result
 
 
-def ensure_started(endpoint: StreamEndpoint | None) -> StreamEndpoint:
-    if endpoint is None:
-        raise CaptureError("the capture did not start")
-    return endpoint
+def _last_event(child: Child, kind: str) -> dict[str, Any]:
+    """The latest ``{"event": kind}`` a stopped child printed, or {}."""
+    found: dict[str, Any] = {}
+    while not child.events.empty():
+        event = child.events.get_nowait()
+        if event.get("event") == kind:
+            found = event
+    return found
