@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, load_json, sample_rows, sqlite_json
+from agg_helpers import TOKEN, load_json, sample_rows, sqlite_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

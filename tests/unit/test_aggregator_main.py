@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DNS_COLUMNS, TOKEN, as_objects, load_json, sample_rows, sqlite_json
+from agg_helpers import DNS_COLUMNS, TOKEN, as_objects, load_json, sample_rows, sqlite_json
 
 from netobserv_tui.model.protocol import FrameType, encode, read_frame_sync
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+from agg_helpers import (
     DNS_COLUMNS,
     TOKEN,
     AggregatorFactory,

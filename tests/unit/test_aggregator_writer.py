@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from conftest import DNS_COLUMNS, as_objects, load_json, sample_rows, sqlite_json
+from agg_helpers import DNS_COLUMNS, as_objects, load_json, sample_rows, sqlite_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
