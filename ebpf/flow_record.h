@@ -26,6 +26,20 @@ struct flow_id {
     u8 pad[2];
 };
 
+/* A flow's addresses, ports and protocols without interface or direction: 40 bytes. It is
+ * the first 39 bytes of struct flow_id (plus padding), so that user space can join the
+ * feature maps below to flow records by slicing the key. Hooks that do not see an
+ * interface (tracepoints) key their data this way. */
+struct flow_5tuple {
+    u8 src_ip[16];
+    u8 dst_ip[16];
+    u16 src_port;
+    u16 dst_port;
+    u16 eth_protocol;
+    u8 transport_protocol;
+    u8 pad;
+};
+
 /* Counters of a flow over one eviction interval: 56 bytes. */
 struct flow_metrics {
     u64 packets;

@@ -18,6 +18,17 @@
 #include <uapi/linux/in.h>
 #include "flow_record.h"
 
+/* Optional features, each compiled in only when the agent enables it (costs nothing off). */
+#ifdef ENABLE_FILTER
+#include "filter.h"   /* filter_verdict(): the --enable_filter rules */
+#endif
+#ifdef ENABLE_DNS
+#include "dns.h"      /* dns_track(): DNS id, flags, rcode, latency, name */
+#endif
+#ifndef SAMPLING
+#define SAMPLING 0
+#endif
+
 #ifndef MAX_FLOWS
 #define MAX_FLOWS 100000
 #endif
@@ -198,7 +209,20 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
     if (l4_off)
         parse_transport(skb, l4_off, &id, &tcp_flags);
 
+#ifdef ENABLE_FILTER
+    if (!filter_verdict(&id, (u8)tcp_flags))
+        return TC_ACT_OK;
+#endif
+#if SAMPLING > 1
+    if (bpf_get_prandom_u32() % SAMPLING)
+        return TC_ACT_OK;
+#endif
+
     u64 now = bpf_ktime_get_ns();
+#ifdef ENABLE_DNS
+    if (l4_off)
+        dns_track(skb, &id, l4_off, now);
+#endif
     m = flows.lookup(&id);
     if (m) {
         add_packet(m, skb, now, tcp_flags);

@@ -47,7 +47,13 @@ class Drained:
 
 
 class FlowProgram:
-    def __init__(self, max_flows: int = 100_000, overflow_pages: int = 64) -> None:
+    def __init__(
+        self,
+        max_flows: int = 100_000,
+        overflow_pages: int = 64,
+        defines: dict[str, int | str | None] | None = None,
+    ) -> None:
+        """``defines`` become ``-DNAME[=value]``: feature switches such as ENABLE_DNS."""
         if max_flows < 1:
             raise ValueError("max_flows must be positive")
         self.max_flows = max_flows
@@ -56,6 +62,8 @@ class FlowProgram:
             f"-DMAX_FLOWS={max_flows}",
             f"-DOVERFLOW_PAGES={overflow_pages}",
         ]
+        for name, value in (defines or {}).items():
+            self.cflags.append(f"-D{name}" if value is None else f"-D{name}={value}")
         self.bpf: Any = None
         self.fds: dict[str, int] = {}
         self._overflow: list[bytes] = []
