@@ -63,7 +63,8 @@ struct flow_overflow {
 enum agent_counter {
     COUNTER_MAP_FULL = 0,      /* packets that found the flow map full */
     COUNTER_RINGBUF_LOST = 1,  /* ... and also could not be sent through the ring buffer */
-    COUNTER_MAX = 2,
+    COUNTER_EVENTS_FULL = 2,   /* drop/TCP events that found their map full */
+    COUNTER_MAX = 3,
 };
 
 #endif

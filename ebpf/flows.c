@@ -53,6 +53,10 @@ BPF_HASH(flows, struct flow_id, struct flow_metrics, MAX_FLOWS);
 BPF_RINGBUF_OUTPUT(overflow, OVERFLOW_PAGES);
 BPF_PERCPU_ARRAY(counters, u64, COUNTER_MAX);
 
+#if defined(ENABLE_PKTDROP) || defined(ENABLE_RTT) || defined(ENABLE_TCP_EVENTS)
+#include "kernel_events.h"  /* tracepoints: drops, RTT, retransmits, resets */
+#endif
+
 static __always_inline void count(u32 index)
 {
     u64 *value = counters.lookup(&index);

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from .model.errors import NetobservError, UsageError
+from .model.filters import FilterSet, add_filter_arguments
 from .model.units import parse_duration, parse_size
 
 log = logging.getLogger("netobserv_tui")
@@ -57,6 +58,7 @@ def _add(p: argparse._ActionsContainer, name: str, *args: Any, **kwargs: Any) ->
 def _flows_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "flows",
+        allow_abbrev=False,
         help="capture flows",
         description="Capture flows on every node (or this host), show them live, and keep "
         "JSON and SQLite files under <output>/flow/.",
@@ -67,6 +69,23 @@ def _flows_parser(sub: Any) -> argparse.ArgumentParser:
     target.add_argument("--lab", action="store_true",
                         help="build the network-namespace lab with live traffic for the "
                         "duration of the capture (a demo that needs no cluster)")
+    feat = p.add_argument_group(
+        "features", "opt-in; each accepts =true/=false, and alone means true"
+    )
+    for name, text in (
+        ("--enable_pktdrop", "packet drops with the kernel's drop cause"),
+        ("--enable_dns", "DNS id, response code, latency and name"),
+        ("--enable_rtt", "TCP round-trip time, plus retransmissions and resets"),
+        ("--enable_all", "all of the above"),
+    ):
+        _add(feat, name, type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+             help=f"{text} (default: false)")
+    _add(feat, "--dns_port", type=int, default=53, metavar="PORT",
+         help="port DNS tracking looks at (default 53)")
+    add_filter_arguments(p.add_argument_group(
+        "filters (in the kernel)",
+        "several rules are separated by the argument `or`; see docs/filters.md",
+    ))
     cap = p.add_argument_group("capture")
     _add(cap, "--interfaces", action="append", default=[], metavar="LIST",
          help="interfaces to monitor (comma-separated names or patterns such as 'eth*')")
@@ -107,7 +126,7 @@ def _kubeconfig_present() -> bool:
     return any(p.is_file() for p in candidates)
 
 
-def _flows(args: argparse.Namespace) -> int:
+def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
     from .capture.run import FlowsRequest, run_flows
 
     if not args.local and _kubeconfig_present() and not args.lab:
@@ -115,6 +134,14 @@ def _flows(args: argparse.Namespace) -> int:
             "a kubeconfig is present, but Kubernetes mode is not available in this version "
             "yet; add --local to capture on this host"
         )
+    features = [
+        name
+        for name, flag in (("pktdrop", args.enable_pktdrop), ("dns", args.enable_dns),
+                           ("rtt", args.enable_rtt))
+        if flag or args.enable_all
+    ]
+    if not 0 < args.dns_port < 65536:
+        raise UsageError(f"--dns-port: {args.dns_port} is not a port; use 1 to 65535")
     request = FlowsRequest(
         output=args.output,
         interfaces=args.interfaces,
@@ -126,6 +153,9 @@ def _flows(args: argparse.Namespace) -> int:
         tui=not args.no_tui,
         lab=args.lab,
         log_level=args.log_level,
+        features=features,
+        dns_port=args.dns_port,
+        filters_json=filters.to_json() if filters.enabled or filters.sampling else None,
     )
     if args.cache_max_flows < 1:
         raise UsageError("--cache-max-flows must be a positive number of flows")
@@ -156,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         from .lab.cli import main as lab_main
 
         return lab_main(argv[1:])
+    filters = FilterSet(rules=(), sampling=0, enabled=False)
+    if argv[0] == "flows":
+        try:
+            filters, rest = FilterSet.parse(argv[1:])
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        argv = ["flows", *rest]
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(args, "log_level", "warning").upper(),
@@ -167,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"netobserv-tui version {__version__}")
             return 0
         if args.command == "flows":
-            return _flows(args)
+            return _flows(args, filters)
         if args.command == "cleanup":
             return _cleanup()
         if args.command == "packets":

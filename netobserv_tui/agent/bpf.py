@@ -10,6 +10,7 @@ import ctypes as ct
 import errno
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -18,7 +19,13 @@ from types import TracebackType
 from typing import Any
 
 from ..model.errors import KernelError
-from .records import COUNTER_MAP_FULL, COUNTER_RINGBUF_LOST, FLOW_ID, FLOW_METRICS
+from .records import (
+    COUNTER_EVENTS_FULL,
+    COUNTER_MAP_FULL,
+    COUNTER_RINGBUF_LOST,
+    FLOW_ID,
+    FLOW_METRICS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,20 @@ def ebpf_dir() -> Path:
     if (checkout / "flows.c").is_file():
         return checkout
     raise KernelError("the eBPF sources (flows.c) are missing from this installation; reinstall")
+
+
+_LOCAL_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"[^\n]*$', re.MULTILINE)
+
+
+def _inline_includes(path: Path, seen: set[str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in seen:
+            return f"/* {name} already included */"
+        seen.add(name)
+        return f"/* --- {name} --- */\n" + _inline_includes(path.parent / name, seen)
+
+    return _LOCAL_INCLUDE.sub(replace, path.read_text())
 
 
 @dataclass(frozen=True)
@@ -73,13 +94,18 @@ class FlowProgram:
         self._values = ct.create_string_buffer(values_size)
 
     def source(self) -> str:
-        return (ebpf_dir() / "flows.c").read_text()
+        """flows.c with our own ``#include "x.h"`` lines inlined.
+
+        BCC generates the argument structs of TRACEPOINT_PROBE only for probes in the main
+        text, so headers holding probes must be part of it. #ifdef guards still apply.
+        """
+        return _inline_includes(ebpf_dir() / "flows.c", set())
 
     def load(self) -> FlowProgram:
         from bcc import BPF
 
         try:
-            self.bpf = BPF(src_file=str(ebpf_dir() / "flows.c").encode(), cflags=self.cflags)
+            self.bpf = BPF(text=self.source().encode(), cflags=self.cflags)
             for name in PROGRAMS:
                 self.fds[name] = self.bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
         except Exception as exc:
@@ -109,8 +135,12 @@ class FlowProgram:
 
     def counters(self) -> dict[str, int]:
         table = self.bpf["counters"]
-        total = {"map_full": 0, "overflow_lost": 0}
-        names = ((COUNTER_MAP_FULL, "map_full"), (COUNTER_RINGBUF_LOST, "overflow_lost"))
+        total = {"map_full": 0, "overflow_lost": 0, "events_full": 0}
+        names = (
+            (COUNTER_MAP_FULL, "map_full"),
+            (COUNTER_RINGBUF_LOST, "overflow_lost"),
+            (COUNTER_EVENTS_FULL, "events_full"),
+        )
         for index, name in names:
             total[name] = sum(table[ct.c_int(index)])
         return total
@@ -160,7 +190,7 @@ class FlowProgram:
                 self.bpf = None
 
     def __enter__(self) -> FlowProgram:
-        return self.load()
+        return self if self.bpf is not None else self.load()
 
     def __exit__(
         self,

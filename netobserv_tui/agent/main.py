@@ -11,6 +11,7 @@ then exit.
 from __future__ import annotations
 
 import argparse
+import ctypes as ct
 import json
 import logging
 import os
@@ -25,16 +26,20 @@ from types import FrameType
 from typing import Any
 
 from .. import __version__
-from ..model.errors import NetobservError
+from ..model.errors import KernelError, NetobservError
 from ..model.units import parse_duration
 from . import kernel
 from .bpf import FlowProgram
 from .exporter import Exporter, TokenRejected
+from .features import ALL_FEATURES, PKTDROP, FeatureSet, Joiner, collect_tables
 from .interfaces import LinkWatcher, Selector
 from .records import FLOW_ID, ROW_COLUMNS, RowBuilder, merge_overflow
 from .tc import TcAttacher, cleanup_leftovers
 
 log = logging.getLogger(__name__)
+
+#: Entries of each feature map (drops, TCP events, DNS); see ebpf/kernel_events.h.
+EVENT_MAX_FLOWS = 16384
 
 
 @dataclass
@@ -47,6 +52,12 @@ class AgentConfig:
     agent_ip: str | None = None
     connect_timeout: float = 30.0
     finish_timeout: float = 30.0
+    features: FeatureSet = field(default_factory=FeatureSet)
+    sampling: int = 0
+    #: Extra -D switches for flows.c from the filter rules (see model/filters.py).
+    filter_defines: dict[str, int | str | None] = field(default_factory=dict)
+    #: Packed rules to write into the filter_rules map after loading.
+    filter_rules: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -65,6 +76,7 @@ class Agent:
         self.stats = AgentStats()
         self._stop = False
         self._overflow: dict[bytes, list[Any]] = {}
+        self._join: Joiner | None = None
 
     def request_stop(self, *_args: object) -> None:
         self._stop = True
@@ -83,17 +95,27 @@ class Agent:
     def _evict(self, prog: FlowProgram, builder: RowBuilder, exporter: Exporter) -> int:
         self._collect_overflow(prog)
         drained = prog.drain()
+        features = self.config.features
+        tables = (
+            collect_tables(prog.bpf, features, EVENT_MAX_FLOWS, _drain_dns)
+            if features.on
+            else {}
+        )
         offset = time.time_ns() - time.monotonic_ns()
         rows = list(builder.rows(drained.keys, drained.values, offset))
+        keys = drained.keys.tobytes() if tables else b""
         overflow, self._overflow = self._overflow, {}
         for key, value in overflow.items():
             rows.append(builder.row(FLOW_ID.unpack(key), tuple(value), offset))
+            keys += key if tables else b""
+        if tables or features.only_drops:
+            rows = self._joiner(builder).join(keys, FLOW_ID.size, rows, tables)
         self.stats.evictions += 1
         self.stats.evicted_flows += drained.count
         self.stats.overflow_flows += len(overflow)
         self.stats.last_eviction_ms = drained.seconds * 1000
         if rows:
-            exporter.submit(ROW_COLUMNS, rows)
+            exporter.submit(self._columns, rows)
         counters = prog.counters()
         exporter.send_stats(
             {
@@ -102,6 +124,7 @@ class Agent:
                 "overflow_flows": self.stats.overflow_flows,
                 "map_full_packets": counters["map_full"],
                 "overflow_lost_packets": counters["overflow_lost"],
+                "event_map_full": counters["events_full"],
                 "export_lost_flows": exporter.lost_rows,
                 "interfaces": self.stats.interfaces,
                 "last_eviction_ms": round(self.stats.last_eviction_ms, 3),
@@ -117,6 +140,43 @@ class Agent:
                 counters["overflow_lost"],
             )
         return len(rows)
+
+    def _joiner(self, builder: RowBuilder) -> Joiner:
+        if self._join is None or self._join.agent_ip != builder.agent_ip:
+            self._join = Joiner(ROW_COLUMNS, self.config.features, builder.agent_ip)
+        return self._join
+
+    @property
+    def _columns(self) -> tuple[str, ...]:
+        return ROW_COLUMNS + self.config.features.columns()
+
+    def _load(self) -> FlowProgram:
+        """Load with every enabled feature; a feature that cannot load is switched off."""
+        features = self.config.features
+        features.detect()
+        base = {**self.config.filter_defines, "SAMPLING": self.config.sampling}
+        try:
+            return self._program({**base, **features.defines()})
+        except KernelError as exc:
+            if not features.on:
+                raise
+            first_error = exc
+        for feature in features.on:
+            try:
+                self._program({**base, **features.defines([feature])}).close()
+            except KernelError as exc:
+                features.off[feature] = f"its hooks did not load ({exc.__cause__ or exc})"
+        if features.on and not features.off:
+            raise first_error
+        return self._program({**base, **features.defines()})
+
+    def _program(self, defines: dict[str, int | str | None]) -> FlowProgram:
+        prog = FlowProgram(max_flows=self.config.max_flows, defines=defines).load()
+        if self.config.filter_rules:
+            table = prog.bpf["filter_rules"]
+            for index, rule in enumerate(self.config.filter_rules):
+                table[ct.c_int(index)] = table.Leaf.from_buffer_copy(rule)
+        return prog
 
     def _collect_overflow(self, prog: FlowProgram) -> None:
         records = prog.take_overflow()
@@ -141,16 +201,22 @@ class Agent:
             {"ip": agent_ip, "hostname": socket.gethostname(), "version": __version__},
         )
         self._connect(exporter)
-        with FlowProgram(max_flows=self.config.max_flows) as prog:
+        with self._load() as prog:
+            for feature, why in self.config.features.off.items():
+                log.warning("Feature %s is off: %s.", feature, why)
             attacher = TcAttacher(prog.fds["nobs_tc_ingress"], prog.fds["nobs_tc_egress"])
             try:
                 self._sync_links(watcher, attacher)
-                builder = RowBuilder(agent_ip, watcher.name, watcher.local_addrs.__contains__)
+                builder = RowBuilder(
+                    agent_ip, watcher.name, watcher.local_addrs.__contains__,
+                    sampling=self.config.sampling,
+                )
                 _emit(
                     {
                         "event": "ready",
                         "pid": os.getpid(),
                         "interfaces": sorted(attacher.attached.values()),
+                        "features": self.config.features.status(),
                     }
                 )
                 self._loop(prog, watcher, attacher, builder, exporter)
@@ -217,6 +283,13 @@ class Agent:
             exporter.pump(0.0)
 
 
+def _drain_dns(bpf: Any) -> dict[bytes, dict[str, Any]]:
+    from .dns import drain_dns  # written with ebpf/dns.h
+
+    result: dict[bytes, dict[str, Any]] = drain_dns(bpf)
+    return result
+
+
 def _emit(event: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(event) + "\n")
     sys.stdout.flush()
@@ -247,9 +320,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-active-timeout", default=env("CACHE_ACTIVE_TIMEOUT", "1s"),
                    help="eviction interval (default 1s)")
     p.add_argument("--agent-ip", default=env("AGENT_IP"), help="address reported as AgentIP")
+    p.add_argument("--features", default=env("FEATURES", ""),
+                   help="comma-separated: pktdrop, dns, rtt (RTT, retransmits, resets)")
+    p.add_argument("--dns-port", type=int, default=int(env("DNS_TRACKING_PORT", "53")))
+    p.add_argument("--sampling", type=int, default=int(env("SAMPLING", "0")))
+    p.add_argument("--filters", default=env("FLOW_FILTER_RULES"),
+                   help="filter rules as JSON (made by `netobserv flows`)")
     p.add_argument("--print-c", action="store_true", help="print the eBPF C source and exit")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     return p
+
+
+def filter_setup(
+    rules_json: str | None, features: FeatureSet
+) -> tuple[dict[str, int | str | None], list[bytes], int]:
+    """-D switches, packed rules and the sampling rate from the controller's filter JSON."""
+    if not rules_json:
+        return {}, [], 0
+    from ..model.filters import FilterSet
+
+    filters = FilterSet.from_json(rules_json)
+    if filters.needs_drops:
+        # --drops rules can only match in the drop hook: turn it on.
+        if PKTDROP not in features.requested:
+            features.requested = (*features.requested, PKTDROP)
+        features.only_drops = True
+    return filters.defines(), filters.pack() if filters.enabled else [], filters.sampling
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,6 +364,16 @@ def main(argv: list[str] | None = None) -> int:
         print("error: set the capture token in $NETOBSERV_TOKEN", file=sys.stderr)
         return 2
     try:
+        features = FeatureSet(
+            requested=tuple(f for f in args.features.split(",") if f),
+            dns_port=args.dns_port,
+        )
+        unknown = set(features.requested) - set(ALL_FEATURES)
+        if unknown:
+            print(f"error: unknown feature(s) {', '.join(sorted(unknown))}; use "
+                  f"{', '.join(ALL_FEATURES)}", file=sys.stderr)
+            return 2
+        filter_defines, filter_rules, sampling = filter_setup(args.filters, features)
         config = AgentConfig(
             aggregator=args.aggregator,
             token=token,
@@ -275,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
             max_flows=args.cache_max_flows,
             interval=parse_duration(args.cache_active_timeout, "--cache-active-timeout"),
             agent_ip=args.agent_ip,
+            features=features,
+            sampling=sampling or args.sampling,
+            filter_defines=filter_defines,
+            filter_rules=filter_rules,
         )
         agent = Agent(config)
 

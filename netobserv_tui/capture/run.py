@@ -30,6 +30,9 @@ class FlowsRequest:
     tui: bool = True
     lab: bool = False
     log_level: str = "warning"
+    features: list[str] = field(default_factory=list)
+    dns_port: int = 53
+    filters_json: str | None = None
 
 
 @contextlib.contextmanager
@@ -42,6 +45,16 @@ def _maybe_lab(enabled: bool) -> Iterator[None]:
 
     with Lab() as lab, LabTraffic(lab):
         yield
+
+
+def _features_text(features: dict[str, str]) -> str:
+    """`` with pktdrop, dns (rtt off: tracepoint tcp:tcp_probe not available)``."""
+    if not features:
+        return ""
+    on = [name for name, state in features.items() if state == "on"]
+    off = [f"{name} {state}" for name, state in features.items() if state != "on"]
+    text = " with " + (", ".join(on) or "no feature")
+    return text + (f" ({'; '.join(off)})" if off else "")
 
 
 @contextlib.contextmanager
@@ -84,6 +97,9 @@ async def run_flows(request: FlowsRequest) -> int:
         cache_max_flows=request.cache_max_flows,
         cache_active_timeout=request.cache_active_timeout,
         log_level="debug" if request.log_level == "debug" else "info",
+        features=request.features,
+        dns_port=request.dns_port,
+        filters_json=request.filters_json,
     )
     limits = Limits(request.max_time, request.max_bytes)
     with _maybe_lab(request.lab):
@@ -97,8 +113,8 @@ async def run_flows(request: FlowsRequest) -> int:
                 endpoint: StreamEndpoint, stop: asyncio.Event, progress: Progress
             ) -> str:
                 print(
-                    f"Capturing flows on {', '.join(target.interfaces) or 'no interface'}; "
-                    "press Ctrl+C to stop.",
+                    f"Capturing flows on {', '.join(target.interfaces) or 'no interface'}"
+                    f"{_features_text(target.features)}; press Ctrl+C to stop.",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -121,7 +137,8 @@ async def _with_tui(
     async def foreground(endpoint: StreamEndpoint, stop: asyncio.Event, _p: Progress) -> str:
         header = {
             "target": target.description + (" + lab" if request.lab else ""),
-            "capture": "flows on " + (", ".join(target.interfaces) or "no interface"),
+            "capture": "flows on " + (", ".join(target.interfaces) or "no interface")
+            + _features_text(target.features),
             "output": str(request.output),
         }
         if limits.max_time is not None:

@@ -131,7 +131,8 @@ async def run_capture(
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Never let a task that ignores cancellation keep the files from being completed.
+        await asyncio.wait(tasks, timeout=5) if tasks else None
         # Ignore a second Ctrl+C while files are being completed; SIGTERM still waits too.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, log.warning, "Still stopping: completing the files.")

@@ -36,6 +36,9 @@ class CaptureOptions:
     cache_max_flows: int = 100_000
     cache_active_timeout: str = "1s"
     log_level: str = "info"
+    features: list[str] = field(default_factory=list)
+    dns_port: int = 53
+    filters_json: str | None = None
 
 
 @dataclass
@@ -79,6 +82,7 @@ class LocalTarget:
         self._env = env
         self.ready: dict[str, Any] = {}
         self.interfaces: list[str] = []
+        self.features: dict[str, str] = {}
 
     async def start(self) -> StreamEndpoint:
         try:
@@ -88,6 +92,11 @@ class LocalTarget:
             args = ["--aggregator", f"{host}:{port}", "--log-level", self.options.log_level,
                     "--cache-max-flows", str(self.options.cache_max_flows),
                     "--cache-active-timeout", self.options.cache_active_timeout]
+            if self.options.features:
+                args += ["--features", ",".join(self.options.features),
+                         "--dns-port", str(self.options.dns_port)]
+            if self.options.filters_json:
+                args += ["--filters", self.options.filters_json]
             for item in self.options.interfaces:
                 args += ["--interfaces", item]
             for item in self.options.exclude_interfaces:
@@ -96,6 +105,10 @@ class LocalTarget:
             await self.agent.start()
             ready = await self.agent.wait_event("ready", timeout=120)
             self.interfaces = list(ready.get("interfaces", []))
+            self.features = dict(ready.get("features", {}))
+            for feature, state in self.features.items():
+                if state != "on":
+                    log.warning("Feature %s is %s.", feature, state)
             if not self.interfaces:
                 log.warning("No interface matched the selection: nothing will be captured.")
         except BaseException:

@@ -22,7 +22,11 @@ READY_MARK = "Capturing flows on"
 class Capture:
     """``netobserv flows --local --no-tui`` as a child process, stopped by a signal."""
 
-    def __init__(self, output: Path, *extra: str, interfaces: str = "nobs-*") -> None:
+    def __init__(
+        self, output: Path, *extra: str, interfaces: str = "nobs-*",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.output = output
         self.argv = [
             *NETOBSERV,
@@ -46,10 +50,15 @@ class Capture:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=self.env,
         )
         threading.Thread(target=self._pump, daemon=True).start()
-        self.wait_for(READY_MARK, timeout)
+        try:
+            self.wait_for(READY_MARK, timeout)
+        except BaseException:
+            self.proc.kill()  # __exit__ does not run when __enter__ fails
+            self.proc.wait()
+            raise
         return self
 
     def _pump(self) -> None:

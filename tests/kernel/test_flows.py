@@ -43,11 +43,18 @@ def _root() -> None:
         pytest.skip("flow capture needs root (eBPF, TC): run the tests as root")
 
 
+#: The accounting tests run twice: flows only, and with every feature on (issue 3).
+FEATURES = pytest.mark.parametrize("features", [(), ("--enable_all=true",)], ids=["base", "all"])
+
+
+@FEATURES
 @pytest.mark.parametrize("family", [4, 6])
-def test_udp_exact_packets_and_bytes(lab: Lab, tmp_path: Path, family: int) -> None:
+def test_udp_exact_packets_and_bytes(
+    lab: Lab, tmp_path: Path, family: int, features: tuple[str, ...]
+) -> None:
     a, b = lab.pod("pod-a"), lab.pod("pod-b")
     count, size = 1000, 200
-    with Capture(tmp_path) as cap:
+    with Capture(tmp_path, *features) as cap:
         assert lab.wait_quiet()
         before_a, before_b = iface_counters(a.host_ifname), iface_counters(b.host_ifname)
         sent = udp_send(lab, a, b, count, size, dst_port=7001, family=family, src_port=40001)
@@ -84,11 +91,14 @@ def test_udp_exact_packets_and_bytes(lab: Lab, tmp_path: Path, family: int) -> N
     assert our_tc_objects() == []
 
 
+@FEATURES
 @pytest.mark.parametrize("family", [4, 6])
-def test_tcp_transfer_matches_interface_counters(lab: Lab, tmp_path: Path, family: int) -> None:
+def test_tcp_transfer_matches_interface_counters(
+    lab: Lab, tmp_path: Path, family: int, features: tuple[str, ...]
+) -> None:
     a, b = lab.pod("pod-a"), lab.pod("pod-b")
     nbytes = 3_000_000
-    with Capture(tmp_path) as cap:
+    with Capture(tmp_path, *features) as cap:
         assert lab.wait_quiet()
         before = iface_counters(a.host_ifname)
         result = tcp_transfer(lab, a, b, nbytes, port=5201, family=family, src_port=40100)

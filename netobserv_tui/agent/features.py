@@ -1,0 +1,299 @@
+"""Optional features: which kernel hooks they need, their fields, and joining them to flows.
+
+Features are compiled in with ``-D`` switches only when enabled, so they cost nothing when
+off. Each has hooks that may be missing on the running kernel; a feature whose hook is
+missing or refuses to load is switched off with a reason (shown by the TUI and the log),
+and the capture goes on with everything else.
+
+Tracepoint data is keyed by ``struct flow_5tuple`` (the first 39 bytes of ``flow_id``), so
+joining is a dictionary lookup per flow record.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import logging
+import os
+import re
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Final
+
+from ..model.errors import KernelError
+from .records import ip_text
+
+log = logging.getLogger(__name__)
+
+#: Where tracepoints are described; NETOBSERV_TRACEFS overrides it (to test degradation).
+TRACEFS: Final = Path(os.environ.get("NETOBSERV_TRACEFS", "/sys/kernel/tracing"))
+FIVE_TUPLE: Final = struct.Struct("<16s16sHHHBx")
+PREFIX: Final = 39  # bytes of flow_id that form the 5-tuple
+
+DROP_RECORD: Final = struct.Struct("<QQIBB2x")
+TCP_RECORD: Final = struct.Struct("<QQQQ")
+
+PKTDROP: Final = "pktdrop"
+DNS: Final = "dns"
+RTT: Final = "rtt"
+ALL_FEATURES: Final = (PKTDROP, DNS, RTT)
+
+#: Tracepoints each feature needs (category, name).
+HOOKS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
+    PKTDROP: (("skb", "kfree_skb"),),
+    DNS: (),
+    RTT: (
+        ("tcp", "tcp_probe"),
+        ("tcp", "tcp_retransmit_skb"),
+        ("tcp", "tcp_send_reset"),
+        ("tcp", "tcp_receive_reset"),
+    ),
+}
+
+DROP_COLUMNS: Final = (
+    "PktDropBytes",
+    "PktDropPackets",
+    "PktDropLatestState",
+    "PktDropLatestDropCause",
+    "PktDropLatestFlags",
+)
+DNS_COLUMNS: Final = (
+    "DnsId",
+    "DnsFlags",
+    "DnsFlagsResponseCode",
+    "DnsLatencyMs",
+    "DnsErrno",
+    "DnsName",
+)
+RTT_COLUMNS: Final = ("TimeFlowRttNs", "TcpRetransmits", "TcpResetsSent", "TcpResetsReceived")
+COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    PKTDROP: DROP_COLUMNS,
+    DNS: DNS_COLUMNS,
+    RTT: RTT_COLUMNS,
+}
+
+#: Used only when the running kernel does not describe its TCP states (it always should).
+_TCP_STATES_FALLBACK: Final = {
+    1: "TCP_ESTABLISHED", 2: "TCP_SYN_SENT", 3: "TCP_SYN_RECV", 4: "TCP_FIN_WAIT1",
+    5: "TCP_FIN_WAIT2", 6: "TCP_TIME_WAIT", 7: "TCP_CLOSE", 8: "TCP_CLOSE_WAIT",
+    9: "TCP_LAST_ACK", 10: "TCP_LISTEN", 11: "TCP_CLOSING", 12: "TCP_NEW_SYN_RECV",
+}  # fmt: skip
+
+_SYMBOL = re.compile(r"\{\s*(\d+)\s*,\s*\"([A-Za-z0-9_]+)\"\s*\}")
+
+
+def tracepoint_exists(category: str, name: str) -> bool:
+    return (TRACEFS / "events" / category / name / "format").is_file()
+
+
+def _symbols(category: str, name: str, field_name: str) -> dict[int, str]:
+    """Values and names of ``__print_symbolic(REC->field_name, ...)`` in a format file."""
+    try:
+        text = (TRACEFS / "events" / category / name / "format").read_text()
+    except OSError:
+        return {}
+    start = text.find(f"__print_symbolic(REC->{field_name}")
+    if start < 0:
+        return {}
+    end = text.find(")", start)
+    return {int(v): n for v, n in _SYMBOL.findall(text[start:end])}
+
+
+@lru_cache(maxsize=1)
+def drop_reasons() -> dict[int, str]:
+    """SKB_DROP_REASON_* names of the running kernel, from the kfree_skb format."""
+    return {v: f"SKB_DROP_REASON_{n}" for v, n in _symbols("skb", "kfree_skb", "reason").items()}
+
+
+@lru_cache(maxsize=1)
+def tcp_states() -> dict[int, str]:
+    """TCP state names of the running kernel, from sock:inet_sock_set_state."""
+    return _symbols("sock", "inet_sock_set_state", "newstate") or dict(_TCP_STATES_FALLBACK)
+
+
+@dataclass
+class FeatureSet:
+    """Requested features and, after start-up, which are on and why others are off."""
+
+    requested: tuple[str, ...] = ()
+    dns_port: int = 53
+    only_drops: bool = False
+    off: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def on(self) -> tuple[str, ...]:
+        return tuple(f for f in self.requested if f not in self.off)
+
+    def detect(self) -> None:
+        """Switch off features whose hooks the running kernel does not have."""
+        for feature in self.requested:
+            missing = [f"{c}:{n}" for c, n in HOOKS[feature] if not tracepoint_exists(c, n)]
+            if missing:
+                self.off[feature] = f"tracepoint {', '.join(missing)} not available"
+
+    def defines(self, features: Iterable[str] | None = None) -> dict[str, int | str | None]:
+        from .btf import drop_hook_defines
+
+        selected = self.on if features is None else tuple(features)
+        out: dict[str, int | str | None] = {}
+        if PKTDROP in selected:
+            out["ENABLE_PKTDROP"] = None
+            out.update(drop_hook_defines())
+        if DNS in selected:
+            out["ENABLE_DNS"] = None
+            out["DNS_PORT"] = self.dns_port
+        if RTT in selected:
+            out["ENABLE_RTT"] = None
+            out["ENABLE_TCP_EVENTS"] = None
+        return out
+
+    def columns(self) -> tuple[str, ...]:
+        return tuple(c for f in ALL_FEATURES if f in self.on for c in COLUMNS[f])
+
+    def status(self) -> dict[str, str]:
+        return {f: ("on" if f not in self.off else f"off: {self.off[f]}") for f in self.requested}
+
+
+def drain_map(bpf: Any, name: str, key_size: int, value_size: int, max_entries: int) -> list[
+    tuple[bytes, bytes]
+]:
+    """Look up and delete every entry of a hash map in batches; raw (key, value) bytes."""
+    from bcc.libbcc import lib
+
+    table = bpf[name]
+    keys = ct.create_string_buffer(key_size * max_entries)
+    values = ct.create_string_buffer(value_size * max_entries)
+    in_batch, out_batch, count = ct.c_uint32(0), ct.c_uint32(0), ct.c_uint32(0)
+    total, first = 0, True
+    while total < max_entries:
+        count.value = max_entries - total
+        res = lib.bpf_lookup_and_delete_batch(
+            table.map_fd, None if first else ct.byref(in_batch), ct.byref(out_batch),
+            ct.c_void_p(ct.addressof(keys) + key_size * total),
+            ct.c_void_p(ct.addressof(values) + value_size * total), ct.byref(count),
+        )  # fmt: skip
+        err = ct.get_errno() if res != 0 else 0
+        total += count.value
+        if res != 0:
+            if err in (errno.ENOENT, 0) or -res == errno.ENOENT:
+                break
+            raise KernelError(f"draining map {name} failed: {errno.errorcode.get(err, err)}")
+        if count.value == 0:
+            break
+        in_batch.value = out_batch.value
+        first = False
+    raw_k, raw_v = keys.raw, values.raw
+    return [
+        (raw_k[i * key_size : (i + 1) * key_size], raw_v[i * value_size : (i + 1) * value_size])
+        for i in range(total)
+    ]
+
+
+def drop_fields(value: bytes) -> dict[str, Any]:
+    packets, nbytes, reason, state, flags = DROP_RECORD.unpack(value)
+    return {
+        "PktDropBytes": nbytes,
+        "PktDropPackets": packets,
+        "PktDropLatestState": tcp_states().get(state, str(state)) if state else None,
+        "PktDropLatestDropCause": drop_reasons().get(reason, f"SKB_DROP_REASON_{reason}"),
+        "PktDropLatestFlags": flags,
+    }
+
+
+def tcp_fields(value: bytes) -> dict[str, Any]:
+    srtt, retrans, rst_sent, rst_received = TCP_RECORD.unpack(value)
+    return {
+        "TimeFlowRttNs": srtt or None,
+        "TcpRetransmits": retrans,
+        "TcpResetsSent": rst_sent,
+        "TcpResetsReceived": rst_received,
+    }
+
+
+@dataclass
+class Joiner:
+    """Adds feature fields to flow rows; makes rows of drops no TC hook saw."""
+
+    base_columns: tuple[str, ...]
+    features: FeatureSet
+    agent_ip: str
+    columns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.columns = self.base_columns + self.features.columns()
+        self._index = {c: i for i, c in enumerate(self.columns)}
+
+    def join(
+        self,
+        keys: bytes | memoryview,
+        key_size: int,
+        rows: list[list[Any]],
+        tables: dict[str, dict[bytes, dict[str, Any]]],
+    ) -> list[list[Any]]:
+        """``tables`` maps a feature to {39-byte 5-tuple: fields}. Drops are additive, so
+        they go to one record per 5-tuple (the first); the others go to every record."""
+        extra = len(self.columns) - len(self.base_columns)
+        drops = tables.get(PKTDROP, {})
+        shared = [t for f, t in tables.items() if f != PKTDROP and t]
+        used_drops: set[bytes] = set()
+        out: list[list[Any]] = []
+        view = memoryview(keys)
+        index = self._index
+        for i, row in enumerate(rows):
+            row.extend([None] * extra)
+            prefix = view[i * key_size : i * key_size + PREFIX].tobytes()
+            for table in shared:
+                fields = table.get(prefix)
+                if fields:
+                    for name, value in fields.items():
+                        row[index[name]] = value
+            fields = drops.get(prefix)
+            if fields is not None and prefix not in used_drops:
+                used_drops.add(prefix)
+                for name, value in fields.items():
+                    row[index[name]] = value
+            if self.features.only_drops and fields is None:
+                continue
+            out.append(row)
+        for prefix, fields in drops.items():
+            if prefix not in used_drops:
+                out.append(self._drop_only_row(prefix, fields))
+        return out
+
+    def _drop_only_row(self, prefix: bytes, fields: dict[str, Any]) -> list[Any]:
+        """A flow record for dropped packets of a flow no TC hook recorded."""
+        src, dst, sport, dport, etype, proto = FIVE_TUPLE.unpack(prefix + b"\0")
+        row: list[Any] = [None] * len(self.columns)
+        values = {
+            "SrcAddr": ip_text(src, etype), "DstAddr": ip_text(dst, etype),
+            "SrcPort": sport, "DstPort": dport, "Proto": proto, "Etype": etype,
+            "Bytes": 0, "Packets": 0, "AgentIP": self.agent_ip, **fields,
+        }  # fmt: skip
+        for name, value in values.items():
+            if name in self._index:
+                row[self._index[name]] = value
+        return row
+
+
+def collect_tables(
+    bpf: Any, features: FeatureSet, max_entries: int,
+    dns_drain: Callable[[Any], dict[bytes, dict[str, Any]]] | None = None,
+) -> dict[str, dict[bytes, dict[str, Any]]]:  # fmt: skip
+    """Drain every enabled feature map into {feature: {5-tuple prefix: fields}}."""
+    tables: dict[str, dict[bytes, dict[str, Any]]] = {}
+    if PKTDROP in features.on:
+        tables[PKTDROP] = {
+            k[:PREFIX]: drop_fields(v)
+            for k, v in drain_map(bpf, "drops", FIVE_TUPLE.size, DROP_RECORD.size, max_entries)
+        }
+    if RTT in features.on:
+        tables[RTT] = {
+            k[:PREFIX]: tcp_fields(v)
+            for k, v in drain_map(bpf, "tcp_stats", FIVE_TUPLE.size, TCP_RECORD.size, max_entries)
+        }
+    if DNS in features.on and dns_drain is not None:
+        tables[DNS] = {k[:PREFIX]: v for k, v in dns_drain(bpf).items()}
+    return tables

@@ -1,0 +1,231 @@
+"""Flow features on the real kernel: drops with their cause, RTT, retransmissions, resets.
+
+Ground truth comes from the kernel's own counters in the lab namespaces (iptables rule
+counters, /proc/net/snmp of a pod) and from `ss -ti`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from capture_helpers import Capture, sqlite_rows
+
+from netobserv_tui.lab import Lab, Pod
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(autouse=True)
+def _root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("flow capture needs root (eBPF, TC): run the tests as root")
+
+
+def in_pod(pod: Pod, *argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", pod.netns, *argv], capture_output=True,
+                          text=True, check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def iptables_counter(pod: Pod, port: int) -> tuple[int, int]:
+    out = in_pod(pod, "iptables", "-L", "INPUT", "-v", "-x", "-n").stdout
+    for line in out.splitlines():
+        if f"dpt:{port}" in line:
+            packets, nbytes = line.split()[:2]
+            return int(packets), int(nbytes)
+    raise AssertionError(f"no rule for port {port}: {out}")
+
+
+def snmp(pod: Pod, name: str) -> int:
+    """A Tcp: counter of the pod's namespace (/proc/net/snmp is per network namespace)."""
+    lines = [line.split() for line in in_pod(pod, "cat", "/proc/net/snmp").stdout.splitlines()
+             if line.startswith("Tcp:")]
+    return int(lines[1][lines[0].index(name)])
+
+
+CONNECT = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.settimeout({timeout})
+s.bind(("{src}", {sport}))
+try:
+    s.connect(("{dst}", {dport}))
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
+
+def test_firewall_drop_matches_iptables_counter(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    in_pod(b, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "8081", "-j", "DROP")
+    with Capture(tmp_path, "--enable_pktdrop=true") as cap:
+        out = in_pod(a, sys.executable, "-c", CONNECT.format(
+            timeout=2.5, src=a.v4, sport=45000, dst=b.v4, dport=8081)).stdout
+        assert "timeout" in out.lower()  # the SYNs never got an answer
+        assert cap.stop() == 0, cap.stderr_lines
+    dropped_packets, dropped_bytes = iptables_counter(b, 8081)
+    assert dropped_packets >= 2  # the SYN and at least one retransmission
+    rows = sqlite_rows(cap.files()["db"],
+                       "SELECT SUM(PktDropPackets) AS p, SUM(PktDropBytes) AS b, "
+                       "GROUP_CONCAT(DISTINCT PktDropLatestDropCause) AS cause, "
+                       "GROUP_CONCAT(DISTINCT PktDropLatestFlags) AS flags FROM flow "
+                       "WHERE SrcPort = 45000 AND DstPort = 8081 AND PktDropPackets > 0")
+    # iptables counts IP bytes; at netfilter skb->len starts at the IP header too.
+    assert (rows[0]["p"], rows[0]["b"]) == (dropped_packets, dropped_bytes)
+    assert rows[0]["cause"] == "SKB_DROP_REASON_NETFILTER_DROP"
+    assert rows[0]["flags"] == "2"  # SYN
+
+
+def test_drop_without_any_tc_flow_is_still_a_record(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    in_pod(a, "iptables", "-A", "OUTPUT", "-p", "udp", "--dport", "9999", "-j", "DROP")
+    # Dropped in pod-a's OUTPUT chain: the packets never reach a TC hook.
+    with Capture(tmp_path, "--enable_pktdrop=true") as cap:
+        in_pod(a, sys.executable, "-c",
+               "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+               f"s.bind(('{a.v4}', 46000))\n"
+               f"for _ in range(5):\n    try: s.sendto(b'x' * 20, ('{b.v4}', 9999))\n"
+               "    except OSError: pass\n")
+        assert cap.stop() == 0, cap.stderr_lines
+    rows = sqlite_rows(cap.files()["db"],
+                       "SELECT Packets, Bytes, PktDropPackets, Interface FROM flow "
+                       "WHERE SrcPort = 46000 AND DstPort = 9999")
+    assert sum(r["PktDropPackets"] for r in rows) == 5
+    assert all(r["Packets"] == 0 and r["Interface"] is None for r in rows)
+
+
+ECHO_SERVER = """
+import socket
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("{addr}", {port})); srv.listen(1)
+print("ready", flush=True)
+conn, _ = srv.accept()
+while data := conn.recv(65536):
+    conn.sendall(data)
+"""
+
+PING_PONG_CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.bind(("{src}", {sport})); s.connect(("{dst}", {dport}))
+for _ in range({rounds}):
+    s.sendall(b"x" * 100)
+    got = 0
+    while got < 100:
+        got += len(s.recv(100 - got))
+print("done", flush=True)
+sys.stdin.read()   # keep the connection open while `ss` looks at it
+"""
+
+
+def test_rtt_agrees_with_ss(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    server = subprocess.Popen(["ip", "netns", "exec", b.netns, sys.executable, "-c",
+                               ECHO_SERVER.format(addr=b.v4, port=9100)],
+                              stdout=subprocess.PIPE, text=True)
+    client = None
+    try:
+        assert server.stdout and server.stdout.readline().strip() == "ready"
+        with Capture(tmp_path, "--enable_rtt=true") as cap:
+            client = subprocess.Popen(
+                ["ip", "netns", "exec", a.netns, sys.executable, "-c", PING_PONG_CLIENT.format(
+                    src=a.v4, sport=45100, dst=b.v4, dport=9100, rounds=300)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert client.stdout and client.stdout.readline().strip() == "done"
+            ss = in_pod(a, "ss", "-tin", "src", f"{a.v4}:45100").stdout
+            assert cap.stop() == 0, cap.stderr_lines
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+    ss_rtt_ns = float(re.search(r"\brtt:([\d.]+)/", ss).group(1)) * 1e6  # type: ignore[union-attr]
+    rows = sqlite_rows(cap.files()["db"],
+                       "SELECT TimeFlowRttNs FROM flow WHERE SrcPort = 45100 AND DstPort = 9100 "
+                       f"AND Interface = '{a.host_ifname}' AND TimeFlowRttNs IS NOT NULL "
+                       "ORDER BY TimeFlowEndMs DESC LIMIT 1")
+    ours = rows[0]["TimeFlowRttNs"]
+    # tcp:tcp_probe fires as a segment arrives, before that segment's RTT sample updates
+    # srtt, so our latest value lags `ss` by one sample: srtt moves by (sample - srtt) / 8,
+    # and lab RTTs are tens of microseconds, so allow 25% or 20 us.
+    assert abs(ours - ss_rtt_ns) <= max(0.25 * ss_rtt_ns, 20_000), (ours, ss_rtt_ns, ss)
+
+
+BULK_CLIENT = """
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.bind(("{src}", {sport})); s.connect(("{dst}", {dport}))
+for _ in range({rounds}):
+    s.sendall(b"y" * 200)
+    time.sleep(0.002)
+s.shutdown(socket.SHUT_WR)
+while s.recv(65536):
+    pass
+"""
+
+
+def test_retransmissions_match_the_kernel_counter(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    # Lose every 5th data segment arriving at the server (kernel-side loss, no delay).
+    in_pod(b, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "9200", "-m", "statistic",
+           "--mode", "nth", "--every", "5", "--packet", "0", "-j", "DROP")
+    server = subprocess.Popen(["ip", "netns", "exec", b.netns, sys.executable, "-c",
+                               ECHO_SERVER.format(addr=b.v4, port=9200)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout and server.stdout.readline().strip() == "ready"
+        with Capture(tmp_path, "--enable_rtt=true") as cap:
+            before = snmp(a, "RetransSegs")
+            in_pod(a, sys.executable, "-c", BULK_CLIENT.format(
+                src=a.v4, sport=45200, dst=b.v4, dport=9200, rounds=300), timeout=120)
+            retrans = snmp(a, "RetransSegs") - before
+            assert cap.stop() == 0, cap.stderr_lines
+    finally:
+        server.kill()
+        server.wait()
+    assert retrans > 0
+    rows = sqlite_rows(cap.files()["db"],
+                       "SELECT SUM(TcpRetransmits) AS n FROM flow WHERE SrcPort = 45200 "
+                       f"AND DstPort = 9200 AND Interface = '{a.host_ifname}'")
+    assert rows[0]["n"] == retrans
+
+
+def test_resets_sent_and_received(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    with Capture(tmp_path, "--enable_rtt=true") as cap:
+        out_rsts = snmp(b, "OutRsts")
+        out = in_pod(a, sys.executable, "-c", CONNECT.format(
+            timeout=2, src=a.v4, sport=45300, dst=b.v4, dport=8082)).stdout
+        assert "ConnectionRefused" in out
+        assert snmp(b, "OutRsts") - out_rsts == 1
+        assert cap.stop() == 0, cap.stderr_lines
+    db = cap.files()["db"]
+    sent = sqlite_rows(db, "SELECT SUM(TcpResetsSent) AS n FROM flow WHERE SrcPort = 8082 "
+                           f"AND DstPort = 45300 AND Interface = '{b.host_ifname}'")
+    received = sqlite_rows(db, "SELECT SUM(TcpResetsReceived) AS n FROM flow WHERE SrcPort = "
+                               f"45300 AND DstPort = 8082 AND Interface = '{a.host_ifname}'")
+    assert (sent[0]["n"], received[0]["n"]) == (1, 1)
+
+
+def test_a_feature_whose_hook_is_missing_is_reported_and_the_rest_runs(
+    lab: Lab, tmp_path: Path
+) -> None:
+    # Point the agent at a tracefs copy without tcp:tcp_probe, as on a kernel lacking it.
+    fake = tmp_path / "tracefs"
+    (fake / "events" / "skb" / "kfree_skb").mkdir(parents=True)
+    real = Path("/sys/kernel/tracing/events/skb/kfree_skb/format")
+    (fake / "events" / "skb" / "kfree_skb" / "format").write_text(real.read_text())
+    env = {"NETOBSERV_TRACEFS": str(fake)}
+    with Capture(tmp_path / "out", "--enable_pktdrop=true", "--enable_rtt=true", env=env) as cap:
+        ready = next(line for line in cap.stderr_lines if "Capturing flows on" in line)
+        assert "with pktdrop" in ready
+        assert "rtt off: tracepoint tcp:tcp_probe" in ready
+        assert cap.stop() == 0, cap.stderr_lines
+    assert sqlite_rows(cap.files()["db"], "SELECT COUNT(*) AS n FROM flow")[0]["n"] >= 0
