@@ -40,10 +40,10 @@ def _maybe_lab(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
+    from ..lab.demo import LabDemo
     from ..lab.topology import Lab
-    from ..lab.traffic import LabTraffic
 
-    with Lab() as lab, LabTraffic(lab):
+    with Lab() as lab, LabDemo(lab):
         yield
 
 

@@ -229,3 +229,51 @@ def test_a_feature_whose_hook_is_missing_is_reported_and_the_rest_runs(
         assert "rtt off: tracepoint tcp:tcp_probe" in ready
         assert cap.stop() == 0, cap.stderr_lines
     assert sqlite_rows(cap.files()["db"], "SELECT COUNT(*) AS n FROM flow")[0]["n"] >= 0
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_dns_fields_match_what_dig_saw(lab: Lab, tmp_path: Path, tcp: bool) -> None:
+    from netobserv_tui.lab.dns import LabDns, dig
+
+    a, c = lab.pod("pod-a"), lab.pod("pod-c")
+    with LabDns(lab, c), Capture(tmp_path, "--enable_dns=true") as cap:
+        found = dig(lab, a, c, "web.lab.test", tcp=tcp, src_port=45400)
+        missing = dig(lab, a, c, "missing.lab.test", family=6, tcp=tcp, src_port=45401)
+        assert cap.stop() == 0, cap.stderr_lines
+    assert (found.status, missing.status) == ("NOERROR", "NXDOMAIN")
+    db = cap.files()["db"]
+    for result, rcode in ((found, "NoError"), (missing, "NXDomain")):
+        rows = sqlite_rows(db, "SELECT DnsId, DnsFlagsResponseCode, DnsName, DnsLatencyMs "
+                               f"FROM flow WHERE SrcPort = 53 AND DstPort = {result.src_port} "
+                               f"AND Interface = '{a.host_ifname}'")
+        assert len(rows) == 1, rows
+        response = rows[0]
+        assert response["DnsId"] == result.id
+        assert response["DnsFlagsResponseCode"] == rcode
+        assert response["DnsName"] == result.name
+        # Kernel latency is between the two hooks; dig's is in user space, truncated to whole
+        # ms on a clock that moves in scheduler ticks: allow one tick (4 ms at HZ=250) + 1 ms.
+        assert 1 <= response["DnsLatencyMs"] <= result.query_time_ms + 5
+        query = sqlite_rows(db, f"SELECT DnsId, DnsName FROM flow WHERE SrcPort = "
+                                f"{result.src_port} AND DstPort = 53 AND Interface = "
+                                f"'{a.host_ifname}'")
+        assert query == [{"DnsId": result.id, "DnsName": result.name}]
+
+
+def test_lab_demo_feeds_every_view(lab_host: None, tmp_path: Path) -> None:
+    """`flows --lab` (the embedded default): DNS incl. NXDOMAIN, a firewall drop, TCP RTT."""
+    out = subprocess.run(
+        [sys.executable, "-m", "netobserv_tui", "flows", "--local", "--lab", "--no-tui",
+         "--enable_all=true", "--max-time=7s", "--output", str(tmp_path)],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert out.returncode == 0, out.stderr
+    db = next(Path(p) for p in out.stdout.split() if p.endswith(".db"))
+    got = sqlite_rows(db, "SELECT "
+                          "SUM(DnsFlagsResponseCode = 'NXDomain') AS nx, "
+                          "SUM(DnsFlagsResponseCode = 'NoError' AND SrcPort = 53) AS ok, "
+                          "SUM(PktDropLatestDropCause = 'SKB_DROP_REASON_NETFILTER_DROP') AS fw, "
+                          "SUM(TimeFlowRttNs > 0) AS rtt FROM flow")[0]
+    assert got["nx"] and got["ok"] and got["fw"] and got["rtt"], got
+    assert subprocess.run(["ip", "netns", "list"], capture_output=True,
+                          text=True).stdout.count("nobs-lab-") == 0
