@@ -5,7 +5,7 @@ Rounds alternate (baseline, flows, all, baseline, ...) so that drift on the mach
 every mode alike; reports the median throughput of each and its ratio to the baseline.
 Target: each capture keeps at least 0.97 of the baseline. Run as root.
 
-    python tests/bench/bench_datapath.py [--rounds 3] [--seconds 5]
+    python tests/bench/bench_datapath.py [--rounds 6] [--seconds 4]
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ MODES: dict[str, list[str] | None] = {
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=4)
     args = parser.parse_args()
     results: dict[str, list[float]] = {mode: [] for mode in MODES}
     with Lab(2) as lab, tempfile.TemporaryDirectory() as tmp:
