@@ -128,6 +128,8 @@ def _kubeconfig_present() -> bool:
 
 def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
     from .capture.run import FlowsRequest, run_flows
+    from .capture.session import Limits
+    from .capture.target import CaptureOptions
 
     if not args.local and _kubeconfig_present() and not args.lab:
         raise UsageError(
@@ -142,21 +144,22 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
     ]
     if not 0 < args.dns_port < 65536:
         raise UsageError(f"--dns-port: {args.dns_port} is not a port; use 1 to 65535")
-    request = FlowsRequest(
+    capture = CaptureOptions(
         output=args.output,
         interfaces=args.interfaces,
         exclude_interfaces=args.exclude_interfaces,
         cache_max_flows=args.cache_max_flows,
         cache_active_timeout=args.cache_active_timeout,
-        max_time=parse_duration(args.max_time, "--max-time") if args.max_time else None,
-        max_bytes=parse_size(args.max_bytes, "--max-bytes") if args.max_bytes else None,
-        tui=not args.no_tui,
-        lab=args.lab,
-        log_level=args.log_level,
+        log_level="debug" if args.log_level == "debug" else "info",
         features=features,
         dns_port=args.dns_port,
         filters_json=filters.to_json() if filters.enabled or filters.sampling else None,
     )
+    limits = Limits(
+        max_time=parse_duration(args.max_time, "--max-time") if args.max_time else None,
+        max_bytes=parse_size(args.max_bytes, "--max-bytes") if args.max_bytes else None,
+    )
+    request = FlowsRequest(capture, limits, tui=not args.no_tui, lab=args.lab)
     if args.cache_max_flows < 1:
         raise UsageError("--cache-max-flows must be a positive number of flows")
     parse_duration(args.cache_active_timeout, "--cache-active-timeout")

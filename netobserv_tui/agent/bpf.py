@@ -147,39 +147,11 @@ class FlowProgram:
 
     def drain(self) -> Drained:
         """Look up and delete every flow in batches (BPF_MAP_LOOKUP_AND_DELETE_BATCH)."""
-        from bcc.libbcc import lib
-
         started = time.perf_counter()
-        in_batch = ct.c_uint32(0)
-        out_batch = ct.c_uint32(0)
-        count = ct.c_uint32(0)
-        key_size, value_size = FLOW_ID.size, FLOW_METRICS.size
-        keys_addr = ct.addressof(self._keys)
-        values_addr = ct.addressof(self._values)
-        total = 0
-        first = True
-        while total < self.max_flows:
-            count.value = self.max_flows - total
-            res = lib.bpf_lookup_and_delete_batch(
-                self._flows_fd,
-                None if first else ct.byref(in_batch),
-                ct.byref(out_batch),
-                ct.c_void_p(keys_addr + key_size * total),
-                ct.c_void_p(values_addr + value_size * total),
-                ct.byref(count),
-            )
-            err = ct.get_errno() if res != 0 else 0
-            total += count.value
-            if res != 0:
-                if err in (errno.ENOENT, 0) or -res == errno.ENOENT:
-                    break
-                raise KernelError(f"draining the flow map failed: {os.strerror(err or -res)}")
-            if count.value == 0:
-                break
-            in_batch.value = out_batch.value
-            first = False
-        keys = memoryview(self._keys).cast("B")[: key_size * total]
-        values = memoryview(self._values).cast("B")[: value_size * total]
+        keys, values, total = lookup_and_delete_all(
+            self._flows_fd, FLOW_ID.size, FLOW_METRICS.size, self.max_flows,
+            self._keys, self._values,
+        )  # fmt: skip
         return Drained(keys, values, total, time.perf_counter() - started)
 
     def close(self) -> None:
@@ -199,3 +171,63 @@ class FlowProgram:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def lookup_and_delete_all(
+    fd: int,
+    key_size: int,
+    value_size: int,
+    capacity: int,
+    keys: ct.Array[ct.c_char] | None = None,
+    values: ct.Array[ct.c_char] | None = None,
+) -> tuple[memoryview, memoryview, int]:
+    """Empty a hash map with BPF_MAP_LOOKUP_AND_DELETE_BATCH into flat buffers.
+
+    The buffers hold ``capacity`` entries (the map's size), so the kernel never answers
+    ENOSPC (a bucket larger than the space left). Returns views of the keys and values
+    drained and their count; pass buffers to reuse them between calls.
+    """
+    from bcc.libbcc import lib
+
+    keys = keys if keys is not None else ct.create_string_buffer(key_size * capacity)
+    values = values if values is not None else ct.create_string_buffer(value_size * capacity)
+    in_batch, out_batch, count = ct.c_uint32(0), ct.c_uint32(0), ct.c_uint32(0)
+    keys_addr, values_addr = ct.addressof(keys), ct.addressof(values)
+    total, first = 0, True
+    while total < capacity:
+        count.value = capacity - total
+        res = lib.bpf_lookup_and_delete_batch(
+            fd,
+            None if first else ct.byref(in_batch),
+            ct.byref(out_batch),
+            ct.c_void_p(keys_addr + key_size * total),
+            ct.c_void_p(values_addr + value_size * total),
+            ct.byref(count),
+        )
+        err = ct.get_errno() if res != 0 else 0
+        total += count.value
+        if res != 0:
+            if err in (errno.ENOENT, 0) or -res == errno.ENOENT:
+                break
+            raise KernelError(f"draining a kernel map failed: {os.strerror(err or -res)}")
+        if count.value == 0:
+            break
+        in_batch.value = out_batch.value
+        first = False
+    return (
+        memoryview(keys).cast("B")[: key_size * total],
+        memoryview(values).cast("B")[: value_size * total],
+        total,
+    )
+
+
+def drain_pairs(fd: int, key_size: int, value_size: int, capacity: int) -> list[
+    tuple[bytes, bytes]
+]:
+    """:func:`lookup_and_delete_all` as (key bytes, value bytes) pairs, for small maps."""
+    keys, values, total = lookup_and_delete_all(fd, key_size, value_size, capacity)
+    raw_k, raw_v = keys.tobytes(), values.tobytes()
+    return [
+        (raw_k[i * key_size : (i + 1) * key_size], raw_v[i * value_size : (i + 1) * value_size])
+        for i in range(total)
+    ]

@@ -11,14 +11,13 @@ it at each eviction with :func:`drain_dns` and joins it to flow records by the f
 from __future__ import annotations
 
 import ctypes as ct
-import errno
-import os
 import socket
 import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ..model.errors import KernelError
+from .bpf import drain_pairs
 
 #: ``DNS_NAME_MAX`` of ebpf/dns.h: bytes of the name buffer (the C default).
 DNS_NAME_MAX: Final = 64
@@ -144,51 +143,6 @@ def flow_5tuple(src: str, dst: str, src_port: int, dst_port: int, proto: int) ->
     return FLOW_5TUPLE.pack(src_raw, dst_raw, src_port, dst_port, etype, proto)
 
 
-def _drain_raw(
-    fd: int, key_size: int, value_size: int, max_entries: int
-) -> list[tuple[bytes, bytes]]:
-    """BPF_MAP_LOOKUP_AND_DELETE_BATCH over a whole hash map into flat buffers.
-
-    Buffers hold the whole map, so the kernel never answers ENOSPC (a bucket larger than
-    the space left). A few hundred records per interval is the usual size, so they are
-    allocated per call rather than kept.
-    """
-    from bcc.libbcc import lib
-
-    keys = ct.create_string_buffer(key_size * max_entries)
-    values = ct.create_string_buffer(value_size * max_entries)
-    in_batch, out_batch, count = ct.c_uint32(0), ct.c_uint32(0), ct.c_uint32(0)
-    total, first = 0, True
-    while total < max_entries:
-        count.value = max_entries - total
-        res = lib.bpf_lookup_and_delete_batch(
-            fd,
-            None if first else ct.byref(in_batch),
-            ct.byref(out_batch),
-            ct.c_void_p(ct.addressof(keys) + key_size * total),
-            ct.c_void_p(ct.addressof(values) + value_size * total),
-            ct.byref(count),
-        )
-        err = ct.get_errno() if res != 0 else 0
-        total += count.value
-        if res != 0:
-            if err in (errno.ENOENT, 0) or -res == errno.ENOENT:
-                break
-            raise KernelError(
-                f"draining the DNS map dns_flows failed: {os.strerror(err or -res)}; "
-                "restart the capture without DNS tracking if it persists"
-            )
-        if count.value == 0:
-            break
-        in_batch.value = out_batch.value
-        first = False
-    raw_k, raw_v = keys.raw, values.raw
-    return [
-        (raw_k[i * key_size : (i + 1) * key_size], raw_v[i * value_size : (i + 1) * value_size])
-        for i in range(total)
-    ]
-
-
 def drain_raw_dns(bpf: Any) -> list[tuple[bytes, bytes]]:
     """Look up and delete every dns_flows entry: (40-byte 5-tuple key, raw record) pairs."""
     table = bpf[b"dns_flows"]
@@ -199,7 +153,7 @@ def drain_raw_dns(bpf: Any) -> list[tuple[bytes, bytes]]:
             "netobserv_tui/agent/dns.py does not understand: ebpf/dns.h and its Python mirror "
             "are out of step; reinstall"
         )
-    return _drain_raw(table.map_fd, key_size, value_size, int(table.max_entries))
+    return drain_pairs(table.map_fd, key_size, value_size, int(table.max_entries))
 
 
 def drain_dns(bpf: Any) -> dict[bytes, dict[str, Any]]:

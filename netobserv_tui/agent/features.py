@@ -11,8 +11,6 @@ joining is a dictionary lookup per flow record.
 
 from __future__ import annotations
 
-import ctypes as ct
-import errno
 import logging
 import os
 import re
@@ -23,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
-from ..model.errors import KernelError
+from .bpf import drain_pairs
 from .records import ip_text
 
 log = logging.getLogger(__name__)
@@ -160,36 +158,8 @@ class FeatureSet:
 def drain_map(bpf: Any, name: str, key_size: int, value_size: int, max_entries: int) -> list[
     tuple[bytes, bytes]
 ]:
-    """Look up and delete every entry of a hash map in batches; raw (key, value) bytes."""
-    from bcc.libbcc import lib
-
-    table = bpf[name]
-    keys = ct.create_string_buffer(key_size * max_entries)
-    values = ct.create_string_buffer(value_size * max_entries)
-    in_batch, out_batch, count = ct.c_uint32(0), ct.c_uint32(0), ct.c_uint32(0)
-    total, first = 0, True
-    while total < max_entries:
-        count.value = max_entries - total
-        res = lib.bpf_lookup_and_delete_batch(
-            table.map_fd, None if first else ct.byref(in_batch), ct.byref(out_batch),
-            ct.c_void_p(ct.addressof(keys) + key_size * total),
-            ct.c_void_p(ct.addressof(values) + value_size * total), ct.byref(count),
-        )  # fmt: skip
-        err = ct.get_errno() if res != 0 else 0
-        total += count.value
-        if res != 0:
-            if err in (errno.ENOENT, 0) or -res == errno.ENOENT:
-                break
-            raise KernelError(f"draining map {name} failed: {errno.errorcode.get(err, err)}")
-        if count.value == 0:
-            break
-        in_batch.value = out_batch.value
-        first = False
-    raw_k, raw_v = keys.raw, values.raw
-    return [
-        (raw_k[i * key_size : (i + 1) * key_size], raw_v[i * value_size : (i + 1) * value_size])
-        for i in range(total)
-    ]
+    """Every (key, value) of the hash map ``name``, deleted from the kernel."""
+    return drain_pairs(bpf[name].map_fd, key_size, value_size, max_entries)
 
 
 def drop_fields(value: bytes) -> dict[str, Any]:

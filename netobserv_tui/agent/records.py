@@ -12,6 +12,8 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
+from ..model.fields import BASE_COLUMNS
+
 FLOW_ID: Final = struct.Struct("<16s16sHHHBBIBB2x")
 FLOW_METRICS: Final = struct.Struct("<QQQQQ6s6sB3x")
 COUNTER_MAP_FULL: Final = 0
@@ -23,32 +25,8 @@ ETH_P_IP: Final = 0x0800
 ETH_P_IPV6: Final = 0x86DD
 CACHE_LIMIT: Final = 1 << 18
 
-#: Columns of the rows this module produces, in order (a subset of fields.FIELDS).
-ROW_COLUMNS: Final[tuple[str, ...]] = (
-    "SrcAddr",
-    "DstAddr",
-    "SrcPort",
-    "DstPort",
-    "Proto",
-    "SrcMac",
-    "DstMac",
-    "Etype",
-    "Dscp",
-    "IcmpType",
-    "IcmpCode",
-    "Flags",
-    "Bytes",
-    "Packets",
-    "Sampling",
-    "TimeFlowStartMs",
-    "TimeFlowEndMs",
-    "AgentIP",
-    "Interface",
-    "IfDirection",
-    "Interfaces",
-    "IfDirections",
-    "FlowDirection",
-)
+#: Columns of the rows this module produces, in order: the fields of a basic flow capture.
+ROW_COLUMNS: Final[tuple[str, ...]] = BASE_COLUMNS
 
 assert FLOW_ID.size == 48 and FLOW_METRICS.size == 56
 

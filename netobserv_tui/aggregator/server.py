@@ -39,12 +39,11 @@ from typing import Any, Final
 
 from ..model.errors import CaptureError
 from ..model.protocol import (
-    HEADER_SIZE,
     FrameType,
     ProtocolError,
-    decode_header,
     decode_payload,
     encode,
+    read_raw_frame,
 )
 from .batch import Batch, BatchError, flows_seq, parse_flows
 from .live import RecentRows, Subscriber
@@ -655,21 +654,11 @@ async def _read_frame(reader: asyncio.StreamReader) -> _Frame | None:
     as UTF-8, so it would fail in SQLite after validation.  The scan for ``\\ud`` is a
     byte search; the exact check runs only when it hits.
     """
-    try:
-        header = await reader.readexactly(HEADER_SIZE)
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            return None
-        raise ProtocolError("connection closed inside a frame header") from None
-    kind, length = decode_header(header)
-    try:
-        body = await reader.readexactly(length)
-    except asyncio.IncompleteReadError:
-        raise ProtocolError("connection closed inside a frame payload") from None
-    try:
-        payload = decode_payload(body)
-    except RecursionError:
-        raise ProtocolError("payload is nested too deeply") from None
+    raw = await read_raw_frame(reader)
+    if raw is None:
+        return None
+    kind, body = raw
+    payload = decode_payload(body)
     bad_text = (b"\\ud" in body or b"\\uD" in body) and not _utf8_clean(payload)
     return _Frame(kind, payload, bad_text)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
 from collections.abc import Iterator
@@ -20,19 +21,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FlowsRequest:
-    output: Path
-    interfaces: list[str] = field(default_factory=list)
-    exclude_interfaces: list[str] = field(default_factory=list)
-    cache_max_flows: int = 100_000
-    cache_active_timeout: str = "1s"
-    max_time: float | None = None
-    max_bytes: int | None = None
+    """What `netobserv flows` was asked: the capture itself, and how to run it here."""
+
+    capture: CaptureOptions
+    limits: Limits = field(default_factory=Limits)
     tui: bool = True
     lab: bool = False
-    log_level: str = "warning"
-    features: list[str] = field(default_factory=list)
-    dns_port: int = 53
-    filters_json: str | None = None
 
 
 @contextlib.contextmanager
@@ -90,18 +84,8 @@ def _report(result: CaptureResult, reason: str) -> None:
 
 async def run_flows(request: FlowsRequest) -> int:
     check_privileges()
-    options = CaptureOptions(
-        output=request.output.resolve(),
-        interfaces=request.interfaces,
-        exclude_interfaces=request.exclude_interfaces,
-        cache_max_flows=request.cache_max_flows,
-        cache_active_timeout=request.cache_active_timeout,
-        log_level="debug" if request.log_level == "debug" else "info",
-        features=request.features,
-        dns_port=request.dns_port,
-        filters_json=request.filters_json,
-    )
-    limits = Limits(request.max_time, request.max_bytes)
+    options = dataclasses.replace(request.capture, output=request.capture.output.resolve())
+    limits = request.limits
     with _maybe_lab(request.lab):
         target = LocalTarget(options)
         if request.tui:
@@ -139,7 +123,7 @@ async def _with_tui(
             "target": target.description + (" + lab" if request.lab else ""),
             "capture": "flows on " + (", ".join(target.interfaces) or "no interface")
             + _features_text(target.features),
-            "output": str(request.output),
+            "output": str(request.capture.output),
         }
         if limits.max_time is not None:
             header["max_time"] = str(limits.max_time)
@@ -156,5 +140,5 @@ async def _with_tui(
             app.request_stop(why)
 
     print("Starting the capture on the local host...", file=sys.stderr)
-    with _logs_to_file(request.output / "netobserv.log"):
+    with _logs_to_file(request.capture.output / "netobserv.log"):
         return await run_capture(target, limits, foreground, on_stop)

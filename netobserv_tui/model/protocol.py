@@ -94,13 +94,15 @@ def decode_payload(body: bytes) -> dict[str, Any]:
         obj = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"payload is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("payload is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("payload is not a JSON object")
     return obj
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[FrameType, dict[str, Any]] | None:
-    """Read one frame; ``None`` on a clean end of stream between frames."""
+async def read_raw_frame(reader: asyncio.StreamReader) -> tuple[FrameType, bytes] | None:
+    """Read one frame's type and undecoded payload; ``None`` on a clean end of stream."""
     try:
         header = await reader.readexactly(HEADER_SIZE)
     except asyncio.IncompleteReadError as exc:
@@ -109,10 +111,15 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[FrameType, dict[str,
         raise ProtocolError("connection closed inside a frame header") from None
     kind, length = decode_header(header)
     try:
-        body = await reader.readexactly(length)
+        return kind, await reader.readexactly(length)
     except asyncio.IncompleteReadError:
         raise ProtocolError("connection closed inside a frame payload") from None
-    return kind, decode_payload(body)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[FrameType, dict[str, Any]] | None:
+    """Read one frame; ``None`` on a clean end of stream between frames."""
+    raw = await read_raw_frame(reader)
+    return None if raw is None else (raw[0], decode_payload(raw[1]))
 
 
 def read_frame_sync(sock_file: Any) -> tuple[FrameType, dict[str, Any]] | None:
