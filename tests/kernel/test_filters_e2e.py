@@ -81,3 +81,20 @@ def test_bad_filter_is_refused_before_anything_is_deployed(
     assert flag in out.stderr
     assert not (tmp_path / "flow").exists()
     assert our_tc_objects() == []
+
+
+def test_drops_filter_keeps_only_dropped_traffic(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    subprocess.run(["ip", "netns", "exec", b.netns, "iptables", "-A", "INPUT", "-p", "udp",
+                    "--dport", "7008", "-j", "DROP"], check=True)
+    # The drop hook sees the whole host (loopback included): narrow it to the lab.
+    with Capture(tmp_path, "--enable_filter=true", "--drops=true", "--cidr=198.18.0.0/15") as cap:
+        udp_send(lab, a, b, 12, 30, dst_port=7008, src_port=47008)  # dropped in pod-b
+        udp_send(lab, a, b, 12, 30, dst_port=7009, src_port=47009)  # delivered
+        assert cap.stop() == 0, cap.stderr_lines
+    rows = sqlite_rows(cap.files()["db"], "SELECT DstPort, PktDropPackets, "
+                                          "PktDropLatestDropCause FROM flow")
+    assert rows, "nothing recorded"
+    assert {r["DstPort"] for r in rows} == {7008}
+    assert sum(r["PktDropPackets"] or 0 for r in rows) == 12
+    assert {r["PktDropLatestDropCause"] for r in rows} == {"SKB_DROP_REASON_NETFILTER_DROP"}
