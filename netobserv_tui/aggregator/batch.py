@@ -1,14 +1,19 @@
 """A validated batch of flow records, stored column-wise.
 
 Validation runs on every record the aggregator receives, so it is written against whole
-columns: ``zip(*rows)`` transposes in C, and ``set(map(type, column))`` checks the types of
-a column at a few nanoseconds per value.  The same column-major data then feeds the writers
-(SQLite rows are rebuilt with ``zip``; JSON objects are formatted column by column) and the
-live stream, so the rows are transposed once.
+columns: ``zip(*rows)`` transposes in C, then each column is checked by one C call that
+fails on any value of the wrong kind: ``"".join(column)`` for strings, ``array("q",
+column)`` for integers (which also enforces the 64-bit range; booleans pass it, so the
+caller says whether the payload text can hold any).  A column that fails it, or holds nulls,
+is checked by the reference rules (``set(map(type, column))``...), which give the reason:
+the verdict and the reason are the same either way.  The same column-major data then feeds
+the writers (SQLite rows are rebuilt with ``zip``; JSON objects are formatted column by
+column) and the live stream, so the rows are transposed once.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -18,6 +23,7 @@ from ..model.fields import BY_NAME
 
 #: SQLite stores signed 64-bit integers; anything wider would fail at insert time.
 INT64_MAX: Final = 2**63 - 1
+INT64_MIN: Final = -(2**63)
 _NONE: Final = type(None)
 _INT_OK: Final = frozenset({int, _NONE})
 _STR_OK: Final = frozenset({str, _NONE})
@@ -39,10 +45,17 @@ class Batch:
     nrows: int
     #: Indexes of the columns that hold at least one ``None``.
     nullable: frozenset[int]
+    #: Indexes of string columns without nulls whose values need no JSON escaping (no
+    #: ``"``, ``\\`` nor control character): the JSON writer copies them as they are.
+    plain: frozenset[int] = frozenset()
 
     @classmethod
-    def from_rows(cls, columns: Any, rows: Any) -> Batch:
-        """Validate ``columns``/``rows`` as received on the wire; raises :class:`BatchError`."""
+    def from_rows(cls, columns: Any, rows: Any, *, no_bools: bool = False) -> Batch:
+        """Validate ``columns``/``rows`` as received on the wire; raises :class:`BatchError`.
+
+        ``no_bools`` is the caller's promise that no value is a boolean (the payload text
+        holds neither ``true`` nor ``false``): integer columns are then checked in one C call.
+        """
         cols = _check_columns(columns)
         if not isinstance(rows, list):
             raise BatchError("rows must be a JSON array of arrays")
@@ -55,9 +68,29 @@ class Batch:
             bad = min(lengths - {len(cols)})
             raise BatchError(f"a row has {bad} values for {len(cols)} columns")
         values = list(zip(*rows, strict=True))
-        nullable = frozenset(i for i, (name, col) in enumerate(zip(cols, values, strict=True))
-                             if _check_column(name, col))
-        return cls(cols, values, len(rows), nullable)
+        nullable: list[int] = []
+        plain: list[int] = []
+        for i, (name, col) in enumerate(zip(cols, values, strict=True)):
+            kind = BY_NAME[name].kind
+            if kind is str:
+                try:
+                    text = "".join(col)  # TypeError on any value that is not a string
+                except TypeError:
+                    pass
+                else:
+                    if '"' not in text and "\\" not in text and text.isprintable():
+                        plain.append(i)
+                    continue
+            elif kind is int and no_bools:
+                try:
+                    array("q", col)  # only integers (or booleans) within signed 64 bits
+                except (TypeError, OverflowError):
+                    pass
+                else:
+                    continue
+            if _check_column(name, col):
+                nullable.append(i)
+        return cls(cols, values, len(rows), frozenset(nullable), frozenset(plain))
 
     def rows(self, last: int | None = None) -> list[tuple[Any, ...]]:
         """Rows as tuples (optionally only the ``last`` ones), rebuilt in C by ``zip``."""
@@ -71,8 +104,10 @@ class Batch:
         if name in self.columns:
             i = self.columns.index(name)
             values = [*self.values[:i], filled, *self.values[i + 1:]]
-            return Batch(self.columns, values, self.nrows, self.nullable - {i})
-        return Batch((*self.columns, name), [*self.values, filled], self.nrows, self.nullable)
+            return Batch(self.columns, values, self.nrows, self.nullable - {i},
+                         self.plain - {i})
+        return Batch((*self.columns, name), [*self.values, filled], self.nrows, self.nullable,
+                     self.plain)
 
     def total(self, name: str) -> int:
         """Sum of an integer column, 0 if absent (``filter(None, ...)`` skips None and 0)."""
@@ -103,8 +138,10 @@ def _check_column(name: str, col: tuple[Any, ...]) -> bool:
         bad = next(iter(types - _ALLOWED[kind]))
         raise BatchError(f"column {name!r}: a value is {_json_kind(bad)}, expected "
                          f"{_json_kind(kind)} or null")
-    if kind is int and int in types and max(map(abs, filter(None, col)), default=0) > INT64_MAX:
-        raise BatchError(f"column {name!r}: a value does not fit in 64 bits")
+    if kind is int and int in types:
+        ints = list(filter(None, col))  # without the nulls (and zeros)
+        if ints and (max(ints) > INT64_MAX or min(ints) < INT64_MIN):
+            raise BatchError(f"column {name!r}: a value does not fit in 64 bits")
     if kind is list and list in types:
         elements = set(map(type, chain.from_iterable(filter(None, col))))
         if not elements <= _ELEMENT_OK:
@@ -119,15 +156,16 @@ def _json_kind(kind: type) -> str:
     return names.get(kind, kind.__name__)
 
 
-def parse_flows(payload: Mapping[str, Any]) -> tuple[int, Batch]:
+def parse_flows(payload: Mapping[str, Any], *, no_bools: bool = False) -> tuple[int, Batch]:
     """Validate a FLOWS payload; returns ``(seq, batch)`` or raises :class:`BatchError`.
 
     ``BatchError.seq`` is not needed: the caller reads ``seq`` first with :func:`flows_seq`.
+    ``no_bools``: see :meth:`Batch.from_rows`.
     """
     seq = flows_seq(payload)
     if seq is None:
         raise BatchError("seq must be an integer")
-    return seq, Batch.from_rows(payload.get("columns"), payload.get("rows"))
+    return seq, Batch.from_rows(payload.get("columns"), payload.get("rows"), no_bools=no_bools)
 
 
 def flows_seq(payload: Mapping[str, Any]) -> int | None:

@@ -41,7 +41,8 @@ from ..model.errors import CaptureError
 from ..model.protocol import (
     FrameType,
     ProtocolError,
-    decode_payload,
+    decode_payload_reference,
+    decode_payload_strict,
     encode,
     read_raw_frame,
 )
@@ -65,12 +66,19 @@ class AuthError(ProtocolError):
     """The peer presented a wrong capture token."""
 
 
+#: The keys of a FLOWS payload; with no other key, a valid batch is at most 4 levels deep.
+FLOWS_KEYS: Final = frozenset({"seq", "columns", "rows"})
+
+
 @dataclass(slots=True)
 class _Frame:
     kind: FrameType
     payload: dict[str, Any]
-    #: The payload held an escaped lone UTF-16 surrogate, which UTF-8 (SQLite) cannot store.
+    #: The payload held a lone UTF-16 surrogate, which UTF-8 (SQLite) cannot store.
     bad_text: bool
+    body: bytes
+    #: Decoded by orjson (see :func:`~netobserv_tui.model.protocol.decode_payload_strict`).
+    strict: bool
 
 
 @dataclass(slots=True)
@@ -507,7 +515,12 @@ class Aggregator:
             if frame is None or frame.kind is FrameType.BYE:
                 return
             if frame.kind is FrameType.FLOWS:
-                await self._on_flows(session, frame)
+                job = self._on_flows(session, frame)
+                # Drop the payload and its text (the batch holds what it needs) before
+                # waiting, maybe long, for room in the queue.
+                frame = None
+                if job is not None:
+                    await self._enqueue(job)
             elif frame.kind is FrameType.STATS:
                 if frame.bad_text:
                     raise ProtocolError("STATS holds an unpaired UTF-16 surrogate")
@@ -527,26 +540,26 @@ class Aggregator:
             record = self._agents[key] = AgentRecord(key, clean)
         return record
 
-    async def _on_flows(self, session: _AgentSession, frame: _Frame) -> None:
-        seq = flows_seq(frame.payload)
-        try:
-            if frame.bad_text:
-                raise BatchError("a string holds an unpaired UTF-16 surrogate, which UTF-8 "
-                                 "cannot store")
-            seq_ok, batch = parse_flows(frame.payload)
-        except BatchError as exc:
+    def _on_flows(self, session: _AgentSession, frame: _Frame) -> _Job | None:
+        """Validate a FLOWS frame: the job to queue, or None once the batch is NACKed."""
+        seq, checked = _check_flows(frame)
+        if isinstance(checked, BatchError):
             self._counts["batches_rejected"] += 1
             session.record.rejected += 1
-            log.warning("Rejected batch %s from agent %s: %s", seq, session.record.key, exc)
-            session.send(FrameType.NACK, {"seq": seq, "reason": str(exc)})
-            return
-        batch = batch.with_column("TimeReceived", int(time.time()))
-        job = _Job(session, seq_ok, batch, batch.total("Bytes"), batch.total("Packets"))
-        session.queued()
+            log.warning("Rejected batch %s from agent %s: %s", seq, session.record.key, checked)
+            session.send(FrameType.NACK, {"seq": seq, "reason": str(checked)})
+            return None
+        assert seq is not None
+        batch = checked.with_column("TimeReceived", int(time.time()))
+        return _Job(session, seq, batch, batch.total("Bytes"), batch.total("Packets"))
+
+    async def _enqueue(self, job: _Job) -> None:
+        assert job.session is not None
+        job.session.queued()
         try:
             await self.queue.put(job)
         except BaseException:
-            session.done()
+            job.session.done()
             raise
 
     async def _write_loop(self) -> None:
@@ -649,18 +662,53 @@ class Aggregator:
 async def _read_frame(reader: asyncio.StreamReader) -> _Frame | None:
     """Read one frame (``None`` at a clean end of stream); framing errors raise ProtocolError.
 
-    Unlike :func:`~netobserv_tui.model.protocol.read_frame` it also flags escaped lone
-    surrogates (``"\\ud800"``): ``json`` accepts them, but such a string cannot be encoded
-    as UTF-8, so it would fail in SQLite after validation.  The scan for ``\\ud`` is a
-    byte search; the exact check runs only when it hits.
+    FLOWS payloads are decoded by orjson when it accepts them (see :func:`_check_flows`);
+    every other payload, and a FLOWS payload orjson refuses, by the ``json`` module, whose
+    verdict is the reference.  Unlike :func:`~netobserv_tui.model.protocol.read_frame` it
+    also flags lone surrogates (``"\\ud800"``, or their bytes): ``json`` accepts them, but
+    such a string cannot be encoded as UTF-8, so it would fail in SQLite after validation.
+    orjson refuses them, so only payloads it refused are checked.
     """
     raw = await read_raw_frame(reader)
     if raw is None:
         return None
     kind, body = raw
-    payload = decode_payload(body)
-    bad_text = (b"\\ud" in body or b"\\uD" in body) and not _utf8_clean(payload)
-    return _Frame(kind, payload, bad_text)
+    if kind is FrameType.FLOWS:
+        payload, strict = decode_payload_strict(body)
+    else:
+        payload, strict = decode_payload_reference(body), False
+    bad_text = not strict and not _utf8_clean(payload)
+    return _Frame(kind, payload, bad_text, body, strict)
+
+
+def _check_flows(frame: _Frame) -> tuple[int | None, Batch | BatchError]:
+    """Validate a FLOWS frame: ``(seq, batch)``, or ``(seq or None, the reason to NACK)``.
+
+    The fast path takes orjson's payload of a batch with only the FLOWS keys, and tells the
+    validator whether the text can hold a boolean (a byte search).  Whenever it rejects the
+    batch, the payload is decoded again by the ``json`` module and judged by the reference
+    rules, so the verdict is exactly the reference one: orjson reads an integer beyond 64
+    bits as a float, and accepts nesting a little deeper than ``json`` (which raises
+    :class:`ProtocolError`: the connection closes, as it always did).  A batch that passes
+    has only the FLOWS keys and is at most four levels deep, so ``json`` would take it too.
+    """
+    payload, body = frame.payload, frame.body
+    if frame.strict:
+        if payload.keys() <= FLOWS_KEYS:
+            try:
+                return parse_flows(payload,
+                                   no_bools=b"true" not in body and b"false" not in body)
+            except BatchError:
+                pass
+        payload = decode_payload_reference(body)
+    seq = flows_seq(payload)
+    if frame.bad_text:
+        return seq, BatchError("a string holds an unpaired UTF-16 surrogate, which UTF-8 "
+                               "cannot store")
+    try:
+        return parse_flows(payload)
+    except BatchError as exc:
+        return seq, exc
 
 
 _CHECK: Final = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode

@@ -13,11 +13,14 @@ The writer is the aggregator's hot path, so it works on whole column-major batch
   million rows).  A file left by a crash is complete but unindexed; :func:`recover` indexes it.
 * JSON: ``[`` at open, each batch appended as objects separated by ``",\\n"`` and flushed,
   ``]`` at close, so a crash leaves at most the closing bracket missing (:func:`recover`
-  appends it).  Each column is encoded once (strings by the C encoder, integers by ``repr``,
-  lists through a small cache since interface lists repeat), rows are formatted with a
-  per-column-tuple ``%`` template, and the ``"Name":null`` members of absent values are cut
-  from the batch text by two regular-expression passes.  This is ~3x cheaper than
-  ``json.dumps`` of a filtered dict per row.
+  appends it).  Rows are formatted with a ``%`` template per column tuple; integers format
+  as they are, strings that need no escaping (most: addresses, MACs, interface names; the
+  validator flags them, :attr:`~.batch.Batch.plain`) are copied between quotes written in
+  the template, other strings go through the C encoder, lists through a small cache since
+  interface lists repeat.  The ``"Name":null`` members of absent values are cut from the
+  batch text by two regular-expression passes.  This is ~3x cheaper than ``json.dumps`` of
+  a filtered dict per row, and cheaper than ``orjson.dumps`` of a dict per row, whose cost
+  is building the dicts.
 
 SQLite durability: ``synchronous=OFF`` with a rollback journal.  Every committed batch is in
 the operating system's page cache, so a crash of the aggregator loses nothing that was
@@ -51,6 +54,8 @@ TABLE: Final = "flow"
 CACHE_KIB: Final = 16 * 1024
 #: Distinct lists kept by the list encoder cache before it starts over.
 LIST_CACHE_SIZE: Final = 4096
+#: Row templates kept (one per column tuple and set of plain string columns).
+PLAN_CACHE_SIZE: Final = 64
 
 _ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 # Removing null members from encoded objects.  A JSON string can never contain an unescaped
@@ -89,19 +94,22 @@ class _ListCache(dict[tuple[Any, ...], str]):
 
 
 class _Plan:
-    """What a distinct column tuple needs, computed once and reused for every batch."""
+    """What a column tuple (and its plain string columns) needs, computed once."""
 
     __slots__ = ("sql", "template", "list_idx", "text_idx")
 
-    def __init__(self, columns: tuple[str, ...]) -> None:
+    def __init__(self, columns: tuple[str, ...], plain: frozenset[int]) -> None:
         quoted = ", ".join(f'"{c}"' for c in columns)
         marks = ", ".join("?" * len(columns))
         self.sql = f"INSERT INTO {TABLE} ({quoted}) VALUES ({marks})"
         # Field names are plain identifiers: no '%' or '"' to escape in the template.
-        self.template = "{" + ",".join(f'"{c}":%s' for c in columns) + "}"
+        self.template = "{" + ",".join(
+            f'"{c}":"%s"' if i in plain else f'"{c}":%s' for i, c in enumerate(columns)) + "}"
         self.list_idx = frozenset(i for i, c in enumerate(columns) if BY_NAME[c].kind is list)
-        #: Columns that need encoding for JSON (strings, lists); integers format as they are.
-        self.text_idx = tuple(i for i, c in enumerate(columns) if BY_NAME[c].kind is not int)
+        #: Columns that need encoding for JSON (strings that are not plain, lists); integers
+        #: and plain strings format as they are.
+        self.text_idx = tuple(i for i, c in enumerate(columns)
+                              if BY_NAME[c].kind is not int and i not in plain)
 
 
 class FlowWriter:
@@ -119,7 +127,7 @@ class FlowWriter:
         self.json_path = (self.flow_dir / f"{stem}.json").resolve()
         self.flows = 0
         self.batches = 0
-        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._plans: dict[tuple[tuple[str, ...], frozenset[int]], _Plan] = {}
         self._lists = _ListCache()
         self._closed = False
         self._first = True
@@ -158,9 +166,9 @@ class FlowWriter:
             raise ValueError(f"{self.db_path.name}: the writer is closed")
         if not batch.nrows:
             return 0
-        plan = self._plan(batch.columns)
+        plan = self._plan(batch.columns, batch.plain)
         text_cols, sql_cols = self._encode_columns(batch, plan)
-        data = _objects(plan.template, text_cols).encode()
+        data = _objects(plan.template, text_cols, bool(batch.nullable)).encode()
         conn = self._conn
         conn.execute("BEGIN")
         try:
@@ -174,17 +182,20 @@ class FlowWriter:
         self.batches += 1
         return batch.nrows
 
-    def _plan(self, columns: tuple[str, ...]) -> _Plan:
-        plan = self._plans.get(columns)
+    def _plan(self, columns: tuple[str, ...], plain: frozenset[int]) -> _Plan:
+        plan = self._plans.get((columns, plain))
         if plan is None:
-            plan = self._plans[columns] = _Plan(columns)
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.clear()
+            plan = self._plans[columns, plain] = _Plan(columns, plain)
         return plan
 
     def _encode_columns(self, batch: Batch, plan: _Plan) -> tuple[list[Any], list[Any]]:
         """Per column: what the JSON template formats, and the SQLite values.
 
-        Integer columns go to the template as they are: ``%s`` renders an int exactly as JSON
-        does and a None as ``None``, which :func:`_objects` removes like a null.
+        Integer and plain string columns go to the template as they are: ``%s`` renders an
+        int exactly as JSON does and a None as ``None``, which :func:`_objects` removes like
+        a null (a plain column holds no None, and its quotes are in the template).
         """
         text_cols: list[Any] = list(batch.values)
         sql_cols: list[Any] = list(batch.values)
@@ -246,10 +257,10 @@ class FlowWriter:
         return dict(self._summary)
 
 
-def _objects(template: str, text_cols: list[Any]) -> str:
+def _objects(template: str, text_cols: list[Any], nulls: bool = True) -> str:
     """Format rows from encoded columns and drop null members (see the module docstring)."""
     text = ",\n".join(map(template.__mod__, zip(*text_cols, strict=True)))
-    if ":None" in text:
+    if nulls and ":None" in text:
         text = _LEADING_NULL.sub("{", _NULL_MEMBER.sub("", text))
     return text
 

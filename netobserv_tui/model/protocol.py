@@ -28,6 +28,11 @@ Live stream session (TUI -> aggregator)::
 
 The JSON payload of FLOWS is columnar (one header, then positional rows) because
 decoding a list of lists is several times cheaper than a list of objects.
+
+Payloads are decoded by ``orjson`` (strict RFC 8259) and, when it refuses one, by the
+standard ``json`` module, whose verdict stands: what ``json`` accepts beyond the RFC
+(``NaN``, a UTF-8 BOM, surrogate code points) still decodes, and everything else raises
+:class:`ProtocolError` exactly as before.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ import enum
 import json
 import struct
 from typing import Any, Final
+
+import orjson
 
 MAGIC: Final = b"NO"
 VERSION: Final = 1
@@ -90,6 +97,35 @@ def decode_header(header: bytes) -> tuple[FrameType, int]:
 
 
 def decode_payload(body: bytes) -> dict[str, Any]:
+    """The payload object; :class:`ProtocolError` if it is not a UTF-8 JSON object.
+
+    The result is that of :func:`decode_payload_reference` except in two corners where
+    ``orjson`` differs: an integer beyond 64 bits comes back as a float, and objects nested
+    between ~990 and 1024 levels (the ``json`` module's limit depends on the stack) decode.
+    The aggregator, which must judge untrusted agents exactly, uses
+    :func:`decode_payload_strict` and the reference instead.
+    """
+    return decode_payload_strict(body)[0]
+
+
+def decode_payload_strict(body: bytes) -> tuple[dict[str, Any], bool]:
+    """``(payload, strict)``: ``strict`` is True when ``orjson`` decoded it.
+
+    A strict payload is valid UTF-8 without surrogate code points, so every string in it
+    can be stored as UTF-8, and it holds no ``NaN``/``Infinity``.  Otherwise the payload
+    comes from :func:`decode_payload_reference` (or its :class:`ProtocolError`).
+    """
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return decode_payload_reference(body), False
+    if type(obj) is not dict:
+        return decode_payload_reference(body), False  # raises, with the reference reason
+    return obj, True
+
+
+def decode_payload_reference(body: bytes) -> dict[str, Any]:
+    """Decode with the standard ``json`` module: the reference verdict on any payload."""
     try:
         obj = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:

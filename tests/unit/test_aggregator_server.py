@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 import threading
@@ -166,6 +167,50 @@ async def test_malformed_batches_are_nacked_and_nothing_is_written(
     assert written[:10] == stamped(good, written[:10])
     assert {k: v for k, v in written[10].items() if k != "TimeReceived"} == {"DnsName": "🙂"}
     assert sqlite_json(summary["files"]["db"], "SELECT count(*) AS n FROM flow") == [{"n": 11}]
+
+
+#: FLOWS payloads that orjson reads differently from the ``json`` module: the verdict (and
+#: the NACK reason) must be the reference one all the same.
+REFERENCE_VERDICTS: list[tuple[str, bytes, FrameType, str]] = [
+    ("int beyond 64 bits", b'{"seq":1,"columns":["Bytes"],"rows":[[18446744073709551616]]}',
+     FrameType.NACK, "does not fit in 64 bits"),
+    ("int in the unsigned range", b'{"seq":2,"columns":["Bytes"],"rows":[[9223372036854775808]]}',
+     FrameType.NACK, "does not fit in 64 bits"),
+    ("NaN", b'{"seq":3,"columns":["Bytes"],"rows":[[NaN]]}', FrameType.NACK,
+     "a number with a fraction"),
+    ("boolean", b'{"seq":4,"columns":["Bytes"],"rows":[[true]]}', FrameType.NACK,
+     "a boolean"),
+    ("surrogate bytes", b'{"seq":5,"columns":["DnsName"],"rows":[["\xed\xa0\x80"]]}',
+     FrameType.NACK, "unpaired UTF-16 surrogate"),
+    ("seq beyond 64 bits", b'{"seq":36893488147419103232,"columns":["Bytes"],"rows":[[1]]}',
+     FrameType.ACK, ""),
+    ("smallest int64", b'{"seq":6,"columns":["Bytes"],"rows":[[-9223372036854775808]]}',
+     FrameType.ACK, ""),
+    ("nesting json refuses, in rows",
+     b'{"seq":7,"columns":["Interfaces"],"rows":[[' + b"[" * 1000 + b"]" * 1000 + b']]}',
+     FrameType.ERROR, "nested too deeply"),
+    ("nesting json refuses, in another key",
+     b'{"seq":8,"columns":["Bytes"],"rows":[[1]],"x":' + b"[" * 1000 + b"]" * 1000 + b'}',
+     FrameType.ERROR, "nested too deeply"),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "kind", "reason"), REFERENCE_VERDICTS,
+                         ids=[n for n, *_ in REFERENCE_VERDICTS])
+async def test_verdicts_are_those_of_the_json_module(
+        aggregator: Aggregator, name: str, body: bytes, kind: FrameType, reason: str) -> None:
+    agent = await Peer.connect(aggregator.port)
+    await agent.hello()
+    await agent.send_raw(frame(FrameType.FLOWS, body))
+    reply = await agent.expect(kind)
+    if kind is FrameType.ACK:
+        assert reply["seq"] == json.loads(body)["seq"]
+        await agent.close()
+        summary = await aggregator.stop(grace=0)
+        assert summary["flows"] == 1 and summary["write_errors"] == 0
+    else:
+        assert reason in reply["reason"]
+        assert aggregator.stats()["flows"] == 0
 
 
 GARBAGE: list[tuple[str, bytes]] = [
