@@ -115,8 +115,8 @@ class FlowProgram:
                 "--log-level=debug to see BCC's output, and check that kernel headers are "
                 "installed (see docs/troubleshooting.md)"
             ) from exc
-        self._flows_fd = self.bpf["flows"].map_fd
-        self.bpf["overflow"].open_ring_buffer(self._on_overflow)
+        self._flows_fd = self.bpf[b"flows"].map_fd
+        self.bpf[b"overflow"].open_ring_buffer(self._on_overflow)
         return self
 
     def _on_overflow(self, _ctx: Any, data: Any, size: int) -> int:
@@ -134,7 +134,7 @@ class FlowProgram:
         return records
 
     def counters(self) -> dict[str, int]:
-        table = self.bpf["counters"]
+        table = self.bpf[b"counters"]
         total = {"map_full": 0, "overflow_lost": 0, "events_full": 0}
         names = (
             (COUNTER_MAP_FULL, "map_full"),

@@ -159,7 +159,7 @@ def drain_map(bpf: Any, name: str, key_size: int, value_size: int, max_entries: 
     tuple[bytes, bytes]
 ]:
     """Every (key, value) of the hash map ``name``, deleted from the kernel."""
-    return drain_pairs(bpf[name].map_fd, key_size, value_size, max_entries)
+    return drain_pairs(bpf[name.encode()].map_fd, key_size, value_size, max_entries)
 
 
 def drop_fields(value: bytes) -> dict[str, Any]:

@@ -173,7 +173,7 @@ class Agent:
     def _program(self, defines: dict[str, int | str | None]) -> FlowProgram:
         prog = FlowProgram(max_flows=self.config.max_flows, defines=defines).load()
         if self.config.filter_rules:
-            table = prog.bpf["filter_rules"]
+            table = prog.bpf[b"filter_rules"]
             for index, rule in enumerate(self.config.filter_rules):
                 table[ct.c_int(index)] = table.Leaf.from_buffer_copy(rule)
         return prog
