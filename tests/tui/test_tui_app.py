@@ -221,3 +221,17 @@ async def test_burst_is_batched_and_capped(aggregator: FakeAggregator) -> None:
         # Never a repaint per frame: a handful of rebuilds, at most one per interval.
         assert table.rebuilds <= elapsed / table.refresh_interval + 2
         assert table.rebuilds <= 10, f"{table.rebuilds} rebuilds in {elapsed:.2f}s"
+
+
+async def test_header_says_which_feature_is_off_and_why(aggregator: FakeAggregator) -> None:
+    from netobserv_tui.capture.run import _features_text
+
+    capture = "flows" + _features_text(
+        {"pktdrop": "on", "rtt": "off: tracepoint tcp:tcp_probe not available"}
+    )
+    app = FlowsApp(("127.0.0.1", aggregator.port, TOKEN), {**HEADER, "capture": capture})
+    async with app.run_test(size=(200, 40)) as pilot:
+        await wait_until(pilot, lambda: "rtt off" in header_text(app), "the feature state")
+        text = header_text(app)
+        assert "with pktdrop" in text
+        assert "rtt off: tracepoint tcp:tcp_probe not available" in text
