@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import threading
-from types import TracebackType
 
+from ._service import Service
 from .dns import LabDns, dig
 from .topology import Lab
 from .traffic import LabTraffic
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 DROPPED_PORT = 8081
 
 
-class LabDemo:
+class LabDemo(Service):
     def __init__(self, lab: Lab, interval: float = 2.0) -> None:
         self.lab = lab
         self.interval = interval
@@ -78,14 +78,3 @@ class LabDemo:
             self.dns.stop()
         if self.traffic is not None:
             self.traffic.stop()
-
-    def __enter__(self) -> LabDemo:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -26,10 +26,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from ..model.errors import LabError
 from ._proc import NsProcess, run
+from ._service import Service
 from .topology import Lab, Pod
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def default_names(lab: Lab) -> dict[str, tuple[str, ...]]:
     return names
 
 
-class LabDns:
+class LabDns(Service):
     """dnsmasq in one pod, answering ``names`` and NXDOMAIN for everything else.
 
     A context manager: entering starts the server and waits (with a deadline) until it
@@ -233,16 +233,6 @@ class LabDns:
                 self._dir.cleanup()
                 self._dir = None
 
-    def __enter__(self) -> LabDns:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True)

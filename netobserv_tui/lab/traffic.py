@@ -20,11 +20,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from ..model.errors import LabError
 from ._proc import NsProcess, ip_json, worker_argv
+from ._service import Service
 from .topology import Lab, Pod
 
 log = logging.getLogger(__name__)
@@ -366,7 +366,7 @@ def _remaining(deadline: float, label: str) -> float:
 # --- background mix ----------------------------------------------------------------------------
 
 
-class LabTraffic:
+class LabTraffic(Service):
     """A little real traffic between pods until stopped, for demos and live views.
 
     While running, once per ``interval`` seconds the first pod (pod-a):
@@ -517,14 +517,3 @@ class LabTraffic:
             proc.stop()
         self._client = None
         return self.stats()
-
-    def __enter__(self) -> LabTraffic:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
