@@ -103,11 +103,11 @@ class Agent:
         )
         offset = time.time_ns() - time.monotonic_ns()
         rows = list(builder.rows(drained.keys, drained.values, offset))
-        keys = drained.keys.tobytes() if tables else b""
         overflow, self._overflow = self._overflow, {}
         for key, value in overflow.items():
             rows.append(builder.row(FLOW_ID.unpack(key), tuple(value), offset))
-            keys += key if tables else b""
+        # The join needs every row's key, in row order: the drained ones, then overflow's.
+        keys = b"".join([drained.keys.tobytes(), *overflow]) if tables else b""
         if tables or features.only_drops:
             rows = self._joiner(builder).join(keys, FLOW_ID.size, rows, tables)
         self.stats.evictions += 1

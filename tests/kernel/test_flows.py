@@ -285,11 +285,16 @@ def test_flows_without_root_says_what_to_do(tmp_path: Path) -> None:
     assert "sudo" in proc.stderr
 
 
-def test_full_flow_map_loses_nothing_and_says_so(lab: Lab, tmp_path: Path) -> None:
+@FEATURES
+def test_full_flow_map_loses_nothing_and_says_so(
+    lab: Lab, tmp_path: Path, features: tuple[str, ...]
+) -> None:
     a, b = lab.pod("pod-a"), lab.pod("pod-b")
     # 8 map entries, one eviction at the end: most of the 30 flows x 2 interfaces find the
-    # map full and travel through the overflow ring buffer instead.
-    with Capture(tmp_path, "--cache-max-flows=8", "--cache-active-timeout=60s") as cap:
+    # map full and travel through the overflow ring buffer instead (and, with features on,
+    # through the join of feature data by key).
+    with Capture(tmp_path, "--cache-max-flows=8", "--cache-active-timeout=60s",
+                 *features) as cap:
         results = [udp_send(lab, a, b, 5, 50, dst_port=7010, src_port=42000 + i)
                    for i in range(30)]
         assert cap.stop() == 0, cap.stderr_lines
