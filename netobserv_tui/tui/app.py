@@ -23,6 +23,7 @@ from textual.worker import Worker, WorkerState
 
 from ..model.stream import FlowBatch, LiveStream, StatsUpdate, StreamError
 from .messages import FlowsReceived, StatsReceived, StopRequested, StreamConnected, StreamLost
+from .views import ViewState
 from .widgets import CaptureHeader, FlowTable
 
 #: Return value of ``run_async`` when the user stops the capture.
@@ -40,6 +41,12 @@ class FlowsApp(App[str]):
     BINDINGS: ClassVar[list[BindingType]] = [
         # Recent Textual binds ctrl+c to copy and ctrl+q to quit; both stop the capture here.
         Binding("ctrl+c,ctrl+q", "stop", "Stop capture", id="stop", priority=True),
+        Binding("right", "next_view", "Next view", id="next_view", priority=True),
+        Binding("left", "prev_view", "Previous view", id="prev_view", priority=True),
+        Binding("pagedown", "next_enrichment", "More columns", id="next_enrichment",
+                priority=True),
+        Binding("pageup", "prev_enrichment", "Fewer columns", id="prev_enrichment",
+                priority=True),
     ]
 
     def __init__(
@@ -56,6 +63,7 @@ class FlowsApp(App[str]):
         self._header = CaptureHeader(header, id="header")
         self._table = FlowTable(max_rows=max_rows, refresh_interval=refresh_interval, id="flows")
         self._status = Static("Waiting for flows…", id="status", markup=False)
+        self.view_state = ViewState()
 
     def compose(self) -> ComposeResult:
         yield self._header
@@ -65,7 +73,28 @@ class FlowsApp(App[str]):
 
     def on_mount(self) -> None:
         self._header.show_connecting(self._stream.address)
+        self._table.set_columns(self.view_state.columns())
+        self.sub_title = self.view_state.title()
         self._follow_stream()
+
+    # -- views -------------------------------------------------------------------------
+
+    def _show(self, state: ViewState) -> None:
+        self.view_state = state
+        self._table.set_columns(state.columns())
+        self.sub_title = state.title()
+
+    def action_next_view(self) -> None:
+        self._show(self.view_state.next_view())
+
+    def action_prev_view(self) -> None:
+        self._show(self.view_state.prev_view())
+
+    def action_next_enrichment(self) -> None:
+        self._show(self.view_state.next_enrichment())
+
+    def action_prev_enrichment(self) -> None:
+        self._show(self.view_state.prev_enrichment())
 
     # -- public API ----------------------------------------------------------------------
 
@@ -111,7 +140,7 @@ class FlowsApp(App[str]):
 
     def on_flow_table_refreshed(self, message: FlowTable.Refreshed) -> None:
         self._status.update(
-            f"{message.shown:,} latest flows shown, newest first "
+            f"{self.view_state.title()}: {message.shown:,} latest flows shown, newest first "
             f"({message.received:,} received by this view; totals above)"
         )
 

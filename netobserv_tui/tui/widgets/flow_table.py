@@ -54,6 +54,19 @@ class FlowTable(DataTable[Text]):
             self.add_column(column.label, key=column.key)
         self.set_interval(self.refresh_interval, self.flush)
 
+    def set_columns(self, columns: Sequence[Column]) -> None:
+        """Show other columns (another view); the rows come back at once from the ring."""
+        self._flow_columns = tuple(columns)
+        self.clear(columns=True)
+        for column in self._flow_columns:
+            self.add_column(column.label, key=column.key)
+        self._dirty = True
+        self.flush()
+
+    @property
+    def flow_columns(self) -> tuple[Column, ...]:
+        return self._flow_columns
+
     def add_batch(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Queue a FLOWS batch; it shows at the next refresh."""
         self.received += len(rows)
