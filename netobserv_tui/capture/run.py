@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,28 @@ def _logs_to_file(path: Path) -> Iterator[None]:
     finally:
         root.handlers = saved
         handler.close()
+
+
+@contextlib.contextmanager
+def _stdout_on_terminal() -> Iterator[None]:
+    """While the TUI runs, point fd 1 at the terminal if only stdout was redirected.
+
+    The file paths go to stdout so that `netobserv flows > paths.txt` works, but Textual
+    (through shutil.get_terminal_size) sizes the screen from stdout: redirected, it would
+    fall back to 80x24 and ignore resizes. Nothing is written to stdout while the TUI runs.
+    """
+    if sys.stdout.isatty() or not sys.stderr.isatty():
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _report(result: CaptureResult, reason: str) -> None:
@@ -131,7 +154,8 @@ async def _with_tui(
             header["max_bytes"] = str(limits.max_bytes)
         app = FlowsApp((endpoint.host, endpoint.port, endpoint.token), header)
         holder["app"] = app
-        outcome = await app.run_async()
+        with _stdout_on_terminal():
+            outcome = await app.run_async()
         return str(outcome or "stopped")
 
     def on_stop(why: str) -> None:

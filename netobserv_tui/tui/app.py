@@ -41,12 +41,15 @@ class FlowsApp(App[str]):
     BINDINGS: ClassVar[list[BindingType]] = [
         # Recent Textual binds ctrl+c to copy and ctrl+q to quit; both stop the capture here.
         Binding("ctrl+c,ctrl+q", "stop", "Stop capture", id="stop", priority=True),
-        Binding("right", "next_view", "Next view", id="next_view", priority=True),
-        Binding("left", "prev_view", "Previous view", id="prev_view", priority=True),
+        # Not in the footer, which must keep "Stop capture" visible on an 80-column
+        # terminal; the status line names the view. (A help screen will list them.)
+        Binding("right", "next_view", "Next view", id="next_view", priority=True, show=False),
+        Binding("left", "prev_view", "Previous view", id="prev_view", priority=True,
+                show=False),
         Binding("pagedown", "next_enrichment", "More columns", id="next_enrichment",
-                priority=True),
+                priority=True, show=False),
         Binding("pageup", "prev_enrichment", "Fewer columns", id="prev_enrichment",
-                priority=True),
+                priority=True, show=False),
     ]
 
     def __init__(

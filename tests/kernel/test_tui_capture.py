@@ -26,11 +26,15 @@ pytestmark = [
 ]
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+def wait_for(
+    condition: Callable[[], bool], what: str, timeout: float = 60.0,
+    on_timeout: Callable[[], str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            seen = f"; the terminal shows:\n{on_timeout()}" if on_timeout else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
         time.sleep(0.2)
 
 
@@ -53,7 +57,7 @@ def test_tui_shows_lab_flows_and_ctrl_c_leaves_readable_files(
     subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
                     "sh", "-c", command], check=True)
     try:
-        wait_for(lambda: "Stop capture" in pane(), "the TUI")
+        wait_for(lambda: "Stop capture" in pane(), "the TUI", on_timeout=pane)
         a, b = lab.pod("pod-a"), lab.pod("pod-b")
         udp_send(lab, a, b, 20, 100, dst_port=7777, src_port=41234)
         wait_for(lambda: f"{a.v4}:41234" in pane(), "the lab flow in the table")
