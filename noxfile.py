@@ -37,6 +37,7 @@ def bench(session: nox.Session) -> None:
     session.run(PY, "tests/bench/bench_eviction.py")
     session.run(PY, "tests/bench/bench_datapath.py")
     session.run(PY, "tests/bench/bench_filter.py")
+    session.run(PY, "tests/bench/bench_store.py")
 
 
 @nox.session

@@ -25,11 +25,13 @@ log = logging.getLogger("netobserv_tui")
 USAGE = """\
 netobserv captures network flows with eBPF, on a Kubernetes cluster or on this host.
 
-Syntax: netobserv [flows|packets|cleanup|lab|version|help] [options]
+Syntax: netobserv [flows|packets|open|cleanup|lab|version|help] [options]
 
 commands:
   flows      Capture flows; shows them live and writes output/flow/<time>.json and .db.
   packets    Capture packets (not available yet).
+  open       Browse a saved capture (.db or .json) with the same views and filters;
+             needs no root and no agent: netobserv open output/flow/<time>.db
   cleanup    Remove anything an interrupted capture left behind (TC programs).
   lab        Build or remove the network-namespace lab: lab up|down|status.
   version    Print the version.
@@ -112,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     _flows_parser(sub)
     packets = sub.add_parser("packets", help="capture packets (not available yet)")
     packets.add_argument("filter", nargs="?", help="protocol,port such as tcp,80")
+    opener = sub.add_parser(
+        "open", help="browse a saved capture (.db or .json) in the terminal UI",
+        description="Browse a saved capture with the views, filters and details of the "
+        "live UI. Needs no root and starts no agent.",
+    )
+    opener.add_argument("file", type=Path, help="a capture's .db or .json file")
+    _add(opener, "--max_rows", type=int, default=1000, metavar="N",
+         help="records the table keeps, newest first (default 1000)")
     sub.add_parser("cleanup", help="remove leftovers of an interrupted capture")
     lab = sub.add_parser("lab", help="network-namespace lab", add_help=False)
     lab.add_argument("lab_args", nargs=argparse.REMAINDER)
@@ -166,6 +176,25 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
     return asyncio.run(run_flows(request))
 
 
+def _open(args: argparse.Namespace) -> int:
+    from .tui.store import open_store
+
+    if args.max_rows < 1:
+        raise UsageError("--max-rows must be a positive number of rows")
+    store = open_store(args.file)
+    try:
+        if not sys.stdin.isatty() or not sys.stdout.isatty():
+            raise UsageError(f"open needs a terminal: run it in an interactive shell, or "
+                             f"query the file with sqlite3 or jq ({store.path})")
+        from .tui.app import FlowsApp
+
+        header = {"target": "saved capture", "capture": "flows", "output": str(store.path)}
+        FlowsApp(None, header, store=store, max_rows=args.max_rows).run()
+    finally:
+        store.close()
+    return 0
+
+
 def _cleanup() -> int:
     from .agent.kernel import check_privileges
     from .agent.tc import cleanup_leftovers
@@ -209,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "flows":
             return _flows(args, filters)
+        if args.command == "open":
+            return _open(args)
         if args.command == "cleanup":
             return _cleanup()
         if args.command == "packets":

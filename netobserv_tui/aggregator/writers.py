@@ -10,7 +10,8 @@ The writer is the aggregator's hot path, so it works on whole column-major batch
   indexes are built when the file is closed: maintaining seven B-trees on random keys while
   inserting costs several times the insert itself (measured on one core: ~50k rows/s with
   live indexes against ~450k rows/s without; building them at the end takes ~3 s per
-  million rows).  A file left by a crash is complete but unindexed; :func:`recover` indexes it.
+  million rows).  A file left by a crash is complete (with its ``-wal`` file, see below) but
+  unindexed; :func:`recover` indexes it.
 * JSON: ``[`` at open, each batch appended as objects separated by ``",\\n"`` and flushed,
   ``]`` at close, so a crash leaves at most the closing bracket missing (:func:`recover`
   appends it).  Rows are formatted with a ``%`` template per column tuple; integers format
@@ -22,9 +23,19 @@ The writer is the aggregator's hot path, so it works on whole column-major batch
   a filtered dict per row, and cheaper than ``orjson.dumps`` of a dict per row, whose cost
   is building the dicts.
 
-SQLite durability: ``synchronous=OFF`` with a rollback journal.  Every committed batch is in
-the operating system's page cache, so a crash of the aggregator loses nothing that was
-acknowledged; only a power loss of the node could, and a capture does not outlive its node.
+SQLite journal and durability: ``journal_mode=WAL`` with ``synchronous=OFF`` while the capture
+runs, so that readers (the TUI searches the file being written) never block a batch's COMMIT
+and a COMMIT never waits for a reader.  Every committed batch is in the operating system's
+page cache, so a crash of the aggregator loses nothing that was acknowledged; only a power
+loss of the node could, and a capture does not outlive its node.  :meth:`FlowWriter.close`
+builds the indexes, then switches back to ``journal_mode=DELETE``, which folds the ``-wal``
+file into the database: the kept ``.db`` is one self-contained file.  Leaving WAL needs the
+file to itself, so close retries while a reader has it open (a search takes well under a
+second) and, past :data:`WAL_EXIT_SECONDS`, logs a warning and leaves the file in WAL mode.
+A crash leaves ``<ts>.db-wal`` (and ``-shm``) next to the ``.db``: the committed rows not
+yet checkpointed are in the ``-wal`` file only, so the two must stay together (copying the
+``.db`` alone loses them).  Any sqlite3 that opens the ``.db`` replays the ``-wal``;
+:func:`recover` does so, adds the indexes and switches to ``DELETE``.
 """
 
 from __future__ import annotations
@@ -56,6 +67,10 @@ CACHE_KIB: Final = 16 * 1024
 LIST_CACHE_SIZE: Final = 4096
 #: Row templates kept (one per column tuple and set of plain string columns).
 PLAN_CACHE_SIZE: Final = 64
+#: How long :meth:`FlowWriter.close` retries leaving WAL mode while readers hold the file.
+WAL_EXIT_SECONDS: Final = 5.0
+#: The same for :func:`recover`: one attempt, as it expects no other user of the file.
+RECOVER_WAL_EXIT_SECONDS: Final = 0.0
 
 _ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 # Removing null members from encoded objects.  A JSON string can never contain an unescaped
@@ -141,6 +156,10 @@ class FlowWriter:
             self._conn = sqlite3.connect(
                 self.db_path, isolation_level=None, check_same_thread=False
             )
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":  # e.g. a file system without shared memory for the -shm file
+                log.warning("%s: journal_mode=WAL refused (%s): readers of the file may "
+                            "delay batch commits", self.db_path.name, mode)
             self._conn.execute("PRAGMA synchronous=OFF")
             self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             create_schema(sqlite_utils.Database(self._conn))
@@ -232,7 +251,7 @@ class FlowWriter:
         self._first = False
 
     def close(self) -> dict[str, Any]:
-        """Close the JSON array, index and close the database; idempotent.
+        """Close the JSON array, index the database, leave WAL mode, close it; idempotent.
 
         Returns ``{"json": path, "db": path, "flows": n, "batches": n, "index_seconds": s}``.
         """
@@ -246,13 +265,15 @@ class FlowWriter:
         started = time.monotonic()
         try:
             create_indexes(sqlite_utils.Database(self._conn))
+            index_seconds = time.monotonic() - started
+            leave_wal(self._conn, self.db_path, WAL_EXIT_SECONDS)
         finally:
             self._conn.close()
         self._summary = {
             **self.paths,
             "flows": self.flows,
             "batches": self.batches,
-            "index_seconds": round(time.monotonic() - started, 3),
+            "index_seconds": round(index_seconds, 3),
         }
         return dict(self._summary)
 
@@ -274,14 +295,45 @@ def _unique_stem(flow_dir: Path, started: datetime) -> str:
     return candidate
 
 
+def leave_wal(conn: sqlite3.Connection, path: Path | str, timeout: float) -> bool:
+    """Switch ``conn``'s database to ``journal_mode=DELETE``; True when it is done.
+
+    The switch checkpoints the ``-wal`` file into the database and deletes it.  It needs
+    the file to itself and SQLite does not call the busy handler for it, so it is retried
+    until ``timeout`` while another connection (a reader) has the file open; then a warning
+    is logged and the file stays in WAL mode: still complete, with its ``-wal`` file.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            mode = "wal"
+        if mode != "wal":
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("%s: still open by another process after %.1f s, left in WAL mode: "
+                        "keep its -wal file next to it; sqlite3 reads both", Path(path).name,
+                        timeout)
+            return False
+        time.sleep(0.02)
+
+
 def recover(json_path: Path | str, db_path: Path | str) -> None:
-    """Finish files left by an aggregator that died: close the JSON array, add the indexes.
+    """Finish files left by an aggregator that died: close the JSON array, fold the SQLite
+    ``-wal`` file into the database, add the indexes.
 
     Every newline in the JSON file is structural (the encoder escapes newlines inside
     strings) and each object sits on its own line, so a write cut by a crash can only have
     damaged the last line: it is dropped if it does not parse.  Rows of that last batch that
     did reach the JSON file may be missing from SQLite, whose transaction was rolled back.
-    Safe on files that were closed properly: it changes nothing then.
+    Opening the database replays its ``-wal`` file (the batches committed since the last
+    checkpoint); the indexes are built, then ``journal_mode=DELETE`` checkpoints and deletes
+    it (see :func:`leave_wal`: if another process still has the file open, it stays in WAL
+    mode and a warning says so).  Safe on files that were closed properly: it changes
+    nothing then.
     """
     jpath = Path(json_path)
     data = jpath.read_bytes()
@@ -299,5 +351,6 @@ def recover(json_path: Path | str, db_path: Path | str) -> None:
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         create_indexes(sqlite_utils.Database(conn))
+        leave_wal(conn, db_path, RECOVER_WAL_EXIT_SECONDS)
     finally:
         conn.close()

@@ -11,11 +11,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..agent.kernel import check_privileges
-from ..model.errors import CaptureError
+from ..model.errors import CaptureError, NetobservError
 from .session import Limits, Progress, headless, run_capture
 from .target import CaptureOptions, CaptureResult, LocalTarget, StreamEndpoint
+
+if TYPE_CHECKING:
+    from ..tui.store import FlowStore
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +138,20 @@ async def run_flows(request: FlowsRequest) -> int:
     return 1 if result.problems else 0
 
 
+def _live_store(db: str | None) -> FlowStore | None:
+    """The capture's SQLite file opened read-only, so live filters search all of it; None
+    (filters then search the latest flows only) if it cannot be read."""
+    from ..tui.store import SqliteStore
+
+    if db is None:
+        return None
+    try:
+        return SqliteStore(db)
+    except NetobservError as exc:
+        log.warning("live filters will search only the latest flows: %s", exc)
+        return None
+
+
 async def _with_tui(
     target: LocalTarget, limits: Limits, request: FlowsRequest
 ) -> tuple[CaptureResult, str]:
@@ -152,10 +170,15 @@ async def _with_tui(
             header["max_time"] = str(limits.max_time)
         if limits.max_bytes is not None:
             header["max_bytes"] = str(limits.max_bytes)
-        app = FlowsApp((endpoint.host, endpoint.port, endpoint.token), header)
+        store = _live_store(endpoint.db)
+        app = FlowsApp((endpoint.host, endpoint.port, endpoint.token), header, store=store)
         holder["app"] = app
-        with _stdout_on_terminal():
-            outcome = await app.run_async()
+        try:
+            with _stdout_on_terminal():
+                outcome = await app.run_async()
+        finally:
+            if store is not None:
+                store.close()
         return str(outcome or "stopped")
 
     def on_stop(why: str) -> None:

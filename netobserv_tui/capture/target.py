@@ -26,6 +26,8 @@ class StreamEndpoint:
     host: str
     port: int
     token: str
+    #: The capture's SQLite file when the front end can read it (same host), else None.
+    db: str | None = None
 
 
 @dataclass
@@ -114,7 +116,8 @@ class LocalTarget:
         except BaseException:
             await self.stop()
             raise
-        return StreamEndpoint(host, port, self.token)
+        db = (self.ready.get("files") or {}).get("db")
+        return StreamEndpoint(host, port, self.token, db=db)
 
     async def stop(self) -> CaptureResult:
         problems: list[str] = []

@@ -1,38 +1,57 @@
-"""The flows app: a header, the latest flows, a status line; fed by the aggregator's stream.
+"""The flows app: a header, the flows table, the filter line, a status line.
 
-The capture controller owns the capture; this app only shows it::
+Fed by the aggregator's live stream during a capture, or by a saved capture's file
+(``netobserv open``)::
 
     app = FlowsApp((host, port, token), {"target": "local host", "capture": "flows",
-                                         "output": "output/flow", "max_time": "60"})
+                                         "output": "output/flow", "max_time": "60"},
+                   store=SqliteStore(db_path))   # optional: filters search the whole file
     reason = await app.run_async()     # "stopped" (ctrl+c / ctrl+q), or request_stop's reason
 
+    app = FlowsApp(None, {"target": "file"}, store=open_store("capture.db"))  # browse a file
+
 ``request_stop(reason)`` may be called from the app's loop or from another thread.
+
+What the table shows: with no filter chip and a view that shows every flow (Overview, Raw),
+the latest records of the stream (a ring of ``max_rows``).  Otherwise the records that match
+the view and every chip, searched in a worker thread over everything the capture has seen
+(the store: the SQLite file being written, or the file opened), then kept current by
+searching only the rows added since.  Without a store, the ring is all there is to search.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import ClassVar
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Static
+from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from ..model.stream import FlowBatch, LiveStream, StatsUpdate, StreamError
+from .columns import Record
+from .filtering import FilterChips
 from .messages import FlowsReceived, StatsReceived, StopRequested, StreamConnected, StreamLost
+from .screens import DetailsScreen, HelpScreen
+from .store import FlowStore, SearchResult
 from .views import ViewState
 from .widgets import CaptureHeader, FlowTable
+from .widgets.filter_bar import FilterBar, FilterInput
 
-#: Return value of ``run_async`` when the user stops the capture.
+#: Return value of ``run_async`` when the user stops the capture (or closes the file).
 STOPPED = "stopped"
+
+Predicate = Callable[[Mapping[str, Any]], bool]
 
 
 class FlowsApp(App[str]):
-    """Live view of a flow capture.  Returns ``"stopped"`` or the reason given to
-    ``request_stop``."""
+    """Live view of a flow capture, or of a saved one.  Returns ``"stopped"`` or the reason
+    given to ``request_stop``."""
 
     CSS_PATH = "app.tcss"
     TITLE = "netobserv"
@@ -41,8 +60,10 @@ class FlowsApp(App[str]):
     BINDINGS: ClassVar[list[BindingType]] = [
         # Recent Textual binds ctrl+c to copy and ctrl+q to quit; both stop the capture here.
         Binding("ctrl+c,ctrl+q", "stop", "Stop capture", id="stop", priority=True),
+        Binding("ctrl+p", "toggle_pause", "Pause", id="pause", priority=True),
+        Binding("f1,question_mark", "help", "Help", id="help", key_display="?"),
         # Not in the footer, which must keep "Stop capture" visible on an 80-column
-        # terminal; the status line names the view. (A help screen will list them.)
+        # terminal; the help screen lists them and the status line names the view.
         Binding("right", "next_view", "Next view", id="next_view", priority=True, show=False),
         Binding("left", "prev_view", "Previous view", id="prev_view", priority=True,
                 show=False),
@@ -50,42 +71,75 @@ class FlowsApp(App[str]):
                 priority=True, show=False),
         Binding("pageup", "prev_enrichment", "Fewer columns", id="prev_enrichment",
                 priority=True, show=False),
+        # Reached only when the focused widget does not use them: the filter line.  In the
+        # table they move the row cursor.
+        Binding("up", "more_rows", "More rows", id="more_rows", show=False),
+        Binding("down", "fewer_rows", "Fewer rows", id="fewer_rows", show=False),
     ]
 
     def __init__(
         self,
-        stream: tuple[str, int, str],
+        stream: tuple[str, int, str] | None,
         header: Mapping[str, str],
         *,
+        store: FlowStore | None = None,
         max_rows: int = 1000,
         refresh_interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        self._stream = LiveStream(*stream)
+        if stream is None and store is None:
+            raise ValueError("FlowsApp needs a live stream, a store, or both")
+        self._stream = LiveStream(*stream) if stream is not None else None
+        self._store = store
+        self._store_lock = threading.Lock()
         # Held, not queried: messages still queued while the app shuts down must not fail.
-        self._header = CaptureHeader(header, id="header")
+        self._header = CaptureHeader(header, clock=clock, id="header")
         self._table = FlowTable(max_rows=max_rows, refresh_interval=refresh_interval, id="flows")
+        self._filter_bar = FilterBar(id="filter")
         self._status = Static("Waiting for flows…", id="status", markup=False)
         self.view_state = ViewState()
+        self.chips = FilterChips()
+        #: Bumped on every change of view or chips: late search results of an older
+        #: filter are dropped.
+        self._generation = 0
+        self._last_id = 0
+        self._searching = False
+        #: Completed store searches, for tests and benchmarks.
+        self.searches = 0
+        #: The aggregator accepted the live stream (WELCOME received).
+        self.connected = False
 
     def compose(self) -> ComposeResult:
         yield self._header
         yield self._table
+        yield self._filter_bar
         yield self._status
         yield Footer()
 
     def on_mount(self) -> None:
-        self._header.show_connecting(self._stream.address)
         self._table.set_columns(self.view_state.columns())
         self.sub_title = self.view_state.title()
-        self._follow_stream()
+        self._filter_bar.input.focus()
+        if self._stream is not None:
+            self._header.show_connecting(self._stream.address)
+            self._follow_stream()
+            if self._store is not None:
+                self.set_interval(self._table.refresh_interval, self._search_newer)
+        elif self._store is not None:
+            self._status.update(f"Reading {self._store.path.name}…")
+            self._header.show_file(_totals_dict(self._store), str(self._store.path))
+            self._load_file()
 
     # -- views -------------------------------------------------------------------------
 
     def _show(self, state: ViewState) -> None:
+        refilter = state.view != self.view_state.view
         self.view_state = state
         self._table.set_columns(state.columns())
         self.sub_title = state.title()
+        if refilter:
+            self._refilter()
 
     def action_next_view(self) -> None:
         self._show(self.view_state.next_view())
@@ -99,6 +153,157 @@ class FlowsApp(App[str]):
     def action_prev_enrichment(self) -> None:
         self._show(self.view_state.prev_enrichment())
 
+    # -- rows shown, pause, help, details ----------------------------------------------
+
+    def _visible_rows(self) -> int:
+        return max(1, self._table.size.height - 1)  # minus the header row
+
+    def action_more_rows(self) -> None:
+        table = self._table
+        if table.limit is not None:
+            table.set_limit(table.limit + 1)
+
+    def action_fewer_rows(self) -> None:
+        table = self._table
+        current = table.limit if table.limit is not None else min(
+            self._visible_rows(), max(table.max_rows, 1))
+        table.set_limit(current - 1)
+
+    def action_toggle_pause(self) -> None:
+        paused = not self._table.paused
+        self._table.set_paused(paused)
+        self._header.show_paused(paused)
+        self._update_status()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def on_filter_input_help_requested(self, _message: FilterInput.HelpRequested) -> None:
+        self.action_help()
+
+    def _show_details(self, row: int) -> None:
+        record = self._table.record_at(row)
+        if record is None:
+            self.notify("No flow to show yet", timeout=3)
+            return
+        self.push_screen(DetailsScreen(record, f"Flow details · row {row + 1}"))
+
+    def on_data_table_row_selected(self, message: DataTable.RowSelected) -> None:
+        if message.data_table is self._table:
+            self._show_details(message.cursor_row)
+
+    def on_flow_table_left(self, message: FlowTable.Left) -> None:
+        field = self._filter_bar.input
+        field.focus()
+        if message.character:
+            field.insert_text_at_cursor(message.character)
+
+    # -- filter chips ------------------------------------------------------------------
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        if message.input is not self._filter_bar.input:
+            return
+        if not message.value.strip():
+            self._show_details(self._table.cursor_row)
+            return
+        chips, error = self.chips.add(message.value)
+        if error is not None:
+            self.notify(error, title="Filter not added", severity="error", timeout=6)
+            return
+        message.input.value = ""
+        self._set_chips(chips)
+
+    def on_filter_input_remove_last(self, _message: FilterInput.RemoveLast) -> None:
+        self._set_chips(self.chips.remove_last())
+
+    def on_filter_input_clear_all(self, _message: FilterInput.ClearAll) -> None:
+        self._set_chips(self.chips.clear())
+
+    def add_filter(self, text: str) -> str | None:
+        """Add a chip as if typed; returns the error message, if any (for scripts)."""
+        chips, error = self.chips.add(text)
+        if error is None:
+            self._set_chips(chips)
+        return error
+
+    def _set_chips(self, chips: FilterChips) -> None:
+        if chips is self.chips:
+            return
+        self.chips = chips
+        self._filter_bar.show_chips(chips.texts)
+        self._refilter()
+
+    def _predicate(self) -> Predicate | None:
+        view, chips = self.view_state.view, self.chips
+        if not view.fields:
+            return chips.matches if chips else None
+        if not chips:
+            return view.has_data
+        has_data, matches = view.has_data, chips.matches
+        return lambda record: has_data(record) and matches(record)
+
+    def _refilter(self) -> None:
+        """The view or the chips changed: show what matches, from everything seen."""
+        self._generation += 1
+        predicate = self._predicate()
+        if predicate is None:
+            self._searching = False
+            if self._stream is None and self._store is not None and not self._table.ring():
+                self._load_file()
+            self._table.show_ring()
+            return
+        if self._store is None:
+            matches = [record for record in self._table.ring() if predicate(record)]
+            self._table.show_results(matches, len(matches))
+            return
+        self._searching = True
+        self._update_status()
+        self._search(self._generation, predicate, 0)
+
+    def _search_newer(self) -> None:
+        """Timer: bring a live filter's matches up to date with rows added to the store."""
+        if self._searching or not self._table.filtered or self._table.paused:
+            return
+        predicate = self._predicate()
+        if predicate is None:
+            return
+        self._searching = True
+        self._search(self._generation, predicate, self._last_id)
+
+    @work(thread=True, group="search", exit_on_error=False)
+    def _search(self, generation: int, predicate: Predicate, after: int) -> None:
+        assert self._store is not None
+        with self._store_lock:
+            if generation != self._generation:
+                return  # a newer filter is already waiting
+            result = self._store.search(predicate, self._table.max_rows, after=after)
+        self.call_from_thread(self._search_done, generation, after, result)
+
+    def _search_done(self, generation: int, after: int, result: SearchResult) -> None:
+        if generation != self._generation:
+            return
+        self._searching = False
+        self.searches += 1
+        self._last_id = result.last_id
+        if after == 0:
+            self._table.show_results(result.records, result.matched)
+        else:
+            self._table.add_results(result.records, result.matched)
+
+    @work(thread=True, group="search", exit_on_error=False)
+    def _load_file(self) -> None:
+        """File mode, nothing filtered: the file's latest records fill the ring."""
+        assert self._store is not None
+        with self._store_lock:
+            result = self._store.search(None, self._table.max_rows)
+        self.call_from_thread(self._file_loaded, result)
+
+    def _file_loaded(self, result: SearchResult) -> None:
+        self._table.received = result.matched
+        self._table.add_records(reversed(result.records))
+        self._table.flush()
+
     # -- public API ----------------------------------------------------------------------
 
     def request_stop(self, reason: str) -> None:
@@ -109,6 +314,7 @@ class FlowsApp(App[str]):
 
     @work(exclusive=True, group="stream", exit_on_error=False)
     async def _follow_stream(self) -> None:
+        assert self._stream is not None
         async with self._stream as stream:
             self.post_message(StreamConnected(stream.capture))
             async for frame in stream:
@@ -121,18 +327,34 @@ class FlowsApp(App[str]):
         self.post_message(StreamLost(f"the aggregator at {stream.address} closed the stream"))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """The one place where stream failures end up."""
-        if event.worker.group != "stream" or event.state is not WorkerState.ERROR:
+        """The one place where stream and search failures end up."""
+        if event.state is not WorkerState.ERROR:
             return
         error = event.worker.error
+        if event.worker.group == "search":
+            self._searching = False
+            self.notify(f"{error}", title="Search failed", severity="error", timeout=10)
+            return
+        if event.worker.group != "stream":
+            return
         reason = str(error) if isinstance(error, StreamError) else f"internal error: {error!r}"
         self.post_message(StreamLost(reason))
 
     def on_stream_connected(self, message: StreamConnected) -> None:
+        self.connected = True
         self._header.show_live(message.capture)
 
     def on_flows_received(self, message: FlowsReceived) -> None:
-        self._table.add_batch(message.columns, message.rows)
+        table = self._table
+        table.add_batch(message.columns, message.rows)
+        if table.filtered and self._store is None:
+            predicate = self._predicate()
+            if predicate is not None:
+                columns = message.columns
+                records = (dict(zip(columns, row, strict=False)) for row in message.rows)
+                matches = [record for record in records if predicate(record)]
+                matches.reverse()
+                table.add_results(matches, len(matches))
 
     def on_stats_received(self, message: StatsReceived) -> None:
         self._header.show_stats(message.stats)
@@ -141,11 +363,38 @@ class FlowsApp(App[str]):
         self._header.show_lost(message.reason)
         self.notify(message.reason, title="Live stream lost", severity="error", timeout=10)
 
-    def on_flow_table_refreshed(self, message: FlowTable.Refreshed) -> None:
-        self._status.update(
-            f"{self.view_state.title()}: {message.shown:,} latest flows shown, newest first "
-            f"({message.received:,} received by this view; totals above)"
-        )
+    def on_flow_table_refreshed(self, _message: FlowTable.Refreshed) -> None:
+        self._update_status()
+
+    def _update_status(self) -> None:
+        self._status.update(self.status_text())
+
+    def status_text(self) -> str:
+        """The status line: view, what is shown out of what, the filter's count, pause."""
+        table = self._table
+        parts = [self.view_state.title()]
+        shown, kept = table.row_count, len(table.latest())
+        limit = f" (limit {table.limit}, Up/Down)" if table.limit is not None else ""
+        if self._searching:
+            parts.append("searching…")
+        elif table.filtered:
+            scope = "in the file" if self._stream is None else (
+                "seen by this capture" if self._store is not None else "in the latest flows")
+            matched = table.matched or 0
+            if matched == 0 and self.view_state.view.fields and not self.chips:
+                parts.append(self.view_state.view.empty_hint)
+            else:
+                parts.append(f"{matched:,} flows match {scope}; newest {shown:,} shown{limit}")
+        elif self._stream is None:
+            parts.append(f"newest {shown:,} of {table.received:,} flows shown{limit}")
+        elif kept:
+            parts.append(f"{shown:,} latest flows shown, newest first{limit} "
+                         f"({table.received:,} received; totals above)")
+        else:
+            parts.append("Waiting for flows…")
+        if table.paused:
+            parts.append("PAUSED (Ctrl+P resumes)")
+        return " · ".join(parts)
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -157,3 +406,12 @@ class FlowsApp(App[str]):
 
     def on_stop_requested(self, message: StopRequested) -> None:
         self.exit(message.reason)
+
+
+def _totals_dict(store: FlowStore) -> dict[str, Any]:
+    totals = store.totals()
+    return {"flows": totals.flows, "bytes": totals.bytes, "packets": totals.packets,
+            "first_ms": totals.first_ms, "last_ms": totals.last_ms}
+
+
+__all__ = ["STOPPED", "FlowsApp", "Record"]

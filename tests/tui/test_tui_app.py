@@ -104,7 +104,7 @@ async def test_header_shows_exact_stats(aggregator: FakeAggregator) -> None:
         await wait_until(pilot, lambda: "12,345" in header_text(app), "stats in the header")
         text = header_text(app)
         assert "flows 12,345" in text
-        assert "bytes 9,876,543 / 50.0 MB" in text
+        assert "9.9 MB / 50.0 MB 19%" in text
         assert "packets 4,321" in text
         assert "agents 3" in text
         assert "local host" in text and "output/flow" in text

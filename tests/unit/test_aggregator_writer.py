@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import shutil
+import sqlite3
 import subprocess
+import sys
+import textwrap
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -14,6 +22,7 @@ from agg_helpers import DNS_COLUMNS, as_objects, load_json, sample_rows, sqlite_
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from netobserv_tui.aggregator import writers
 from netobserv_tui.aggregator.batch import Batch, BatchError, parse_flows
 from netobserv_tui.aggregator.writers import TIMESTAMP_FORMAT, FlowWriter, recover
 from netobserv_tui.model.fields import BY_NAME, FIELD_NAMES, FIELDS, INDEXED
@@ -196,6 +205,135 @@ def test_unwritable_output_leaves_no_files(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(OSError):
         FlowWriter(blocker / "out")
+
+
+# ----------------------------------------------------------------- WAL while writing
+
+
+def side_files(db: str | Path) -> list[str]:
+    """The ``-wal``/``-shm``/``-journal`` files next to ``db``."""
+    db = Path(db)
+    return sorted(p.name[len(db.name):] for p in db.parent.iterdir()
+                  if p.name.startswith(db.name + "-"))
+
+
+def read_only(db: str | Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True,
+                           check_same_thread=False)
+
+
+def test_close_leaves_one_self_contained_file(tmp_path: Path) -> None:
+    writer = FlowWriter(tmp_path)
+    rows = sample_rows(200)
+    writer.write_batch(DNS_COLUMNS, rows)
+    assert sqlite_json(writer.db_path, "PRAGMA journal_mode") == [{"journal_mode": "wal"}]
+    assert side_files(writer.db_path) == ["-shm", "-wal"]
+    summary = writer.close()
+    assert side_files(summary["db"]) == []
+    assert sqlite_json(summary["db"], "PRAGMA journal_mode") == [{"journal_mode": "delete"}]
+    # The .db alone holds everything: rows and indexes.
+    alone = tmp_path / "alone" / "copy.db"
+    alone.parent.mkdir()
+    shutil.copy(summary["db"], alone)
+    assert db_rows(alone, DNS_COLUMNS) == expected_db(DNS_COLUMNS, rows)
+    assert len(sqlite_json(alone, "SELECT name FROM pragma_index_list('flow')")) == 7
+
+
+def test_a_reader_does_not_block_the_writer(tmp_path: Path) -> None:
+    writer = FlowWriter(tmp_path)
+    rows = sample_rows(300)
+    src_port = DNS_COLUMNS.index("SrcPort")
+    writer.write_batch(DNS_COLUMNS, rows[:100])
+    writer._conn.execute("PRAGMA busy_timeout=0")  # a lock conflict raises SQLITE_BUSY at once
+    reader = read_only(writer.db_path)
+    try:
+        cursor = reader.execute("SELECT SrcPort FROM flow ORDER BY rowid")
+        first = cursor.fetchmany(10)  # the read transaction stays open until the last row
+        assert writer.write_batch(DNS_COLUMNS, rows[100:200]) == 100
+        assert writer.write_batch(DNS_COLUMNS, rows[200:]) == 100
+        rest = cursor.fetchall()
+        # The reader sees the rows committed when its read began, whole and only those.
+        assert [r[0] for r in first + rest] == [row[src_port] for row in rows[:100]]
+        assert reader.execute("SELECT count(*) FROM flow").fetchone() == (300,)
+        assert [r[0] for r in reader.execute("SELECT SrcPort FROM flow ORDER BY rowid")] == [
+            row[src_port] for row in rows]
+    finally:
+        reader.close()
+    summary = writer.close()
+    assert side_files(summary["db"]) == []
+    assert db_rows(summary["db"], DNS_COLUMNS) == expected_db(DNS_COLUMNS, rows)
+
+
+def test_close_waits_for_a_reader_to_leave(tmp_path: Path) -> None:
+    writer = FlowWriter(tmp_path)
+    writer.write_batch(DNS_COLUMNS, sample_rows(50))
+    reader = read_only(writer.db_path)
+    assert reader.execute("SELECT count(*) FROM flow").fetchone() == (50,)
+    timer = threading.Timer(0.3, reader.close)
+    started = time.monotonic()
+    timer.start()
+    try:
+        summary = writer.close()
+    finally:
+        timer.join()
+    assert time.monotonic() - started >= 0.3
+    assert side_files(summary["db"]) == []
+    assert sqlite_json(summary["db"], "PRAGMA journal_mode") == [{"journal_mode": "delete"}]
+
+
+def test_a_reader_that_stays_leaves_the_file_in_wal_mode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(writers, "WAL_EXIT_SECONDS", 0.1)
+    writer = FlowWriter(tmp_path)
+    rows = sample_rows(50)
+    writer.write_batch(DNS_COLUMNS, rows)
+    reader = read_only(writer.db_path)
+    try:
+        reader.execute("SELECT count(*) FROM flow").fetchone()
+        with caplog.at_level(logging.WARNING, logger=writers.__name__):
+            summary = writer.close()
+        assert "left in WAL mode" in caplog.text
+        assert reader.execute("SELECT count(*) FROM flow").fetchone() == (50,)
+    finally:
+        reader.close()
+    # Complete and indexed all the same; recover() then makes it one file.
+    assert db_rows(summary["db"], DNS_COLUMNS) == expected_db(DNS_COLUMNS, rows)
+    assert sqlite_json(summary["db"], "PRAGMA journal_mode") == [{"journal_mode": "wal"}]
+    recover(summary["json"], summary["db"])
+    assert side_files(summary["db"]) == []
+    assert sqlite_json(summary["db"], "PRAGMA journal_mode") == [{"journal_mode": "delete"}]
+    assert db_rows(summary["db"], DNS_COLUMNS) == expected_db(DNS_COLUMNS, rows)
+
+
+CRASHING_WRITER = textwrap.dedent("""
+    import os, sys
+    from agg_helpers import DNS_COLUMNS, sample_rows
+    from netobserv_tui.aggregator.writers import FlowWriter
+    writer = FlowWriter(sys.argv[1])
+    rows = sample_rows(500)
+    for i in range(0, 500, 100):
+        writer.write_batch(DNS_COLUMNS, rows[i:i + 100])
+    print(writer.db_path, writer.json_path, flush=True)
+    os._exit(0)  # no close, no atexit: as a killed aggregator
+""")
+
+
+def test_recover_after_a_crash_folds_the_wal_in(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(tmp_path)], env=env,
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    db, json_path = out.split()
+    rows = sample_rows(500)
+    assert side_files(db) == ["-shm", "-wal"]
+    assert Path(db + "-wal").stat().st_size > 0
+    recover(json_path, db)
+    assert side_files(db) == []
+    assert sqlite_json(db, "PRAGMA journal_mode") == [{"journal_mode": "delete"}]
+    assert db_rows(db, DNS_COLUMNS) == expected_db(DNS_COLUMNS, rows)
+    assert len(sqlite_json(db, "SELECT name FROM pragma_index_list('flow')")) == 7
+    assert load_json(json_path) == as_objects(DNS_COLUMNS, rows)
 
 
 # ----------------------------------------------------------------- validation rules

@@ -74,3 +74,38 @@ def test_version_and_help() -> None:
 def test_packets_says_it_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["packets", "tcp,80"]) == 2
     assert "not available in this version" in capsys.readouterr().err
+
+
+def test_open_refuses_a_missing_file_with_a_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["open", str(tmp_path / "nope.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope.db" in err and "<output>/flow/" in err
+
+
+def test_open_refuses_a_file_that_is_not_a_capture(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.db"
+    subprocess.run(["sqlite3", str(other), "CREATE TABLE t (x)"], check=True)
+    assert main(["open", str(other)]) == 2
+    assert "not a netobserv capture" in capsys.readouterr().err
+
+
+def test_open_without_a_terminal_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netobserv_tui.aggregator.writers import FlowWriter
+
+    writer = FlowWriter(tmp_path)
+    db = writer.db_path
+    writer.close()
+    assert main(["open", str(db)]) == 2  # pytest's stdin is not a terminal
+    err = capsys.readouterr().err
+    assert "open needs a terminal" in err and str(db) in err
+
+
+def test_open_rejects_a_bad_max_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["open", "--max-rows=0", str(tmp_path / "x.db")]) == 2
+    assert "--max-rows must be a positive number" in capsys.readouterr().err

@@ -1,19 +1,29 @@
-"""The table of latest flows: a bounded ring of records, repainted on a timer.
+"""The table of flows: live records in a bounded ring, or a filter's matches; repainted on a timer.
 
-FLOWS batches only append to the ring; the table is rebuilt at most once per
+Two sources of rows, newest first:
+
+* the **ring**: the latest ``max_rows`` records of the live stream (or of a file when nothing
+  is filtered), extended by :meth:`FlowTable.add_batch`;
+* **results**: the records that match the active filter, set by :meth:`show_results` (from a
+  search over everything the capture has seen) and extended by :meth:`add_results` as new
+  matches arrive, also at most ``max_rows`` of them.
+
+Adding records only appends to a deque; the table is rebuilt at most once per
 ``refresh_interval`` and only when something changed, so a burst of thousands of records
-costs a handful of repaints.  Rebuilding 1000 rows takes about 0.1 s of DataTable work
-(it measures every cell), hence the default of two refreshes per second.
+costs a handful of repaints.  Rebuilding 1000 rows takes about 0.1 s of DataTable work (it
+measures every cell), hence the default of two refreshes per second.  While paused, records
+keep arriving but the table is not rebuilt; :attr:`limit` caps how many rows are shown.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
 
@@ -21,14 +31,28 @@ from ..columns import FLOW_COLUMNS, Column, Record
 
 
 class FlowTable(DataTable[Text]):
-    """Latest flows, newest first, at most ``max_rows`` of them."""
+    """Flows, newest first, at most ``max_rows`` of them (fewer with :attr:`limit`)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "leave", "Back to the filter line", show=False),
+    ]
 
     @dataclass
     class Refreshed(Message):
-        """The table was rebuilt; ``shown`` rows are displayed out of ``received``."""
+        """The table was rebuilt; ``shown`` rows are displayed out of ``available`` (the
+        ring or the filter's kept matches); ``matched`` counts every match (None: no filter)."""
 
         shown: int
+        available: int
         received: int
+        matched: int | None
+
+    @dataclass
+    class Left(Message):
+        """Escape, or a printable key (``character``) while the table has focus: the
+        app gives the focus back to the filter line."""
+
+        character: str | None
 
     def __init__(
         self,
@@ -43,10 +67,17 @@ class FlowTable(DataTable[Text]):
         self.refresh_interval = refresh_interval
         self._flow_columns = tuple(columns)
         self._flows: deque[Record] = deque(maxlen=max_rows)
+        self._results: deque[Record] | None = None
+        self._shown: list[Record] = []
         self._dirty = False
         #: Records received since the start, including those pushed out of the ring.
         self.received = 0
-        #: Number of table rebuilds, for tests and the status line.
+        #: Number of records matching the active filter (None when nothing is filtered).
+        self.matched: int | None = None
+        #: At most this many rows are shown (None: every kept row).
+        self.limit: int | None = None
+        self.paused = False
+        #: Number of table rebuilds, for tests and benchmarks.
         self.rebuilds = 0
 
     def on_mount(self) -> None:
@@ -54,42 +85,125 @@ class FlowTable(DataTable[Text]):
             self.add_column(column.label, key=column.key)
         self.set_interval(self.refresh_interval, self.flush)
 
+    def on_key(self, event: Any) -> None:
+        # Typing belongs to the filter line, even while the table has the focus.
+        if event.is_printable and event.character and event.character not in " ?":
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.Left(event.character))
+
+    def action_leave(self) -> None:
+        self.post_message(self.Left(None))
+
+    # -- what is shown -----------------------------------------------------------------
+
     def set_columns(self, columns: Sequence[Column]) -> None:
-        """Show other columns (another view); the rows come back at once from the ring."""
+        """Show other columns (another view); the rows come back at once."""
         self._flow_columns = tuple(columns)
         self.clear(columns=True)
         for column in self._flow_columns:
             self.add_column(column.label, key=column.key)
-        self._dirty = True
-        self.flush()
+        self._rebuild()
 
     @property
     def flow_columns(self) -> tuple[Column, ...]:
         return self._flow_columns
 
+    @property
+    def filtered(self) -> bool:
+        return self._results is not None
+
     def add_batch(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Queue a FLOWS batch; it shows at the next refresh."""
+        """Add a FLOWS batch to the ring; it shows at the next refresh if nothing is filtered."""
         self.received += len(rows)
         kept = rows[-self.max_rows :]
         self._flows.extend(dict(zip(columns, row, strict=False)) for row in kept)
-        self._dirty = self._dirty or bool(kept)
+        if self._results is None and kept:
+            self._dirty = True
 
-    def latest(self) -> list[Record]:
-        """Records in the ring, newest first (the order of the table's rows)."""
+    def add_records(self, records: Iterable[Record]) -> None:
+        """Add records, oldest first, to the ring (a file's latest records, for example)."""
+        before = len(self._flows)
+        self._flows.extend(records)
+        if self._results is None and len(self._flows) != before:
+            self._dirty = True
+
+    def ring(self) -> list[Record]:
+        """Records in the ring, newest first."""
         return list(reversed(self._flows))
 
+    def show_ring(self) -> None:
+        """No filter any more: show the ring again."""
+        self._results = None
+        self.matched = None
+        self._rebuild()
+
+    def show_results(self, newest_first: Sequence[Record], matched: int) -> None:
+        """Show a filter's matches (at most ``max_rows`` kept) out of ``matched`` in all."""
+        self._results = deque(reversed(newest_first[: self.max_rows]), maxlen=self.max_rows)
+        self.matched = matched
+        self._rebuild()
+
+    def add_results(self, newest_first: Sequence[Record], matched: int) -> None:
+        """New matches of the active filter, ``matched`` of them in all (some may not be kept)."""
+        if self._results is None:
+            return
+        self._results.extend(reversed(newest_first[: self.max_rows]))
+        self.matched = (self.matched or 0) + matched
+        self._dirty = self._dirty or bool(newest_first) or bool(matched)
+
+    def latest(self) -> list[Record]:
+        """What is being shown or would be shown: results or ring, newest first."""
+        source = self._results if self._results is not None else self._flows
+        return list(reversed(source))
+
+    def shown_records(self) -> list[Record]:
+        """The records of the table's rows, in row order (as of the last rebuild)."""
+        return list(self._shown)
+
+    def record_at(self, row: int) -> Record | None:
+        return self._shown[row] if 0 <= row < len(self._shown) else None
+
+    def set_limit(self, limit: int | None) -> None:
+        """Show at most ``limit`` rows, at least one; None, or a limit reaching every
+        record kept, shows them all."""
+        if limit is not None:
+            kept = len(self._results if self._results is not None else self._flows)
+            limit = max(1, limit)
+            if limit >= min(kept, self.max_rows):
+                limit = None
+        if limit != self.limit:
+            self.limit = limit
+            self._rebuild()
+
+    def set_paused(self, paused: bool) -> None:
+        """Freeze the rows on screen; records still arrive and show on resume."""
+        self.paused = paused
+        if not paused:
+            self._rebuild()
+
+    # -- painting ----------------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        self._dirty = True
+        self.flush()
+
     def flush(self) -> None:
-        """Rebuild the table from the ring if records arrived since the last rebuild."""
-        if not self._dirty:
+        """Rebuild the table if records arrived since the last rebuild (not while paused)."""
+        if not self._dirty or self.paused:
             return
         self._dirty = False
+        source = self._results if self._results is not None else self._flows
+        count = len(source) if self.limit is None else min(self.limit, len(source))
+        shown = [source[-1 - i] for i in range(count)]
         cursor_row = self.cursor_row
         self.clear()
-        self.add_rows(self._cells(record) for record in reversed(self._flows))
-        if cursor_row:
+        self.add_rows(self._cells(record) for record in shown)
+        self._shown = shown
+        if cursor_row and self.row_count:
             self.move_cursor(row=min(cursor_row, self.row_count - 1), animate=False)
         self.rebuilds += 1
-        self.post_message(self.Refreshed(self.row_count, self.received))
+        self.post_message(self.Refreshed(self.row_count, len(source), self.received, self.matched))
 
     def _cells(self, record: Record) -> list[Text]:
         # Text, not str: DataTable parses str cells as markup, and an interface name

@@ -1,0 +1,280 @@
+"""Every key of the flows app, Pilot-driven, against a real aggregator and its SQLite file.
+
+Records are sent by the agents' Exporter to the real Aggregator; the app follows the real
+live stream and searches the real capture file, as in ``netobserv flows --local``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from live_helpers import base_record, live_capture
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+from tui_helpers import wait_until
+
+from netobserv_tui.model.fields import BASE_COLUMNS
+from netobserv_tui.tui.app import FlowsApp
+from netobserv_tui.tui.screens import DetailsScreen, HelpScreen
+from netobserv_tui.tui.widgets import FlowTable
+from netobserv_tui.tui.widgets.filter_bar import FilterBar
+
+SIZE = (160, 40)
+DNS_COLUMNS = (*BASE_COLUMNS, "DnsId", "DnsFlagsResponseCode", "DnsLatencyMs", "DnsName")
+
+
+def table(app: FlowsApp) -> FlowTable:
+    return app.query_one(FlowTable)
+
+
+def ports(app: FlowsApp) -> list[int]:
+    """SrcPort of each row on screen, top to bottom."""
+    return [record["SrcPort"] for record in table(app).shown_records()]
+
+
+async def typed(pilot: Pilot[Any], text: str) -> None:
+    await pilot.press(*text)
+
+
+async def connected(pilot: Pilot[Any], app: FlowsApp) -> None:
+    """Records sent before the app subscribed never reach its stream (only its searches)."""
+    await wait_until(pilot, lambda: app.connected, "the live stream")
+
+
+async def received(pilot: Pilot[Any], app: FlowsApp, count: int) -> None:
+    await wait_until(pilot, lambda: table(app).received >= count, f"{count} records received")
+    await wait_until(pilot, lambda: len(table(app).shown_records()) == min(
+        count, table(app).max_rows) or table(app).filtered or table(app).paused, "a refresh")
+
+
+async def test_a_chip_searches_everything_the_capture_has_seen(tmp_path: Path) -> None:
+    async with live_capture(tmp_path) as capture:
+        app = capture.app(max_rows=5, refresh_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot, app)
+            await capture.send([base_record(i) for i in range(20)])
+            await received(pilot, app, 20)
+            assert ports(app) == [40019, 40018, 40017, 40016, 40015]  # the ring holds 5
+
+            await typed(pilot, "SrcPort=40001")
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: ports(app) == [40001], "the old record found")
+            bar = app.query_one(FilterBar)
+            assert bar.chips_text() == "filter:  SrcPort=40001 "
+            assert bar.input.value == ""
+            assert "1 flows match seen by this capture" in app.status_text()
+
+            # A second chip narrows (AND); every record of 198.18.0.11 has i % 4 == 1.
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: not table(app).filtered, "no filter")
+            await typed(pilot, "198.18.0.11")
+            await pilot.press("enter")
+            fives = [40017, 40013, 40009, 40005, 40001]
+            await wait_until(pilot, lambda: ports(app) == fives, "5 matches of 20")
+            assert table(app).matched == 5
+            await typed(pilot, "/^4000[0-9]$/")
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: ports(app) == [40009, 40005, 40001], "3 matches")
+            assert table(app).matched == 3
+
+            # Backspace on an empty line removes the last chip only.
+            await pilot.press("backspace")
+            await wait_until(pilot, lambda: ports(app) == fives, "back to 5")
+            assert bar.chips_text() == "filter:  198.18.0.11 "
+
+            # New matching records show up while the filter stays on.
+            await connected(pilot, app)
+            await capture.send([base_record(i) for i in range(20, 30)])
+            newest = [40029, 40025, 40021, 40017, 40013]
+            await wait_until(pilot, lambda: ports(app) == newest, "3 new matches on top")
+            assert table(app).matched == 8
+
+            # Escape clears every chip: the live ring again.
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: not table(app).filtered, "no filter")
+            assert bar.chips_text() == "filter:"
+            assert ports(app) == [40029, 40028, 40027, 40026, 40025]
+
+
+async def test_an_invalid_chip_is_explained_and_kept_for_editing(tmp_path: Path) -> None:
+    async with live_capture(tmp_path) as capture:
+        app = capture.app(refresh_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot, app)
+            await capture.send([base_record(i) for i in range(3)])
+            await received(pilot, app, 3)
+            await typed(pilot, "DstPrt=53")
+            await pilot.press("enter")
+            await pilot.pause()
+            bar = app.query_one(FilterBar)
+            assert bar.input.value == "DstPrt=53"
+            assert bar.chips_text() == "filter:"
+            assert not table(app).filtered
+            messages = [n.message for n in app._notifications]
+            assert any("unknown field 'DstPrt'; did you mean DstPort" in m for m in messages)
+
+
+async def test_views_show_only_records_with_their_data(tmp_path: Path) -> None:
+    async with live_capture(tmp_path) as capture:
+        app = capture.app(refresh_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot, app)
+            await capture.send([base_record(i) for i in range(4)])
+            await received(pilot, app, 4)
+            await pilot.press("right", "right")  # Overview -> Packet drops -> DNS
+            assert app.view_state.view.name == "DNS"
+            await wait_until(pilot, lambda: table(app).matched == 0, "the DNS search")
+            assert "No DNS data: start the capture with --enable_dns=true" in app.status_text()
+            assert table(app).row_count == 0
+
+            dns = [base_record(i, Proto=17, DstPort=53, DnsId=4660 + i,
+                               DnsFlagsResponseCode="NXDomain" if i == 5 else "NoError",
+                               DnsLatencyMs=i, DnsName=f"name{i}.lab.")
+                   for i in (4, 5)]
+            await connected(pilot, app)
+            await capture.send(dns, DNS_COLUMNS)
+            await wait_until(pilot, lambda: ports(app) == [40005, 40004], "the DNS records")
+            assert table(app).matched == 2
+            row = [cell.plain for cell in table(app).get_row_at(0)]
+            assert "4665" in row and "NXDomain" in row and "name5.lab." in row
+
+            # A chip narrows the view; the view narrows the chip.
+            await typed(pilot, "DnsFlagsResponseCode=nxdomain")
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: ports(app) == [40005], "1 NXDomain")
+            assert table(app).matched == 1
+            await pilot.press("left", "left")  # back to the Overview: the chip alone
+            assert app.view_state.view.name == "Overview"
+            await wait_until(pilot, lambda: ports(app) == [40005], "the chip alone")
+
+
+async def test_up_down_change_the_rows_shown_and_move_the_cursor_in_the_table(
+    tmp_path: Path,
+) -> None:
+    async with live_capture(tmp_path) as capture:
+        app = capture.app(refresh_interval=0.05)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await connected(pilot, app)
+            await capture.send([base_record(i) for i in range(60)])
+            await received(pilot, app, 60)
+            flows = table(app)
+            visible = flows.size.height - 1
+            assert flows.row_count == 60 and flows.limit is None
+
+            await pilot.press("down")  # on the filter line: one row fewer than fit
+            assert flows.limit == visible - 1 and flows.row_count == visible - 1
+            await pilot.press("down", "down")
+            assert flows.row_count == visible - 3
+            await pilot.press("up")
+            assert flows.row_count == visible - 2
+            assert f"(limit {visible - 2}, Up/Down)" in app.status_text()
+
+            await pilot.press("tab")  # the table: Up/Down move the cursor
+            assert app.focused is flows
+            await pilot.press("down", "down", "down")
+            assert flows.cursor_row == 3 and flows.row_count == visible - 2
+            await pilot.press("up")
+            assert flows.cursor_row == 2
+
+            await pilot.press("escape")  # back to the filter line
+            assert app.focused is app.query_one(FilterBar).input
+            await pilot.press("up", "up")  # one row more than fit
+            assert flows.row_count == visible
+            await pilot.press(*["up"] * (60 - visible))  # every kept record: no limit
+            assert flows.limit is None and flows.row_count == 60
+
+
+async def test_enter_shows_every_field_of_the_selected_row(tmp_path: Path) -> None:
+    async with live_capture(tmp_path) as capture:
+        app = capture.app(refresh_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            sent = [base_record(i) for i in range(3)]
+            await connected(pilot, app)
+            await capture.send(sent)
+            await received(pilot, app, 3)
+
+            await pilot.press("enter")  # empty filter line: the row under the cursor
+            await pilot.pause()
+            assert isinstance(app.screen, DetailsScreen)
+            assert app.screen.record["SrcPort"] == 40002
+            shown = {row[0]: row[1] for row in app.screen.rows}
+            assert set(shown) == set(BASE_COLUMNS) | {"TimeReceived"} - {
+                k for k, v in sent[2].items() if v is None}
+            assert shown["Interfaces"] == '["nobs-pod-a"]' and shown["Proto"] == "6"
+            readable = {row[0]: row[2] for row in app.screen.rows}
+            assert readable["Proto"] == "TCP" and readable["Flags"] == "ACK"
+            assert readable["IfDirection"] == "ingress"
+            details = app.screen.query_one("#details", DataTable)
+            assert details.row_count == len(app.screen.rows)
+            await pilot.press("escape")
+            await pilot.pause()
+            assert not isinstance(app.screen, DetailsScreen)
+
+            await pilot.press("tab", "down", "enter")  # in the table: the selected row
+            await pilot.pause()
+            assert isinstance(app.screen, DetailsScreen)
+            assert app.screen.record["SrcPort"] == 40001
+            await pilot.press("q")
+            await pilot.pause()
+            assert not isinstance(app.screen, DetailsScreen)
+
+
+async def test_help_on_question_mark_f1_and_not_inside_a_filter(tmp_path: Path) -> None:
+    async with live_capture(tmp_path) as capture:
+        app = capture.app(refresh_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            keys = app.screen.query_one("#help-keys", DataTable)
+            first_column = [str(keys.get_row_at(i)[0]) for i in range(keys.row_count)]
+            assert "Ctrl+C, Ctrl+Q" in first_column and "Ctrl+P" in first_column
+            await pilot.press("escape")
+            await pilot.pause()
+            assert not isinstance(app.screen, HelpScreen)
+
+            await typed(pilot, "/ab?c/")  # inside a filter, ? is a character
+            assert not isinstance(app.screen, HelpScreen)
+            assert app.query_one(FilterBar).input.value == "/ab?c/"
+            await pilot.press("f1")
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press("f1")
+            await pilot.pause()
+            assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_typing_in_the_table_goes_to_the_filter_line(tmp_path: Path) -> None:
+    async with live_capture(tmp_path) as capture:
+        app = capture.app(refresh_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot, app)
+            await capture.send([base_record(i) for i in range(3)])
+            await received(pilot, app, 3)
+            await pilot.press("tab")
+            assert app.focused is table(app)
+            await typed(pilot, "udp")
+            bar = app.query_one(FilterBar)
+            assert app.focused is bar.input and bar.input.value == "udp"
+
+
+async def test_ctrl_p_pauses_the_table_not_the_capture(tmp_path: Path) -> None:
+    async with live_capture(tmp_path) as capture:
+        app = capture.app(refresh_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot, app)
+            await capture.send([base_record(i) for i in range(3)])
+            await received(pilot, app, 3)
+            await pilot.press("ctrl+p")
+            assert table(app).paused and "PAUSED (Ctrl+P resumes)" in app.status_text()
+            await connected(pilot, app)
+            await capture.send([base_record(i) for i in range(3, 6)])
+            await wait_until(pilot, lambda: table(app).received == 6, "records while paused")
+            rebuilds = table(app).rebuilds
+            table(app).flush()  # what the refresh timer does: nothing while paused
+            assert table(app).rebuilds == rebuilds
+            assert ports(app) == [40002, 40001, 40000]
+            await pilot.press("ctrl+p")
+            await wait_until(pilot, lambda: ports(app)[0] == 40005, "the rows on resume")
+            assert "PAUSED" not in app.status_text()
