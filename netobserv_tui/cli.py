@@ -187,9 +187,11 @@ def _open(args: argparse.Namespace) -> int:
             raise UsageError(f"open needs a terminal: run it in an interactive shell, or "
                              f"query the file with sqlite3 or jq ({store.path})")
         from .tui.app import FlowsApp
+        from .tui.terminal import sized_from_terminal
 
-        header = {"target": "saved capture", "capture": "flows", "output": str(store.path)}
-        FlowsApp(None, header, store=store, max_rows=args.max_rows).run()
+        header = {"output": str(store.path)}
+        with sized_from_terminal():
+            FlowsApp(None, header, store=store, max_rows=args.max_rows).run()
     finally:
         store.close()
     return 0

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,28 +71,6 @@ def _logs_to_file(path: Path) -> Iterator[None]:
         handler.close()
 
 
-@contextlib.contextmanager
-def _stdout_on_terminal() -> Iterator[None]:
-    """While the TUI runs, point fd 1 at the terminal if only stdout was redirected.
-
-    The file paths go to stdout so that `netobserv flows > paths.txt` works, but Textual
-    (through shutil.get_terminal_size) sizes the screen from stdout: redirected, it would
-    fall back to 80x24 and ignore resizes. Nothing is written to stdout while the TUI runs.
-    """
-    if sys.stdout.isatty() or not sys.stderr.isatty():
-        yield
-        return
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _report(result: CaptureResult, reason: str) -> None:
     print(f"Capture ended: {reason}.", file=sys.stderr)
     for problem in result.problems:
@@ -156,6 +133,7 @@ async def _with_tui(
     target: LocalTarget, limits: Limits, request: FlowsRequest
 ) -> tuple[CaptureResult, str]:
     from ..tui.app import FlowsApp
+    from ..tui.terminal import sized_from_terminal
 
     holder: dict[str, FlowsApp] = {}
 
@@ -174,7 +152,7 @@ async def _with_tui(
         app = FlowsApp((endpoint.host, endpoint.port, endpoint.token), header, store=store)
         holder["app"] = app
         try:
-            with _stdout_on_terminal():
+            with sized_from_terminal():
                 outcome = await app.run_async()
         finally:
             if store is not None:

@@ -60,6 +60,8 @@ class FlowsApp(App[str]):
     BINDINGS: ClassVar[list[BindingType]] = [
         # Recent Textual binds ctrl+c to copy and ctrl+q to quit; both stop the capture here.
         Binding("ctrl+c,ctrl+q", "stop", "Stop capture", id="stop", priority=True),
+        # The same keys when browsing a file (netobserv open): only one of the two is enabled.
+        Binding("ctrl+c,ctrl+q", "close_file", "Quit", id="close_file", priority=True),
         Binding("ctrl+p", "toggle_pause", "Pause", id="pause", priority=True),
         Binding("f1,question_mark", "help", "Help", id="help", key_display="?"),
         # Not in the footer, which must keep "Stop capture" visible on an 80-column
@@ -94,6 +96,7 @@ class FlowsApp(App[str]):
         self._store = store
         self._store_lock = threading.Lock()
         # Held, not queried: messages still queued while the app shuts down must not fail.
+        self._header_info = dict(header)
         self._header = CaptureHeader(header, clock=clock, id="header")
         self._table = FlowTable(max_rows=max_rows, refresh_interval=refresh_interval, id="flows")
         self._filter_bar = FilterBar(id="filter")
@@ -109,6 +112,14 @@ class FlowsApp(App[str]):
         self.searches = 0
         #: The aggregator accepted the live stream (WELCOME received).
         self.connected = False
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Ctrl+C and Ctrl+Q stop a capture, or close a file: the footer says which.
+        if action == "stop":
+            return self._stream is not None
+        if action == "close_file":
+            return self._stream is None
+        return super().check_action(action, parameters)
 
     def compose(self) -> ComposeResult:
         yield self._header
@@ -128,7 +139,8 @@ class FlowsApp(App[str]):
                 self.set_interval(self._table.refresh_interval, self._search_newer)
         elif self._store is not None:
             self._status.update(f"Reading {self._store.path.name}…")
-            self._header.show_file(_totals_dict(self._store), str(self._store.path))
+            shown_path = self._header_info.get("output") or str(self._store.path)
+            self._header.show_file(_totals_dict(self._store), shown_path)
             self._load_file()
 
     # -- views -------------------------------------------------------------------------
@@ -399,6 +411,9 @@ class FlowsApp(App[str]):
     # -- stopping ------------------------------------------------------------------------
 
     def action_stop(self) -> None:
+        self.exit(STOPPED)
+
+    def action_close_file(self) -> None:
         self.exit(STOPPED)
 
     async def action_quit(self) -> None:

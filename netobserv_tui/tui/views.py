@@ -73,21 +73,21 @@ OVERVIEW: Final = View(
 )
 DROPS: Final = View(
     "Packet drops",
-    lead=(vc.TIME, vc.PROTO),
+    lead=(vc.TIME, vc.INTERFACE, vc.PROTO),
     tail=(vc.DROP_CAUSE, vc.DROP_STATE, vc.DROP_BYTES, vc.DROP_PACKETS, vc.DROP_FLAGS),
     empty_hint="No packet drop data: start the capture with --enable_pktdrop=true",
     fields=("PktDropBytes", "PktDropPackets", "PktDropLatestDropCause"),
 )
 DNS: Final = View(
     "DNS",
-    lead=(vc.TIME, vc.PROTO),
+    lead=(vc.TIME, vc.INTERFACE, vc.PROTO),
     tail=(vc.DNS_ID, vc.DNS_NAME, vc.DNS_RCODE, vc.DNS_LATENCY, vc.DNS_ERRNO),
     empty_hint="No DNS data: start the capture with --enable_dns=true",
     fields=("DnsId", "DnsLatencyMs", "DnsFlagsResponseCode", "DnsErrno"),
 )
 RTT: Final = View(
     "RTT",
-    lead=(vc.TIME, vc.PROTO),
+    lead=(vc.TIME, vc.INTERFACE, vc.PROTO),
     tail=(vc.RTT, vc.RETRANSMITS, vc.RESETS_SENT, vc.RESETS_RECEIVED),
     empty_hint="No RTT data: start the capture with --enable_rtt=true",
     fields=("TimeFlowRttNs", "TcpRetransmits", "TcpResetsSent", "TcpResetsReceived"),

@@ -76,3 +76,62 @@ def test_ctrl_c_in_a_real_terminal(tmp_path: Path) -> None:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
     assert result.read_text() == "stopped"
     assert stdout.read_text() == ""
+
+
+def test_open_a_saved_capture_in_a_real_terminal(tmp_path: Path) -> None:
+    """What a person sees: `netobserv open` on a lab capture, keys typed into a real tmux."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fixture_capture import fixture_capture, fixture_records
+
+    records = fixture_records()
+    db = fixture_capture(tmp_path).db_path
+    rc = tmp_path / "rc"
+    session = f"netobserv-open-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", session]
+    command = f"TZ=UTC {sys.executable} -m netobserv_tui open {db}; echo $? >{rc}"
+
+    def pane() -> str:
+        capture = [*tmux, "capture-pane", "-p", "-t", session]
+        return subprocess.run(capture, capture_output=True, text=True).stdout
+
+    def keys(*names: str) -> None:
+        subprocess.run([*tmux, "send-keys", "-t", session, *names], check=True)
+
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-s", session, "-x", "140", "-y", "36", command],
+        check=True,
+    )
+    try:
+        shown = f"newest {len(records)} of {len(records)} flows shown"
+        wait_for(lambda: shown in pane() and "^c Quit" in pane(), "the file's flows")
+        screen = pane()
+        assert f"flows {len(records)}" in screen and db.name in screen
+        assert "? Help" in screen and "Stop capture" not in screen
+
+        # A filter typed on the keyboard: only DNS rows (port 53) stay.
+        keys("-l", "DstPort=53")
+        keys("Enter")
+        dns_queries = sum(1 for r in records if r.get("DstPort") == 53)
+        wait_for(lambda: f"{dns_queries} flows match in the file" in pane(), "the filter")
+        rows = [line for line in pane().splitlines() if " UDP " in line or " TCP " in line]
+        assert len(rows) == dns_queries and all("]:53 " in r or ":53 " in r for r in rows)
+        assert "DstPort=53" in pane()
+
+        # The DNS view of the same filter names the queries.
+        keys("Right", "Right")
+        wait_for(lambda: "DNS · IP & port" in pane(), "the DNS view")
+        assert "DNS name" in pane() and ".lab.test" in pane()
+
+        # Escape clears the filter; ? opens the help; Escape closes it.
+        keys("Escape")
+        wait_for(lambda: "DstPort=53" not in pane(), "the filter cleared")
+        keys("?")
+        wait_for(lambda: "netobserv keys" in pane(), "the help screen")
+        keys("Escape")
+        wait_for(lambda: "netobserv keys" not in pane(), "the help closed")
+
+        keys("C-c")
+        wait_for(rc.exists, "netobserv to exit")
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+    assert rc.read_text().strip() == "0"

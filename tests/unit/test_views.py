@@ -87,14 +87,15 @@ def test_each_view_columns_without_enrichment() -> None:
         "time", "interface", "direction", "proto", "bytes", "packets", "flags",
     ]
     assert keys(state_of("Packet drops", "None")) == [
-        "time", "proto", "PktDropLatestDropCause", "PktDropLatestState", "PktDropBytes",
-        "PktDropPackets", "PktDropLatestFlags",
+        "time", "interface", "proto", "PktDropLatestDropCause", "PktDropLatestState",
+        "PktDropBytes", "PktDropPackets", "PktDropLatestFlags",
     ]
     assert keys(state_of("DNS", "None")) == [
-        "time", "proto", "DnsId", "DnsName", "DnsFlagsResponseCode", "DnsLatencyMs", "DnsErrno",
+        "time", "interface", "proto", "DnsId", "DnsName", "DnsFlagsResponseCode",
+        "DnsLatencyMs", "DnsErrno",
     ]
     assert keys(state_of("RTT", "None")) == [
-        "time", "proto", "TimeFlowRttNs", "TcpRetransmits", "TcpResetsSent",
+        "time", "interface", "proto", "TimeFlowRttNs", "TcpRetransmits", "TcpResetsSent",
         "TcpResetsReceived",
     ]
     assert keys(state_of("Raw", "None")) == list(FIELD_NAMES)
@@ -120,7 +121,7 @@ def test_enrichment_sets() -> None:
 
 def test_enrichment_goes_between_lead_and_tail() -> None:
     assert keys(state_of("DNS", "Owner")) == [
-        "time", "proto", "SrcK8S_OwnerName", "SrcK8S_OwnerType", "DstK8S_OwnerName",
+        "time", "interface", "proto", "SrcK8S_OwnerName", "SrcK8S_OwnerType", "DstK8S_OwnerName",
         "DstK8S_OwnerType", "DnsId", "DnsName", "DnsFlagsResponseCode", "DnsLatencyMs",
         "DnsErrno",
     ]
@@ -192,16 +193,16 @@ def cells(view: str, enrichment: str, record: dict[str, Any]) -> list[object]:
 
 def test_dns_cells_with_owner() -> None:
     assert cells("DNS", "Owner", RECORD) == [
-        "", "UDP", "nodejs-basic", "Deployment", "", "", 58747, "nodejs.example.com",
+        "", "", "UDP", "nodejs-basic", "Deployment", "", "", 58747, "nodejs.example.com",
         "NXDomain", 12, 0,
     ]
 
 
 def test_feature_cells_are_empty_when_absent_and_formatted_when_present() -> None:
     assert cells("RTT", "IP & port", RECORD) == [
-        "", "UDP", "10.129.0.48:41000", "172.30.0.10:53", "0.121", "", "", "",
+        "", "", "UDP", "10.129.0.48:41000", "172.30.0.10:53", "0.121", "", "", "",
     ]
-    assert cells("Packet drops", "None", RECORD) == ["", "UDP", "", "", "", "", "RST,ACK"]
+    assert cells("Packet drops", "None", RECORD) == ["", "", "UDP", "", "", "", "", "RST,ACK"]
 
 
 def test_raw_cells_show_values_as_stored() -> None:

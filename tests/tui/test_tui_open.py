@@ -1,0 +1,92 @@
+"""``netobserv open``: the app on a saved capture, SQLite or JSON, with no stream and no agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from live_helpers import base_record
+from textual.pilot import Pilot
+from tui_helpers import wait_until
+
+from netobserv_tui.aggregator.writers import FlowWriter
+from netobserv_tui.model.fields import BASE_COLUMNS
+from netobserv_tui.tui.app import FlowsApp
+from netobserv_tui.tui.screens import DetailsScreen
+from netobserv_tui.tui.store import open_store
+from netobserv_tui.tui.widgets import CaptureHeader, FlowTable
+
+SIZE = (160, 40)
+DNS_COLUMNS = (*BASE_COLUMNS, "DnsId", "DnsFlagsResponseCode", "DnsLatencyMs", "DnsName")
+
+
+def write_capture(directory: Path, count: int) -> FlowWriter:
+    """``count`` base records, then two DNS records (ids count and count + 1), closed."""
+    writer = FlowWriter(directory)
+    records = [base_record(i) for i in range(count)]
+    writer.write_batch(BASE_COLUMNS, [[r[c] for c in BASE_COLUMNS] for r in records])
+    dns = [base_record(i, Proto=17, DstPort=53, DnsId=i, DnsLatencyMs=3,
+                       DnsFlagsResponseCode="NXDomain" if i % 2 else "NoError",
+                       DnsName=f"svc{i}.lab.") for i in (count, count + 1)]
+    writer.write_batch(DNS_COLUMNS, [[r.get(c) for c in DNS_COLUMNS] for r in dns])
+    writer.close()
+    return writer
+
+
+def ports(app: FlowsApp) -> list[int]:
+    return [record["SrcPort"] for record in app.query_one(FlowTable).shown_records()]
+
+
+async def loaded(pilot: Pilot[Any], app: FlowsApp, count: int) -> None:
+    await wait_until(pilot, lambda: len(ports(app)) == count, f"{count} rows from the file")
+
+
+@pytest.mark.parametrize("kind", ["db", "json"])
+async def test_open_shows_the_newest_records_filters_views_and_details(
+    tmp_path: Path, kind: str
+) -> None:
+    writer = write_capture(tmp_path, 300)
+    path = writer.db_path if kind == "db" else writer.json_path
+    store = open_store(path)
+    app = FlowsApp(None, {"target": "saved capture", "output": str(path)}, store=store,
+                   max_rows=100, refresh_interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, app, 100)
+        assert ports(app)[:3] == [40301, 40300, 40299]
+        assert "newest 100 of 302 flows shown" in app.status_text()
+        header = app.query_one(CaptureHeader).render().plain
+        assert "302" in header and path.name in header
+
+        # A chip searches the whole file, beyond the 100 rows kept on screen.
+        await pilot.press(*"SrcPort=40007", "enter")
+        await wait_until(pilot, lambda: ports(app) == [40007], "the oldest records searched")
+        assert "1 flows match in the file" in app.status_text()
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: len(ports(app)) == 100, "every record again")
+
+        await pilot.press("right", "right")  # the DNS view: only records with DNS data
+        await wait_until(pilot, lambda: ports(app) == [40301, 40300], "the DNS records")
+        await pilot.press(*"nxdomain", "enter")
+        await wait_until(pilot, lambda: ports(app) == [40301], "the NXDomain record")
+
+        await pilot.press("tab", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DetailsScreen)
+        fields = {row[0]: row[1] for row in app.screen.rows}
+        assert fields["DnsName"] == "svc301.lab." and fields["DnsFlagsResponseCode"] == "NXDomain"
+        await pilot.press("escape")
+        await pilot.press("ctrl+q")
+    assert app.return_value == "stopped"
+
+
+async def test_open_an_empty_capture(tmp_path: Path) -> None:
+    writer = FlowWriter(tmp_path)
+    writer.close()
+    app = FlowsApp(None, {"output": str(writer.db_path)}, store=open_store(writer.db_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "newest 0 of 0 flows shown" in app.status_text(),
+                         "the empty file read")
+        await pilot.press(*"tcp", "enter")
+        await wait_until(pilot, lambda: "0 flows match in the file" in app.status_text(),
+                         "an empty search")

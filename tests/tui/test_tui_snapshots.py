@@ -1,0 +1,88 @@
+"""SVG snapshots of every view, the details and the help screen, at 140x36.
+
+The app browses a fixed capture (tests/tui/fixtures/lab-capture.json, records of a real lab
+run written again by the real writer), in UTC, so every pixel is reproducible.  After a
+deliberate change of the look, review the new pictures and accept them with
+``pytest tests/tui/test_tui_snapshots.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixture_capture import fixture_capture
+from textual.pilot import Pilot
+from tui_helpers import wait_until
+
+from netobserv_tui.tui.app import FlowsApp
+from netobserv_tui.tui.store import open_store
+from netobserv_tui.tui.widgets import FlowTable
+from netobserv_tui.tui.widgets.filter_bar import FilterBar
+
+SIZE = (140, 36)
+Compare = Callable[..., bool]
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> FlowsApp:
+    db = fixture_capture(tmp_path).db_path
+    header = {"output": "fixtures/lab-capture.db"}
+    return FlowsApp(None, header, store=open_store(db), refresh_interval=0.05)
+
+
+def settled(*keys: str) -> Callable[[Pilot[Any]], Any]:
+    """Wait for the file's rows, press ``keys``, wait until searches are done."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, FlowsApp)
+        app.query_one(FilterBar).input.cursor_blink = False
+        table = app.query_one(FlowTable)
+        await wait_until(pilot, lambda: table.row_count > 0, "the file's rows")
+        for key in keys:
+            await pilot.press(key)
+        await wait_until(pilot, lambda: "searching" not in app.status_text(), "the search")
+        await pilot.pause(0.1)  # two refresh intervals: the last rebuild is painted
+
+    return run_before
+
+
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [
+        ("overview", ()),
+        ("drops", ("right",)),
+        ("dns", ("right", "right")),
+        ("rtt", ("right", "right", "right")),
+        ("raw", ("left",)),
+        ("overview_all_enrichment", ("pageup",)),
+    ],
+)
+def test_view(snap_compare: Compare, app: FlowsApp, name: str, keys: tuple[str, ...]) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=settled(*keys))
+
+
+def test_filter_chips(snap_compare: Compare, app: FlowsApp) -> None:
+    keys = (*"nobs-pod-b", "enter", *"Proto=tcp", "enter")
+    assert snap_compare(app, terminal_size=SIZE, run_before=settled(*keys))
+
+
+def test_details(snap_compare: Compare, app: FlowsApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=settled("right", "enter"))
+
+
+def test_help(snap_compare: Compare, app: FlowsApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=settled("question_mark"))
