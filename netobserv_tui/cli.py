@@ -30,8 +30,8 @@ Syntax: netobserv [flows|packets|open|cleanup|lab|version|help] [options]
 commands:
   flows      Capture flows; shows them live and writes output/flow/<time>.json and .db.
   packets    Capture packets (not available yet).
-  open       Browse a saved capture (.db or .json) with the same views and filters;
-             needs no root and no agent: netobserv open output/flow/<time>.db
+  open       Browse a saved capture (.db or .json; default the newest in ./output/flow)
+             with the same views and filters; needs no root and no agent.
   cleanup    Remove anything an interrupted capture left behind (TC programs).
   lab        Build or remove the network-namespace lab: lab up|down|status.
   version    Print the version.
@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Browse a saved capture with the views, filters and details of the "
         "live UI. Needs no root and starts no agent.",
     )
-    opener.add_argument("file", type=Path, help="a capture's .db or .json file")
+    opener.add_argument("file", type=Path, nargs="?",
+                        help="a capture's .db or .json file (default: the newest .db in "
+                        "./output/flow)")
     _add(opener, "--max_rows", type=int, default=1000, metavar="N",
          help="records the table keeps, newest first (default 1000)")
     sub.add_parser("cleanup", help="remove leftovers of an interrupted capture")
@@ -176,12 +178,20 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
     return asyncio.run(run_flows(request))
 
 
+def _newest_capture(output: Path) -> Path:
+    captures = sorted((output / "flow").glob("*.db"))
+    if not captures:
+        raise UsageError(f"no capture in {output / 'flow'}: give the file to open, as in "
+                         "`netobserv open path/to/<time>.db`")
+    return captures[-1]
+
+
 def _open(args: argparse.Namespace) -> int:
     from .tui.store import open_store
 
     if args.max_rows < 1:
         raise UsageError("--max-rows must be a positive number of rows")
-    store = open_store(args.file)
+    store = open_store(args.file or _newest_capture(Path("output")))
     try:
         if not sys.stdin.isatty() or not sys.stdout.isatty():
             raise UsageError(f"open needs a terminal: run it in an interactive shell, or "

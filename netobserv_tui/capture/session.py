@@ -83,9 +83,18 @@ async def run_capture(
     limits: Limits,
     foreground: Foreground = headless,
     on_stop_requested: Callable[[str], None] | None = None,
+    out: TextIO = sys.stderr,
 ) -> tuple[CaptureResult, str]:
-    """Start, run the foreground until a stop reason, stop. Returns (result, reason)."""
+    """Start, run the foreground until a stop reason, stop. Returns (result, reason).
+
+    While stopping, each step is said on ``out`` (the TUI has exited by then), so a long
+    index build or file transfer never looks like a hang.
+    """
     loop = asyncio.get_running_loop()
+
+    def say(step: str) -> None:
+        print(step, file=out, flush=True)
+
     stop = asyncio.Event()
     reason = "stopped"
     progress = Progress(started=time.monotonic())
@@ -137,7 +146,7 @@ async def run_capture(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, log.warning, "Still stopping: completing the files.")
         try:
-            result = await target.stop()
+            result = await target.stop(say)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

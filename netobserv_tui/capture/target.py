@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,7 +63,9 @@ class Target(Protocol):
 
     async def start(self) -> StreamEndpoint: ...
 
-    async def stop(self) -> CaptureResult: ...
+    async def stop(self, say: Callable[[str], None] = ...) -> CaptureResult:
+        """Stop everything and complete the files; ``say`` reports each step as it starts."""
+        ...
 
 
 class LocalTarget:
@@ -119,10 +122,12 @@ class LocalTarget:
         db = (self.ready.get("files") or {}).get("db")
         return StreamEndpoint(host, port, self.token, db=db)
 
-    async def stop(self) -> CaptureResult:
+    async def stop(self, say: Callable[[str], None] = lambda _step: None) -> CaptureResult:
         problems: list[str] = []
         peak: dict[str, int] = {}
         if self.agent is not None:
+            if self.agent.running:
+                say("Stopping the agent: last flows out of the kernel, programs detached...")
             was_running = self.agent.running
             status = await self.agent.stop(timeout=60)
             done = _last_event(self.agent, "done")
@@ -144,6 +149,7 @@ class LocalTarget:
                         problems.append("removed leftovers: " + ", ".join(leftovers))
         closed: dict[str, Any] = {}
         if self.aggregator.proc is not None:
+            say("Completing the files: last batches written, SQLite indexes built...")
             status = await self.aggregator.stop(timeout=60)
             closed = _last_event(self.aggregator, "closed")
             if "max_rss_kib" in closed:

@@ -161,6 +161,10 @@ def test_signal_flushes_last_interval_and_detaches(
         sent = udp_send(lab, a, b, 300, 64, dst_port=7004, src_port=40004)
         assert cap.stop(sig) == 0, cap.stderr_lines
     assert our_tc_objects() == []
+    # Each stopping step is said before it runs, then the report.
+    steps = [line.split(":")[0] for line in cap.stderr_lines
+             if line.startswith(("Stopping the agent", "Completing the files", "Capture ended"))]
+    assert steps == ["Stopping the agent", "Completing the files", "Capture ended"], steps
     files = cap.files()
     expected = (300, 300 * sent.frame_bytes)
     assert sql_totals(files["db"], SrcPort=40004, DstPort=7004)[(a.host_ifname, 0)] == expected

@@ -109,3 +109,22 @@ def test_open_without_a_terminal_says_what_to_do(
 def test_open_rejects_a_bad_max_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["open", "--max-rows=0", str(tmp_path / "x.db")]) == 2
     assert "--max-rows must be a positive number" in capsys.readouterr().err
+
+
+def test_open_without_a_file_takes_the_newest_capture(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netobserv_tui.aggregator.writers import FlowWriter
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["open"]) == 2
+    assert "no capture in output/flow" in capsys.readouterr().err
+    from datetime import UTC, datetime
+
+    older = FlowWriter(tmp_path / "output", started=datetime(2026, 1, 1, tzinfo=UTC))
+    newer = FlowWriter(tmp_path / "output", started=datetime(2026, 2, 1, tzinfo=UTC))
+    older.close()
+    newer.close()
+    assert main(["open"]) == 2  # no terminal here, but the message names the file chosen
+    err = capsys.readouterr().err
+    assert f"output/flow/{newer.db_path.name}" in err and older.db_path.name not in err
