@@ -76,6 +76,8 @@ class Chip:
     pattern: re.Pattern[str] | None = None
     #: Field test (field chips).
     predicate: Predicate | None = field(default=None, compare=False)
+    #: ``(field, number)`` of an integer field chip: what a store may check in SQL.
+    equals: tuple[str, int] | None = None
 
 
 def parse_chip(text: str) -> tuple[Chip | None, str | None]:
@@ -124,7 +126,8 @@ def _parse_field(text: str) -> tuple[Chip | None, str | None]:
         if number is None:
             example = "6 or tcp" if name == "Proto" else "53"
             return None, f"{text!r}: {name} is a number, as in {name}={example}"
-        return Chip(text, "field", predicate=_number_equals(name, number)), None
+        return Chip(text, "field", predicate=_number_equals(name, number),
+                    equals=(name, number)), None
     if kind is list:
         return Chip(text, "field", predicate=_any_element_equals(name, value.lower())), None
     return Chip(text, "field", predicate=_text_equals(name, value.lower())), None
@@ -199,6 +202,11 @@ class FilterChips:
         if chip is None:
             return self, error
         return FilterChips((*self.chips, chip)), None
+
+    def equalities(self) -> tuple[tuple[str, int], ...]:
+        """``(field, number)`` of every integer field chip: exact conditions a store can
+        check before building records (``store.Narrowing``)."""
+        return tuple(chip.equals for chip in self.chips if chip.equals is not None)
 
     def remove_last(self) -> FilterChips:
         """Without the last chip (Backspace on an empty input); unchanged when empty."""

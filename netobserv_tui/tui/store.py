@@ -85,7 +85,8 @@ class SearchResult:
     records: list[Record]
     #: Every match among the rows scanned, not capped by ``limit``.
     matched: int
-    #: Rows examined: those with ``after < row id <= last_id``.
+    #: Rows examined by ``match``: those with ``after < row id <= last_id`` that passed
+    #: the narrowing (all of them when there is none).
     scanned: int
     #: Highest row id when the search ran: ``after=last_id`` later gives only newer rows.
     last_id: int
@@ -104,6 +105,24 @@ class Totals:
     last_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Narrowing:
+    """Conditions a store may check in SQL before ``match`` runs, to skip rows cheaply.
+
+    They are implied by ``match`` (a row they exclude is one ``match`` rejects), so a store
+    may ignore them: the result is the same, only slower.  Built from the view (its fields:
+    at least one not NULL) and the integer ``Field=value`` chips (exact equality).
+    """
+
+    #: At least one of these fields is not NULL (empty: no condition).
+    any_present: tuple[str, ...] = ()
+    #: Each of these integer fields equals the value.
+    equals: tuple[tuple[str, int], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.any_present or self.equals)
+
+
 class FlowStore(Protocol):
     """A capture file opened for reading; one call at a time (not thread-safe)."""
 
@@ -113,11 +132,12 @@ class FlowStore(Protocol):
     #: A JSON file without its closing bracket: the capture still runs, or crashed.
     incomplete: bool
 
-    def search(self, match: Match | None, limit: int, *, after: int = 0) -> SearchResult:
+    def search(self, match: Match | None, limit: int, *, after: int = 0,
+               narrow: Narrowing | None = None) -> SearchResult:
         """Records with a row id above ``after`` for which ``match`` is true (all when None).
 
         ``match`` sees shared objects and must not modify them; the records returned are
-        the caller's.
+        the caller's.  ``narrow`` (implied by ``match``) lets the store skip rows early.
         """
         ...
 
@@ -228,8 +248,10 @@ class SqliteStore:
         finally:
             conn.close()
 
-    def search(self, match: Match | None, limit: int, *, after: int = 0) -> SearchResult:
+    def search(self, match: Match | None, limit: int, *, after: int = 0,
+               narrow: Narrowing | None = None) -> SearchResult:
         limit = max(limit, 0)
+        condition, params = self._condition(narrow) if match is not None else ("", [])
         with self._connect() as conn:
             (last_id,) = conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {TABLE}").fetchone()
             if after >= last_id:
@@ -239,9 +261,35 @@ class SqliteStore:
                                         "AND rowid <= ?", (after, last_id)).fetchone()
                 rows = conn.execute(self._all_sql, (after, last_id, limit)).fetchall()
                 return SearchResult(list(map(self._record, rows)), count, count, last_id)
-            plan = self._plan(conn, last_id)
-            cursor = conn.execute(plan.sql, (after, last_id))
+            if condition is None:  # a field the file does not have: nothing can match
+                return SearchResult([], 0, 0, last_id)
+            plan = self._plan(conn, last_id, condition)
+            cursor = conn.execute(plan.sql, (after, last_id, *params))
             return self._scan(cursor, plan, match, limit, last_id)
+
+    def _condition(self, narrow: Narrowing | None) -> tuple[str | None, list[Any]]:
+        """SQL for ``narrow`` over this file's columns: ``(" AND ...", params)``, ``("", [])``
+        for no condition, ``(None, [])`` when no row can satisfy it.
+
+        Equality runs in SQLite on the raw column; the Python ``match`` still runs on what
+        is left, so the semantics stay those of the chips.  Scanning 100,000 rows in C costs
+        a few milliseconds against ~3 us per row to build a record in Python.
+        """
+        if not narrow:
+            return "", []
+        parts: list[str] = []
+        params: list[Any] = []
+        if narrow.any_present:
+            present = [name for name in narrow.any_present if name in self._columns]
+            if not present:
+                return None, []
+            parts.append("(" + " OR ".join(f"{_quote(n)} IS NOT NULL" for n in present) + ")")
+        for name, value in narrow.equals:
+            if name not in self._columns:
+                return None, []
+            parts.append(f"{_quote(name)} = ?")
+            params.append(value)
+        return "".join(f" AND {part}" for part in parts), params
 
     def _scan(self, cursor: sqlite3.Cursor, plan: _Plan, match: Match, limit: int,
               last_id: int) -> SearchResult:
@@ -273,7 +321,7 @@ class SqliteStore:
                     record[name] = value.copy()
         return SearchResult(records, matched, scanned, last_id)
 
-    def _plan(self, conn: sqlite3.Connection, last_id: int) -> _Plan:
+    def _plan(self, conn: sqlite3.Connection, last_id: int, condition: str = "") -> _Plan:
         """Bring the per-column counts up to ``last_id`` (new rows only) and plan from them."""
         counts = self._counts
         if counts.upto < last_id:
@@ -286,7 +334,7 @@ class SqliteStore:
             counts.upto = last_id
         present = [(name, n) for name, n in zip(self._columns, counts.per_column, strict=True)
                    if n]
-        where = f"FROM {TABLE} WHERE rowid > ? AND rowid <= ? ORDER BY rowid DESC"
+        where = f"FROM {TABLE} WHERE rowid > ? AND rowid <= ?{condition} ORDER BY rowid DESC"
         if not present:  # only rows without any value: every record is empty
             return _Plan(f"SELECT NULL {where}", ("",), ((0, ""),), ())
         names = tuple(name for name, _ in present)
@@ -357,7 +405,9 @@ class JsonStore:
         self._records: list[Record] = items
         self._totals: Totals | None = None
 
-    def search(self, match: Match | None, limit: int, *, after: int = 0) -> SearchResult:
+    def search(self, match: Match | None, limit: int, *, after: int = 0,
+               narrow: Narrowing | None = None) -> SearchResult:
+        # ``narrow`` is implied by ``match``, which runs in C through filter() here anyway.
         self._check_open()
         limit, after = max(limit, 0), max(after, 0)
         records = self._records

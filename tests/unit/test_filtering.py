@@ -221,3 +221,12 @@ def test_100k_records_give_exactly_the_matching_ones() -> None:
         if r["DstPort"] == 53 and r["Proto"] == 17 and 10 <= int(r["DstAddr"].split(".")[2]) <= 19
     ]
     assert found == expected and len(found) > 0
+
+
+def test_equalities_are_the_integer_field_chips_only() -> None:
+    chips = FilterChips()
+    for text in ("Proto=udp", "tcp", "DnsFlagsResponseCode=nxdomain", "DstPort=0x35", "/x/"):
+        chips, error = chips.add(text)
+        assert error is None
+    assert chips.equalities() == (("Proto", 17), ("DstPort", 53))
+    assert FilterChips().equalities() == ()
