@@ -108,6 +108,9 @@ class FlowsApp(App[str]):
         self._generation = 0
         self._last_id = 0
         self._searching = False
+        #: A search of a new filter is running: the status line says "searching…" (the
+        #: periodic searches of newer rows do not).
+        self._first_search = False
         #: Completed store searches, for tests and benchmarks.
         self.searches = 0
         #: The aggregator accepted the live stream (WELCOME received).
@@ -264,7 +267,7 @@ class FlowsApp(App[str]):
         self._generation += 1
         predicate = self._predicate()
         if predicate is None:
-            self._searching = False
+            self._searching = self._first_search = False
             if self._stream is None and self._store is not None and not self._table.ring():
                 self._load_file()
             self._table.show_ring()
@@ -273,7 +276,7 @@ class FlowsApp(App[str]):
             matches = [record for record in self._table.ring() if predicate(record)]
             self._table.show_results(matches, len(matches))
             return
-        self._searching = True
+        self._searching = self._first_search = True
         self._update_status()
         self._search(self._generation, predicate, self._narrowing(), 0)
 
@@ -301,7 +304,7 @@ class FlowsApp(App[str]):
     def _search_done(self, generation: int, after: int, result: SearchResult) -> None:
         if generation != self._generation:
             return
-        self._searching = False
+        self._searching = self._first_search = False
         self.searches += 1
         self._last_id = result.last_id
         if after == 0:
@@ -350,7 +353,7 @@ class FlowsApp(App[str]):
             return
         error = event.worker.error
         if event.worker.group == "search":
-            self._searching = False
+            self._searching = self._first_search = False
             self.notify(f"{error}", title="Search failed", severity="error", timeout=10)
             return
         if event.worker.group != "stream":
@@ -393,7 +396,7 @@ class FlowsApp(App[str]):
         parts = [self.view_state.title()]
         shown, kept = table.row_count, len(table.latest())
         limit = f" (limit {table.limit}, Up/Down)" if table.limit is not None else ""
-        if self._searching:
+        if self._first_search:
             parts.append("searching…")
         elif table.filtered:
             scope = "in the file" if self._stream is None else (

@@ -278,3 +278,20 @@ async def test_ctrl_p_pauses_the_table_not_the_capture(tmp_path: Path) -> None:
             await pilot.press("ctrl+p")
             await wait_until(pilot, lambda: ports(app)[0] == 40005, "the rows on resume")
             assert "PAUSED" not in app.status_text()
+
+
+async def test_keeping_a_live_filter_current_does_not_say_searching(tmp_path: Path) -> None:
+    async with live_capture(tmp_path) as capture:
+        app = capture.app(refresh_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot, app)
+            await capture.send([base_record(i) for i in range(3)])
+            await received(pilot, app, 3)
+            await pilot.press(*"SrcPort=40001")
+            with app._store_lock:  # holds the search in its worker thread
+                await pilot.press("enter")
+                assert "searching…" in app.status_text()  # the first search of a filter
+            await wait_until(pilot, lambda: ports(app) == [40001], "the match")
+            assert "searching" not in app.status_text()
+            app._search_newer()  # what the timer does, twice a second
+            assert app._searching and "searching" not in app.status_text()
