@@ -38,6 +38,7 @@ def bench(session: nox.Session) -> None:
     session.run(PY, "tests/bench/bench_datapath.py")
     session.run(PY, "tests/bench/bench_filter.py")
     session.run(PY, "tests/bench/bench_store.py")
+    session.run(PY, "tests/bench/bench_tui.py")
 
 
 @nox.session

@@ -15,7 +15,6 @@ import ctypes as ct
 import json
 import logging
 import os
-import resource
 import select
 import signal
 import socket
@@ -27,6 +26,7 @@ from typing import Any
 
 from .. import __version__
 from ..model.errors import KernelError, NetobservError
+from ..model.memory import peak_rss_kib
 from ..model.units import parse_duration
 from . import kernel
 from .bpf import FlowProgram
@@ -233,7 +233,7 @@ class Agent:
             "flows": exporter.acked_rows,
             "lost_flows": exporter.lost_rows,
             "evictions": self.stats.evictions,
-            "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "max_rss_kib": peak_rss_kib(),
         }
         _emit(summary)
         return summary

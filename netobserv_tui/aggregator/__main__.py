@@ -22,12 +22,12 @@ import gc
 import json
 import logging
 import os
-import resource
 import signal
 import sys
 from typing import Any
 
 from ..model.errors import NetobservError, UsageError
+from ..model.memory import peak_rss_kib
 from .server import Aggregator
 
 log = logging.getLogger("netobserv_tui.aggregator")
@@ -80,7 +80,7 @@ async def run(args: argparse.Namespace, token: str) -> int:
         loop.add_signal_handler(signum, _on_signal, signum, stop)
     await stop.wait()
     summary = await aggregator.stop(grace=args.grace)
-    emit("closed", **summary, max_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    emit("closed", **summary, max_rss_kib=peak_rss_kib())
     if summary["write_errors"]:
         log.error("%d batch(es) could not be written; see the errors above",
                   summary["write_errors"])

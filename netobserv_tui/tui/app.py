@@ -151,7 +151,8 @@ class FlowsApp(App[str]):
     def _show(self, state: ViewState) -> None:
         refilter = state.view != self.view_state.view
         self.view_state = state
-        self._table.set_columns(state.columns())
+        # A new view shows other rows: no rebuild of the old ones under the new columns.
+        self._table.set_columns(state.columns(), rebuild=not refilter)
         self.sub_title = state.title()
         if refilter:
             self._refilter()
@@ -170,19 +171,13 @@ class FlowsApp(App[str]):
 
     # -- rows shown, pause, help, details ----------------------------------------------
 
-    def _visible_rows(self) -> int:
-        return max(1, self._table.size.height - 1)  # minus the header row
-
     def action_more_rows(self) -> None:
         table = self._table
-        if table.limit is not None:
-            table.set_limit(table.limit + 1)
+        table.set_limit((table.limit or table.fit_rows()) + 1)
 
     def action_fewer_rows(self) -> None:
         table = self._table
-        current = table.limit if table.limit is not None else min(
-            self._visible_rows(), max(table.max_rows, 1))
-        table.set_limit(current - 1)
+        table.set_limit((table.limit or table.fit_rows()) - 1)
 
     def action_toggle_pause(self) -> None:
         paused = not self._table.paused
@@ -260,7 +255,8 @@ class FlowsApp(App[str]):
 
     def _narrowing(self) -> Narrowing:
         """What the store may check in SQL first: the view's fields, integer chips."""
-        return Narrowing(self.view_state.view.fields, self.chips.equalities())
+        return Narrowing(self.view_state.view.fields, self.chips.equalities(),
+                         complete=self.chips.only_equalities())
 
     def _refilter(self) -> None:
         """The view or the chips changed: show what matches, from everything seen."""

@@ -208,6 +208,11 @@ class FilterChips:
         check before building records (``store.Narrowing``)."""
         return tuple(chip.equals for chip in self.chips if chip.equals is not None)
 
+    def only_equalities(self) -> bool:
+        """True when every chip is an integer ``Field=value`` chip (or there is none): then
+        :meth:`equalities` say all that :meth:`matches` checks."""
+        return all(chip.equals is not None for chip in self.chips)
+
     def remove_last(self) -> FilterChips:
         """Without the last chip (Backspace on an empty input); unchanged when empty."""
         return FilterChips(self.chips[:-1]) if self.chips else self

@@ -118,6 +118,9 @@ class Narrowing:
     any_present: tuple[str, ...] = ()
     #: Each of these integer fields equals the value.
     equals: tuple[tuple[str, int], ...] = ()
+    #: The conditions are all of ``match`` (only a view and integer chips): a store may
+    #: count and page in SQL without running ``match`` at all.
+    complete: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.any_present or self.equals)
@@ -263,9 +266,23 @@ class SqliteStore:
                 return SearchResult(list(map(self._record, rows)), count, count, last_id)
             if condition is None:  # a field the file does not have: nothing can match
                 return SearchResult([], 0, 0, last_id)
+            if narrow is not None and narrow.complete:
+                return self._page(conn, condition, params, after, last_id, limit)
             plan = self._plan(conn, last_id, condition)
             cursor = conn.execute(plan.sql, (after, last_id, *params))
             return self._scan(cursor, plan, match, limit, last_id)
+
+    def _page(self, conn: sqlite3.Connection, condition: str, params: list[Any], after: int,
+              last_id: int, limit: int) -> SearchResult:
+        """A complete narrowing: SQL counts the matches and fetches only ``limit`` of them
+        (20 ms instead of 0.3 s for 60,000 matches of 100,000 rows)."""
+        bounds = f"FROM {TABLE} WHERE rowid > ? AND rowid <= ?{condition}"
+        (count,) = conn.execute(f"SELECT count(*) {bounds}",
+                                (after, last_id, *params)).fetchone()
+        rows = conn.execute(
+            f"SELECT {', '.join(map(_quote, self._columns))} {bounds} "
+            "ORDER BY rowid DESC LIMIT ?", (after, last_id, *params, limit)).fetchall()
+        return SearchResult(list(map(self._record, rows)), count, count, last_id)
 
     def _condition(self, narrow: Narrowing | None) -> tuple[str | None, list[Any]]:
         """SQL for ``narrow`` over this file's columns: ``(" AND ...", params)``, ``("", [])``

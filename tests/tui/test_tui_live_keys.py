@@ -157,32 +157,33 @@ async def test_up_down_change_the_rows_shown_and_move_the_cursor_in_the_table(
         async with app.run_test(size=(120, 30)) as pilot:
             await connected(pilot, app)
             await capture.send([base_record(i) for i in range(60)])
-            await received(pilot, app, 60)
+            await wait_until(pilot, lambda: table(app).received == 60, "60 records")
             flows = table(app)
-            visible = flows.size.height - 1
-            assert flows.row_count == 60 and flows.limit is None
+            fit = flows.size.height - 1
+            # By default as many rows as fit; the ring keeps all 60.
+            await wait_until(pilot, lambda: flows.row_count == fit == 24, "a screenful")
+            assert flows.limit is None and len(flows.latest()) == 60
 
-            await pilot.press("down")  # on the filter line: one row fewer than fit
-            assert flows.limit == visible - 1 and flows.row_count == visible - 1
+            await pilot.press("down")  # on the filter line: one row fewer
+            assert flows.limit == fit - 1 and flows.row_count == fit - 1
             await pilot.press("down", "down")
-            assert flows.row_count == visible - 3
+            assert flows.row_count == fit - 3
             await pilot.press("up")
-            assert flows.row_count == visible - 2
-            assert f"(limit {visible - 2}, Up/Down)" in app.status_text()
+            assert flows.row_count == fit - 2
+            assert f"(limit {fit - 2}, Up/Down)" in app.status_text()
 
             await pilot.press("tab")  # the table: Up/Down move the cursor
             assert app.focused is flows
             await pilot.press("down", "down", "down")
-            assert flows.cursor_row == 3 and flows.row_count == visible - 2
+            assert flows.cursor_row == 3 and flows.row_count == fit - 2
             await pilot.press("up")
             assert flows.cursor_row == 2
 
             await pilot.press("escape")  # back to the filter line
             assert app.focused is app.query_one(FilterBar).input
-            await pilot.press("up", "up")  # one row more than fit
-            assert flows.row_count == visible
-            await pilot.press(*["up"] * (60 - visible))  # every kept record: no limit
-            assert flows.limit is None and flows.row_count == 60
+            await pilot.press(*["up"] * 40)  # more rows than fit: the table scrolls
+            assert flows.limit == fit + 38 and flows.row_count == 60
+            assert ports(app)[-1] == 40000
 
 
 async def test_enter_shows_every_field_of_the_selected_row(tmp_path: Path) -> None:

@@ -507,3 +507,36 @@ def test_narrowing_on_a_field_the_file_lacks_matches_nothing(tmp_path: Path) -> 
     result = json_store.search(lambda r: "TimeFlowRttNs" in r, 10,
                                narrow=Narrowing(("TimeFlowRttNs",)))
     assert result.matched == 0
+
+
+@pytest.mark.parametrize(
+    ("texts", "fields"),
+    [(("DstPort=53",), ()), (("Proto=tcp", "IfDirection=1"), ()), ((), ("DnsId",)),
+     (("DstPort=53",), ("DnsLatencyMs",)), (("SrcPort=1",), ())],
+)
+def test_a_complete_narrowing_pages_in_sql_with_the_same_result(
+    tmp_path: Path, texts: tuple[str, ...], fields: tuple[str, ...]
+) -> None:
+    rows = sample_rows(500, seed=11)
+    store = SqliteStore(write_capture(tmp_path, rows).db_path)
+    filter_chips = chips(*texts)
+    assert filter_chips.only_equalities()
+
+    def match(record: Any) -> bool:
+        has_data = not fields or any(record.get(f) is not None for f in fields)
+        return has_data and filter_chips.matches(record)
+
+    expected = store.search(match, 40)
+    paged = store.search(lambda record: False, 40,  # must not even be called
+                         narrow=Narrowing(fields, filter_chips.equalities(), complete=True))
+    assert paged.records == expected.records
+    assert paged.matched == expected.matched == sum(map(match, as_objects(DNS_COLUMNS, rows)))
+    newer = store.search(match, 40, after=400,
+                         narrow=Narrowing(fields, filter_chips.equalities(), complete=True))
+    assert newer.records == store.search(match, 40, after=400).records
+
+
+def test_only_equalities() -> None:
+    assert chips().only_equalities() and chips("DstPort=53", "Proto=udp").only_equalities()
+    assert not chips("DstPort=53", "tcp").only_equalities()
+    assert not chips("Interface=eth0").only_equalities()  # text: compared in Python

@@ -10,9 +10,15 @@ Two sources of rows, newest first:
 
 Adding records only appends to a deque; the table is rebuilt at most once per
 ``refresh_interval`` and only when something changed, so a burst of thousands of records
-costs a handful of repaints.  Rebuilding 1000 rows takes about 0.1 s of DataTable work (it
-measures every cell), hence the default of two refreshes per second.  While paused, records
-keep arriving but the table is not rebuilt; :attr:`limit` caps how many rows are shown.
+costs a handful of repaints.  While paused, records keep arriving but the table is not
+rebuilt.
+
+How many rows are shown: as many as fit the table's height (the article's "number of
+displayed flows", adapted to the screen), or :attr:`limit` once the user chose one with
+Up/Down (up to ``max_rows``; more than fit makes the table scroll).  Rows off screen are
+not built: DataTable measures every cell of every row it holds, so rebuilding 1000 rows
+costs ~140 ms and leaves ~37,000 objects for the cyclic garbage collector, against ~35 ms
+for the 40 rows a 48-line terminal shows (``tests/bench/bench_tui.py``).
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ class FlowTable(DataTable[Text]):
         self.received = 0
         #: Number of records matching the active filter (None when nothing is filtered).
         self.matched: int | None = None
-        #: At most this many rows are shown (None: every kept row).
+        #: Rows shown, as chosen with Up/Down (None: as many as fit the table's height).
         self.limit: int | None = None
         self.paused = False
         #: Number of table rebuilds, for tests and benchmarks.
@@ -84,6 +90,15 @@ class FlowTable(DataTable[Text]):
         for column in self._flow_columns:
             self.add_column(column.label, key=column.key)
         self.set_interval(self.refresh_interval, self.flush)
+
+    def on_resize(self) -> None:
+        if self.limit is None and self.fit_rows() != len(self._shown):
+            self._rebuild()
+
+    def fit_rows(self) -> int:
+        """Rows that fit under the header row (50 before the first layout)."""
+        height = self.size.height
+        return max(1, height - 1) if height else 50
 
     def on_key(self, event: Any) -> None:
         # Typing belongs to the filter line, even while the table has the focus.
@@ -97,13 +112,16 @@ class FlowTable(DataTable[Text]):
 
     # -- what is shown -----------------------------------------------------------------
 
-    def set_columns(self, columns: Sequence[Column]) -> None:
-        """Show other columns (another view); the rows come back at once."""
+    def set_columns(self, columns: Sequence[Column], *, rebuild: bool = True) -> None:
+        """Show other columns (another view); the rows come back at once unless
+        ``rebuild`` is false (a search for other rows follows: no rows meanwhile)."""
         self._flow_columns = tuple(columns)
         self.clear(columns=True)
+        self._shown = []
         for column in self._flow_columns:
             self.add_column(column.label, key=column.key)
-        self._rebuild()
+        if rebuild:
+            self._rebuild()
 
     @property
     def flow_columns(self) -> tuple[Column, ...]:
@@ -165,13 +183,9 @@ class FlowTable(DataTable[Text]):
         return self._shown[row] if 0 <= row < len(self._shown) else None
 
     def set_limit(self, limit: int | None) -> None:
-        """Show at most ``limit`` rows, at least one; None, or a limit reaching every
-        record kept, shows them all."""
+        """Show ``limit`` rows (clamped to 1..max_rows), or as many as fit (None)."""
         if limit is not None:
-            kept = len(self._results if self._results is not None else self._flows)
-            limit = max(1, limit)
-            if limit >= min(kept, self.max_rows):
-                limit = None
+            limit = max(1, min(limit, self.max_rows))
         if limit != self.limit:
             self.limit = limit
             self._rebuild()
@@ -194,7 +208,7 @@ class FlowTable(DataTable[Text]):
             return
         self._dirty = False
         source = self._results if self._results is not None else self._flows
-        count = len(source) if self.limit is None else min(self.limit, len(source))
+        count = min(self.fit_rows() if self.limit is None else self.limit, len(source))
         shown = [source[-1 - i] for i in range(count)]
         cursor_row = self.cursor_row
         self.clear()
