@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
 from ..model.stream import FlowBatch, LiveStream, StatsUpdate, StreamError
@@ -211,17 +211,15 @@ class FlowsApp(App[str]):
 
     # -- filter chips ------------------------------------------------------------------
 
-    def on_input_submitted(self, message: Input.Submitted) -> None:
-        if message.input is not self._filter_bar.input:
-            return
+    def on_filter_input_entered(self, message: FilterInput.Entered) -> None:
         if not message.value.strip():
             self._show_details(self._table.cursor_row)
             return
         chips, error = self.chips.add(message.value)
         if error is not None:
+            self._filter_bar.input.restore(message.value)
             self.notify(error, title="Filter not added", severity="error", timeout=6)
             return
-        message.input.value = ""
         self._set_chips(chips)
 
     def on_filter_input_remove_last(self, _message: FilterInput.RemoveLast) -> None:

@@ -16,6 +16,7 @@ from netobserv_tui.tui.app import FlowsApp
 from netobserv_tui.tui.screens import DetailsScreen
 from netobserv_tui.tui.store import open_store
 from netobserv_tui.tui.widgets import CaptureHeader, FlowTable
+from netobserv_tui.tui.widgets.filter_bar import FilterBar
 
 SIZE = (160, 40)
 DNS_COLUMNS = (*BASE_COLUMNS, "DnsId", "DnsFlagsResponseCode", "DnsLatencyMs", "DnsName")
@@ -93,3 +94,32 @@ async def test_open_an_empty_capture(tmp_path: Path) -> None:
         await pilot.press(*"tcp", "enter")
         await wait_until(pilot, lambda: "0 flows match in the file" in app.status_text(),
                          "an empty search")
+
+
+async def test_a_burst_of_keys_is_applied_in_order(tmp_path: Path) -> None:
+    """Keys that arrive together (a fast typist, tmux send-keys, a busy app) keep their order:
+    Enter makes a chip of what was typed before it, Backspace deletes the character before it."""
+    from textual import events
+
+    writer = write_capture(tmp_path, 10)
+    app = FlowsApp(None, {"output": "x"}, store=open_store(writer.db_path), refresh_interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, app, 12)
+        burst = ["right", "right", *"DstPort=53", "enter", *"nxdomainx", "backspace", "enter",
+                 *"ab", "backspace", "c"]
+        for key in burst:
+            character = {"enter": "\r", "backspace": "\x7f"}.get(
+                key, key if len(key) == 1 else None)
+            app.post_message(events.Key(key, character))
+        await wait_until(pilot, lambda: app.query_one(FilterBar).input.value == "ac", "the keys")
+        assert app.chips.texts == ("DstPort=53", "nxdomain")
+        await wait_until(pilot, lambda: ports(app) == [40011], "the NXDomain record")
+
+        # A refused chip goes back before what was typed after it.
+        for key in ["backspace", "backspace", *"Dst=1", "enter", *"xy"]:
+            character = {"enter": "\r", "backspace": "\x7f"}.get(key, key)
+            app.post_message(events.Key(key, character))
+        field = app.query_one(FilterBar).input
+        await wait_until(pilot, lambda: field.value == "Dst=1xy", "the refused text back")
+        assert field.cursor_position == len("Dst=1")
+        assert app.chips.texts == ("DstPort=53", "nxdomain")

@@ -25,11 +25,24 @@ PLACEHOLDER = "type to filter: keyword, Field=value or /regex/, then Enter"
 
 
 class FilterInput(Input):
-    """An Input that reports Backspace on empty text, Escape and ``?`` to the app."""
+    """An Input that reports Enter, Backspace on empty text, Escape and ``?`` to the app.
+
+    Those keys are handled as they arrive, not through bindings: Textual runs a widget's
+    bindings only once the key has bubbled up to the app, after the keys queued behind it
+    were typed into the line (a fast typist, ``tmux send-keys``, a busy app), so "Enter
+    then nxdomain" became the chip "DstPort=53nxdomain".
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "clear_filters", "Clear filters", show=False),
     ]
+
+    @dataclass
+    class Entered(Message):
+        """Enter: ``value`` was in the line, which is now empty (the app puts the text back
+        if it is not a valid chip)."""
+
+        value: str
 
     @dataclass
     class RemoveLast(Message):
@@ -54,12 +67,33 @@ class FilterInput(Input):
         self.post_message(self.ClearAll())
 
     async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            value, self.value = self.value, ""
+            self.post_message(self.Entered(value))
+            return
+        if event.key == "backspace":
+            event.stop()
+            event.prevent_default()
+            self.action_delete_left()
+            return
+        if event.key == "escape":
+            event.stop()
+            event.prevent_default()
+            self.action_clear_filters()
+            return
         if event.character == "?" and not self.value:
             event.stop()
             event.prevent_default()
             self.post_message(self.HelpRequested())
             return
         await super()._on_key(event)
+
+    def restore(self, text: str) -> None:
+        """Put back ``text`` (a chip that was refused) before what was typed since."""
+        self.value = text + self.value
+        self.cursor_position = len(text)
 
 
 class FilterBar(Horizontal):
