@@ -1,4 +1,5 @@
-"""``python -m netobserv_tui.aggregator``: run one capture's aggregator until SIGTERM/SIGINT.
+"""``python -m netobserv_tui.aggregator``: run one capture's aggregator until SIGTERM/SIGINT,
+or until a FINISH session (see :mod:`..model.protocol`) has taken the closed files away.
 
 stdout carries exactly two JSON lines for the process that started us (the capture
 lifecycle), each flushed at once::
@@ -78,7 +79,12 @@ async def run(args: argparse.Namespace, token: str) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, signum, stop)
-    await stop.wait()
+    # A signal, or a FINISH session (which closes the files itself) that has ended.
+    finished = asyncio.create_task(aggregator.finished.wait())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finished.cancel()
+    stopped.cancel()
     summary = await aggregator.stop(grace=args.grace)
     emit("closed", **summary, max_rss_kib=peak_rss_kib())
     if summary["write_errors"]:

@@ -19,14 +19,18 @@ Shape of the data path::
   never holds up ingest (see :mod:`.live`).
 * Every batch accepted from an agent is ACKed (or NACKed on a write error) before its
   connection closes, whether it ends with BYE, end of stream or a framing ERROR.
+* A FINISH session (the controller of a cluster capture, through a port-forward) stops the
+  capture like ``stop`` and then sends the closed files over the same connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
+import os
 import socket
 import time
 from collections import deque
@@ -60,6 +64,8 @@ SUBSCRIBER_SNDBUF: Final = 256 * 1024
 #: How long a connection closed on an error keeps being read, so the ERROR frame is not
 #: lost to a TCP reset caused by unread data.
 LINGER_SECONDS: Final = 1.0
+#: Bytes read and written at a time when a file is sent after FINISH.
+FILE_CHUNK: Final = 1024 * 1024
 
 
 class AuthError(ProtocolError):
@@ -227,6 +233,9 @@ class Aggregator:
         self._agents: dict[str, AgentRecord] = {}
         self._sessions: set[asyncio.Task[None]] = set()
         self._agent_tasks: set[asyncio.Task[None]] = set()
+        self._finish_tasks: set[asyncio.Task[None]] = set()
+        #: Set once a FINISH session closed the files and ended: the process may exit.
+        self.finished = asyncio.Event()
         self._subscribers: set[Subscriber] = set()
         self._counts = dict.fromkeys(
             ("flows", "bytes", "packets", "batches", "batches_rejected",
@@ -333,7 +342,8 @@ class Aggregator:
                 log.warning("Closing %d agent connection(s) still open after %.1f s",
                             len(late), grace)
         subscribers = self._subscriber_tasks()
-        others = [t for t in self._sessions if t not in subscribers]
+        others = [t for t in self._sessions
+                  if t not in subscribers and t not in self._finish_tasks]
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
@@ -458,9 +468,68 @@ class Aggregator:
         elif first.kind is FrameType.SUBSCRIBE:
             task.set_name(f"subscriber {peer}")
             await self._subscriber_session(reader, writer, peer, first)
+        elif first.kind is FrameType.FINISH:
+            self._finish_tasks.add(task)
+            try:
+                await self._finish_session(reader, writer, peer, first)
+            finally:
+                self._finish_tasks.discard(task)
+                self.finished.set()
         else:
             raise ProtocolError(
-                f"the first frame must be HELLO or SUBSCRIBE, not {first.kind.name}")
+                f"the first frame must be HELLO, SUBSCRIBE or FINISH, not {first.kind.name}")
+
+    # ----------------------------------------------------------------- finish and fetch
+
+    async def _finish_session(self, reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter, peer: str, first: _Frame) -> None:
+        """FINISH: close the capture like ``stop``, then serve the files on this connection.
+
+        This is how the files leave a cluster: the pod's filesystem is gone once it is
+        deleted, so the controller asks for them, through a port-forward, before that.
+        """
+        self._check_token(first.payload)
+        grace = first.payload.get("grace", 5.0)
+        if not isinstance(grace, int | float) or not 0 <= grace <= 600:
+            raise ProtocolError("FINISH grace must be a number of seconds from 0 to 600")
+        log.info("FINISH from %s: closing the capture", peer)
+        summary = await self.stop(grace=float(grace))
+        writer.write(encode(FrameType.FINISHED, summary))
+        await writer.drain()
+        files = {kind: Path(path) for kind, path in summary["files"].items()}
+        while True:
+            frame = await _read_frame(reader)
+            if frame is None or frame.kind is FrameType.BYE:
+                return
+            if frame.kind is not FrameType.FETCH:
+                raise ProtocolError(f"{frame.kind.name} is not allowed after FINISH")
+            kind = frame.payload.get("file")
+            path = files.get(kind) if isinstance(kind, str) else None
+            if not isinstance(kind, str) or path is None:
+                writer.write(encode(FrameType.ERROR, {
+                    "reason": f"no file {kind!r}: ask for one of {sorted(files)}"}))
+                await writer.drain()
+                continue
+            await self._send_file(writer, kind, path)
+
+    async def _send_file(self, writer: asyncio.StreamWriter, kind: str, path: Path) -> None:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            writer.write(encode(FrameType.FILE, {"file": kind, "name": path.name,
+                                                 "size": size}))
+            left = size
+            while left:
+                chunk = fh.read(min(FILE_CHUNK, left))
+                if not chunk:
+                    raise OSError(f"{path.name} shrank while it was sent")
+                digest.update(chunk)
+                writer.write(chunk)
+                left -= len(chunk)
+                await writer.drain()
+        writer.write(encode(FrameType.FILE_END, {"sha256": digest.hexdigest()}))
+        await writer.drain()
+        log.info("Sent %s (%d bytes)", path.name, size)
 
     async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       peer: str, reason: str) -> None:

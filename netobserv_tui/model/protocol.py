@@ -26,6 +26,17 @@ Live stream session (TUI -> aggregator)::
     <- FLOWS {"seq": int, "columns": [...], "rows": [...]}   recent rows, may skip under load
     <- STATS {"flows": int, "bytes": int, "packets": int, "agents": int, ...}
 
+Finish session (the capture controller -> aggregator; how files leave a cluster)::
+
+    FINISH  {"token": str, "grace": float}
+            the aggregator stops taking agents (giving connected ones ``grace`` seconds
+            to say BYE), writes what is queued and closes the files
+    <- FINISHED {"capture": str, "files": {"json": path, "db": path}, "flows": int, ...}
+    FETCH   {"file": "json" | "db"}
+    <- FILE {"file": str, "name": str, "size": int}, then exactly ``size`` raw bytes
+       (not a frame), then <- FILE_END {"sha256": hex}
+    ...     more FETCHes, then BYE; an unknown file gets <- ERROR and the session goes on
+
 The JSON payload of FLOWS is columnar (one header, then positional rows) because
 decoding a list of lists is several times cheaper than a list of objects.
 
@@ -63,6 +74,11 @@ class FrameType(enum.IntEnum):
     STATS = 7
     BYE = 8
     SUBSCRIBE = 9
+    FINISH = 10
+    FINISHED = 11
+    FETCH = 12
+    FILE = 13
+    FILE_END = 14
 
 
 class ProtocolError(Exception):

@@ -250,12 +250,12 @@ async def test_framing_garbage_closes_that_connection_only(
 
 
 @pytest.mark.parametrize("first", [FrameType.FLOWS, FrameType.STATS, FrameType.BYE,
-                                   FrameType.ACK])
-async def test_first_frame_must_be_hello_or_subscribe(aggregator: Aggregator,
-                                                      first: FrameType) -> None:
+                                   FrameType.ACK, FrameType.FETCH, FrameType.FILE])
+async def test_first_frame_must_be_hello_subscribe_or_finish(aggregator: Aggregator,
+                                                             first: FrameType) -> None:
     peer = await Peer.connect(aggregator.port)
     await peer.send(first, {"seq": 1, "columns": ["Bytes"], "rows": [[1]]})
-    assert "HELLO or SUBSCRIBE" in (await peer.expect(FrameType.ERROR))["reason"]
+    assert "HELLO, SUBSCRIBE or FINISH" in (await peer.expect(FrameType.ERROR))["reason"]
     await peer.expect_closed()
     assert aggregator.stats()["flows"] == 0
 

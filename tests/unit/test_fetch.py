@@ -1,0 +1,183 @@
+"""FINISH and FETCH: the files of a capture leave its aggregator over the protocol, complete."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agg_helpers import (
+    DNS_COLUMNS,
+    TOKEN,
+    AggregatorFactory,
+    Peer,
+    as_objects,
+    load_json,
+    sample_rows,
+    sqlite_json,
+)
+from test_aggregator_main import ready_line, send_batches, start
+
+from netobserv_tui.model.fetch import FetchError, finish_and_fetch
+from netobserv_tui.model.protocol import FrameType, encode, read_frame
+
+
+def without_time_received(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON file's objects without the TimeReceived the aggregator adds."""
+    return [{k: v for k, v in o.items() if k != "TimeReceived"} for o in load_json(path)]
+
+
+async def test_files_arrive_identical_and_complete(
+    make_aggregator: AggregatorFactory, tmp_path: Path
+) -> None:
+    aggregator = await make_aggregator()
+    rows = sample_rows(2500, seed=5)
+    peer = await Peer.connect(aggregator.port)
+    await peer.hello()
+    await peer.flows(1, DNS_COLUMNS, rows[:1200])
+    await peer.flows(2, DNS_COLUMNS, rows[1200:])
+    assert (await peer.expect(FrameType.ACK))["seq"] == 1
+    assert (await peer.expect(FrameType.ACK))["seq"] == 2
+    await peer.close()
+    said: list[str] = []
+
+    summary = await finish_and_fetch("127.0.0.1", aggregator.port, TOKEN, tmp_path / "here",
+                                     progress=said.append)
+
+    assert summary["flows"] == 2500
+    local = {kind: Path(path) for kind, path in summary["local_files"].items()}
+    remote = {kind: Path(path) for kind, path in summary["files"].items()}
+    assert local["json"] == tmp_path / "here" / "flow" / remote["json"].name
+    for kind in ("json", "db"):
+        assert local[kind].read_bytes() == remote[kind].read_bytes()
+    assert without_time_received(local["json"]) == as_objects(DNS_COLUMNS, rows)
+    assert sqlite_json(local["db"], "SELECT count(*) AS n FROM flow") == [{"n": 2500}]
+    assert not list((tmp_path / "here" / "flow").glob("*.part"))
+    assert said[0].startswith("Completing the files") and "Copying" in said[1]
+    await asyncio.wait_for(aggregator.finished.wait(), 5)  # after our BYE
+    # The capture is closed: no agent gets in any more.
+    with pytest.raises(OSError):
+        await Peer.connect(aggregator.port)
+
+
+async def test_a_wrong_token_changes_nothing(
+    make_aggregator: AggregatorFactory, tmp_path: Path
+) -> None:
+    aggregator = await make_aggregator()
+    with pytest.raises(FetchError, match="refused: wrong capture token"):
+        await finish_and_fetch("127.0.0.1", aggregator.port, "nope", tmp_path)
+    peer = await Peer.connect(aggregator.port)  # still taking agents
+    await peer.hello()
+    await peer.flows(1, DNS_COLUMNS, sample_rows(3))
+    assert (await peer.expect(FrameType.ACK))["seq"] == 1
+    await peer.close()
+    assert not (tmp_path / "flow").exists()
+
+
+async def test_an_unknown_file_is_refused_by_name(
+    make_aggregator: AggregatorFactory, tmp_path: Path
+) -> None:
+    aggregator = await make_aggregator()
+    with pytest.raises(FetchError, match=r"no file 'pcap': ask for one of \['db', 'json'\]"):
+        await finish_and_fetch("127.0.0.1", aggregator.port, TOKEN, tmp_path, files=["pcap"])
+
+
+async def test_an_existing_file_is_not_overwritten(
+    make_aggregator: AggregatorFactory, tmp_path: Path
+) -> None:
+    aggregator = await make_aggregator()
+    name = Path(aggregator.files["json"]).name
+    (tmp_path / "flow").mkdir()
+    (tmp_path / "flow" / name).write_text("mine")
+    summary = await finish_and_fetch("127.0.0.1", aggregator.port, TOKEN, tmp_path)
+    assert (tmp_path / "flow" / name).read_text() == "mine"
+    assert Path(summary["local_files"]["json"]).name == name.replace(".json", "-1.json")
+
+
+class BadAggregator:
+    """Answers FINISH, then sends a FILE whose bytes are cut short or do not match."""
+
+    def __init__(self, *, send: bytes, size: int, sha256: str | None) -> None:
+        self.send, self.size, self.sha256 = send, size, sha256
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> BadAggregator:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        summary: dict[str, Any] = {"files": {"json": "/out/flow/x.json"}, "flows": 1}
+        writer.write(encode(FrameType.FINISHED, summary))
+        await read_frame(reader)
+        writer.write(encode(FrameType.FILE, {"file": "json", "name": "x.json",
+                                             "size": self.size}))
+        writer.write(self.send)
+        if self.sha256 is not None:
+            writer.write(encode(FrameType.FILE_END, {"sha256": self.sha256}))
+        await writer.drain()
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("send", "size", "sha256", "message"),
+    [
+        (b"[1,2", 100, None, r"x.json: the connection to .* closed after 4 of 100 bytes"),
+        (b"[1,2]", 5, "0" * 64, r"x.json: the copy does not match the aggregator's file"),
+    ],
+)
+async def test_a_broken_transfer_leaves_no_file(
+    tmp_path: Path, send: bytes, size: int, sha256: str | None, message: str
+) -> None:
+    async with BadAggregator(send=send, size=size, sha256=sha256) as bad:
+        with pytest.raises(FetchError, match=message):
+            await finish_and_fetch("127.0.0.1", bad.port, TOKEN, tmp_path, files=["json"])
+    assert list((tmp_path / "flow").iterdir()) == []
+
+
+async def test_a_file_name_that_climbs_out_is_refused(tmp_path: Path) -> None:
+    class Climber(BadAggregator):
+        async def _serve(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+            await read_frame(reader)
+            writer.write(encode(FrameType.FINISHED, {"files": {}}))
+            await read_frame(reader)
+            writer.write(encode(FrameType.FILE, {"name": "../../etc/x", "size": 1}))
+            await writer.drain()
+
+    async with Climber(send=b"", size=0, sha256=None) as bad:
+        with pytest.raises(FetchError, match="bad FILE header"):
+            await finish_and_fetch("127.0.0.1", bad.port, TOKEN, tmp_path, files=["json"])
+
+
+async def test_the_aggregator_process_exits_once_its_files_are_taken(tmp_path: Path) -> None:
+    proc = start(tmp_path / "pod")
+    try:
+        ready = ready_line(proc)
+        rows = sample_rows(300)
+        await asyncio.to_thread(send_batches, ready["port"], [rows])
+        summary = await finish_and_fetch("127.0.0.1", ready["port"], TOKEN, tmp_path / "here")
+        out, err = await asyncio.to_thread(proc.communicate, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    closed = json.loads(out.splitlines()[-1])
+    assert closed["event"] == "closed" and closed["flows"] == 300 == summary["flows"]
+    local = summary["local_files"]
+    assert without_time_received(local["json"]) == as_objects(DNS_COLUMNS, rows)
+    out = subprocess.run(["sqlite3", local["db"], "PRAGMA integrity_check; "
+                          "SELECT count(*) FROM flow"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["ok", "300"]
