@@ -311,9 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--aggregator", type=_address, default=env("NETOBSERV_AGGREGATOR"),
                    required=env("NETOBSERV_AGGREGATOR") is None, help="HOST:PORT of the aggregator")
-    p.add_argument("--interfaces", action="append", default=[],
+    # A pod passes them as INTERFACES / EXCLUDE_INTERFACES (comma-separated), like the
+    # other settings; flags add to them.
+    p.add_argument("--interfaces", action="append",
+                   default=[v] if (v := env("INTERFACES")) else [],
                    help="only these interfaces (names or patterns, comma-separated)")
-    p.add_argument("--exclude_interfaces", "--exclude-interfaces", action="append", default=[],
+    p.add_argument("--exclude_interfaces", "--exclude-interfaces", action="append",
+                   default=[v] if (v := env("EXCLUDE_INTERFACES")) else [],
                    help="skip these interfaces (default: lo)")
     p.add_argument("--cache-max-flows", type=int, default=int(env("CACHE_MAX_FLOWS", "100000")),
                    help="size of the kernel flow map (default 100000)")
