@@ -71,6 +71,32 @@ def _flows_parser(sub: Any) -> argparse.ArgumentParser:
     target.add_argument("--lab", action="store_true",
                         help="build the network-namespace lab with live traffic for the "
                         "duration of the capture (a demo that needs no cluster)")
+    cluster = p.add_argument_group(
+        "cluster", "used when a kubeconfig is present and --local is not given")
+    cluster.add_argument("--kubeconfig", metavar="PATH",
+                         help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    cluster.add_argument("--context", metavar="NAME",
+                         help="kubeconfig context (default: the current context)")
+    _add(cluster, "--netobserv_namespace", metavar="NAME",
+         help="namespace the capture creates and deletes (default netobserv-cli, or "
+         "$NETOBSERV_NAMESPACE)")
+    cluster.add_argument("--image", metavar="REF",
+                         help="agent and aggregator image (default: $NETOBSERV_IMAGE, "
+                         "then this version's image)")
+    _add(cluster, "--pull_policy", metavar="POLICY",
+         choices=["Always", "IfNotPresent", "Never"],
+         help="image pull policy (default IfNotPresent, or $NETOBSERV_PULL_POLICY)")
+    _add(cluster, "--node_selector", action="append", default=[], metavar="KEY=VALUE",
+         help="run agents only on nodes with this label (repeatable)")
+    _add(cluster, "--rollout_timeout", default="3m", metavar="DURATION",
+         help="how long agents and aggregator may take to be ready (default 3m)")
+    cluster.add_argument("--openshift", type=_bool, nargs="?", const=True, default=None,
+                         metavar="BOOL",
+                         help="add the OpenShift SecurityContextConstraints (default: "
+                         "detected)")
+    cluster.add_argument("--yaml", action="store_true",
+                         help="write every manifest the capture would apply to "
+                         "<output>/netobserv-<id>.yaml and exit; no cluster is contacted")
     feat = p.add_argument_group(
         "features", "opt-in; each accepts =true/=false, and alone means true"
     )
@@ -139,15 +165,11 @@ def _kubeconfig_present() -> bool:
 
 
 def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
+    from .capture.cluster import ClusterOptions
     from .capture.run import FlowsRequest, run_flows
     from .capture.session import Limits
     from .capture.target import CaptureOptions
 
-    if not args.local and _kubeconfig_present() and not args.lab:
-        raise UsageError(
-            "a kubeconfig is present, but Kubernetes mode is not available in this version "
-            "yet; add --local to capture on this host"
-        )
     features = [
         name
         for name, flag in (("pktdrop", args.enable_pktdrop), ("dns", args.enable_dns),
@@ -171,7 +193,22 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
         max_time=parse_duration(args.max_time, "--max-time") if args.max_time else None,
         max_bytes=parse_size(args.max_bytes, "--max-bytes") if args.max_bytes else None,
     )
-    request = FlowsRequest(capture, limits, tui=not args.no_tui, lab=args.lab)
+    cluster = ClusterOptions(
+        kubeconfig=args.kubeconfig, context=args.context, namespace=args.netobserv_namespace,
+        image=args.image, pull_policy=args.pull_policy,
+        node_selector=_key_values(args.node_selector, "--node-selector"),
+        rollout_timeout=parse_duration(args.rollout_timeout, "--rollout-timeout"),
+        openshift=args.openshift,
+    )
+    if args.yaml:
+        from .capture.cluster import output_yaml
+
+        print(output_yaml(capture, cluster))
+        return 0
+    in_cluster = not args.local and not args.lab and (
+        bool(args.kubeconfig or args.context) or _kubeconfig_present())
+    request = FlowsRequest(capture, limits, tui=not args.no_tui, lab=args.lab,
+                           cluster=cluster if in_cluster else None)
     if args.cache_max_flows < 1:
         raise UsageError("--cache-max-flows must be a positive number of flows")
     parse_duration(args.cache_active_timeout, "--cache-active-timeout")
@@ -205,6 +242,17 @@ def _open(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _key_values(items: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE, such as "
+                             "kubernetes.io/hostname=node-1")
+        pairs[key] = value
+    return pairs
 
 
 def _cleanup() -> int:

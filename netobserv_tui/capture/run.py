@@ -19,6 +19,7 @@ from .target import CaptureOptions, CaptureResult, LocalTarget, StreamEndpoint
 
 if TYPE_CHECKING:
     from ..tui.store import FlowStore
+    from .cluster import ClusterOptions, KubernetesTarget
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class FlowsRequest:
     limits: Limits = field(default_factory=Limits)
     tui: bool = True
     lab: bool = False
+    #: Capture on a Kubernetes cluster instead of this host.
+    cluster: ClusterOptions | None = None
 
 
 @contextlib.contextmanager
@@ -87,15 +90,23 @@ def _report(result: CaptureResult, reason: str) -> None:
 
 
 async def run_flows(request: FlowsRequest) -> int:
-    check_privileges()
     options = dataclasses.replace(request.capture, output=request.capture.output.resolve())
+    request = dataclasses.replace(request, capture=options)
     limits = request.limits
+    if request.cluster is None:
+        check_privileges()
     with _maybe_lab(request.lab):
-        target = LocalTarget(options)
+        target: LocalTarget | KubernetesTarget
+        if request.cluster is not None:
+            from .cluster import KubernetesTarget  # kubernetes-asyncio only when needed
+
+            target = KubernetesTarget(options, request.cluster, say=_say)
+        else:
+            target = LocalTarget(options)
         if request.tui:
             result, reason = await _with_tui(target, limits, request)
         else:
-            print("Starting the capture on the local host...", file=sys.stderr)
+            print(f"Starting the capture on the {target.description}...", file=sys.stderr)
 
             async def foreground(
                 endpoint: StreamEndpoint, stop: asyncio.Event, progress: Progress
@@ -129,8 +140,12 @@ def _live_store(db: str | None) -> FlowStore | None:
         return None
 
 
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 async def _with_tui(
-    target: LocalTarget, limits: Limits, request: FlowsRequest
+    target: LocalTarget | KubernetesTarget, limits: Limits, request: FlowsRequest
 ) -> tuple[CaptureResult, str]:
     from ..tui.app import FlowsApp
     from ..tui.terminal import sized_from_terminal
@@ -164,6 +179,6 @@ async def _with_tui(
         if app is not None and app.is_running:
             app.request_stop(why)
 
-    print("Starting the capture on the local host...", file=sys.stderr)
+    print(f"Starting the capture on the {target.description}...", file=sys.stderr)
     with _logs_to_file(request.capture.output / "netobserv.log"):
         return await run_capture(target, limits, foreground, on_stop)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -96,18 +97,26 @@ async def running_captures(api_client: client.ApiClient) -> list[str]:
             for item in found.items]
 
 
+async def check_reachable(api_client: client.ApiClient) -> str:
+    """The cluster's version, or :class:`PreflightError` saying what to check."""
+    server = api_client.configuration.host
+    try:
+        version = await client.VersionApi(api_client).get_code()
+    except ApiException as exc:
+        raise PreflightError(f"the cluster at {server} answered {exc.status} {exc.reason}: "
+                             "check your kubeconfig credentials") from None
+    except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+        raise PreflightError(f"cannot reach the cluster at {server} ({exc}); check the "
+                             "kubeconfig context, or capture on this host with --local") \
+            from None
+    return str(version.git_version)
+
+
 async def preflight(api_client: client.ApiClient, namespace: str, *,
                     openshift: bool = False) -> None:
     """Raise :class:`PreflightError` listing every missing permission, or the capture
     already running; nothing is created."""
-    try:
-        await client.VersionApi(api_client).get_code()
-    except ApiException as exc:
-        raise PreflightError(f"the cluster answered {exc.status} {exc.reason} to a version "
-                             "request: check your kubeconfig credentials") from None
-    except OSError as exc:
-        raise PreflightError(f"cannot reach the cluster ({exc}); check the kubeconfig "
-                             "context, or capture on this host with --local") from None
+    await check_reachable(api_client)
     running = await running_captures(api_client)
     if running:
         raise PreflightError(

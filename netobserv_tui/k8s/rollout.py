@@ -125,9 +125,13 @@ async def diagnose(api_client: client.ApiClient, namespace: str, capture_id: str
         e.involved_object.name in names or e.involved_object.name == AGENT_NAME)]
     ours.sort(key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp
                                 or ""))
+    # Warnings say what went wrong: all of them first (up to EVENTS), then the latest others.
+    warnings = [e for e in ours if e.type == "Warning"][-EVENTS:]
+    others = [e for e in ours if e.type != "Warning"][-(EVENTS - len(warnings)):] \
+        if len(warnings) < EVENTS else []
     if ours:
         lines.append("recent events:")
-        for event in ours[-EVENTS:]:
+        for event in [*warnings, *others]:
             lines.append(f"  {event.type or ''} {event.reason or ''} "
                          f"{event.involved_object.kind}/{event.involved_object.name}: "
                          f"{(event.message or '').strip()}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,61 @@ def test_open_without_a_file_takes_the_newest_capture(
     assert main(["open"]) == 2  # no terminal here, but the message names the file chosen
     err = capsys.readouterr().err
     assert f"output/flow/{newer.db_path.name}" in err and older.db_path.name not in err
+
+
+def test_yaml_writes_every_manifest_and_contacts_no_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kubernetes_validate
+    import yaml
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    argv = ["flows", "--yaml", f"--output={tmp_path}", "--image=registry.test/nobs:2",
+            "--netobserv-namespace=obs", "--node-selector=zone=a", "--enable_dns",
+            "--interfaces=eth0", "--enable_filter=true", "--protocol=tcp", "--port=80"]
+    assert main(argv) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path.parent == tmp_path and path.name.startswith("netobserv-c")
+    objects = [o for o in yaml.safe_load_all(path.read_text()) if o]
+    assert [o["kind"] for o in objects][0] == "Namespace"
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.33", strict=True)
+        assert obj["metadata"].get("namespace", "obs") == "obs"
+    agent = next(o for o in objects if o["kind"] == "DaemonSet")
+    spec = agent["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert spec["nodeSelector"]["zone"] == "a"
+    assert spec["containers"][0]["image"] == "registry.test/nobs:2"
+    assert env["FEATURES"] == "dns" and env["INTERFACES"] == "eth0"
+    assert '"protocol": "TCP"' in env["FLOW_FILTER_RULES"] or "tcp" in env["FLOW_FILTER_RULES"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [("--node-selector=zone", "--node-selector 'zone': expected KEY=VALUE"),
+     ("--netobserv-namespace=kube-system", "namespace"),
+     ("--rollout-timeout=soon", "--rollout-timeout"),
+     ("--pull-policy=Sometimes", "invalid choice")],
+)
+def test_bad_cluster_flags_exit_2_before_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) if "pull-policy" in flag else nullcontext():
+        assert main(["flows", "--yaml", f"--output={tmp_path}", flag]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_kubeconfig_that_reaches_no_cluster_says_to_use_local(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: gone\n"
+        "clusters: [{name: gone, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: gone, context: {cluster: gone, user: u}}]\n")
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    assert main(["flows", "--no-tui", f"--output={tmp_path / 'out'}"]) != 0
+    err = capsys.readouterr().err
+    assert "cannot reach the cluster" in err and "--local" in err

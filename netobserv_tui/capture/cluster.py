@@ -1,0 +1,267 @@
+"""The Kubernetes target: agents as a DaemonSet, the aggregator as a pod, files pulled back.
+
+Same contract as :class:`~.target.LocalTarget` (``start`` gives the live stream's endpoint,
+``stop`` completes the files and returns a :class:`~.target.CaptureResult`), so
+:func:`~.session.run_capture`, the TUI and ``--no-tui`` work unchanged::
+
+    start: connect (kubeconfig, context) -> preflight -> create the objects -> wait for the
+           rollout (progress; diagnostics and cleanup on failure) -> port-forward
+    stop:  delete the DaemonSet (each agent flushes its last flows) -> FINISH/FETCH the files
+           through the port-forward into --output -> delete every object of the capture
+
+Every exit path deletes what was created: a failed start cleans up before raising, and
+``stop`` cleans up even when the files could not be copied (that is reported).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
+from kubernetes_asyncio.stream import WsApiClient
+
+from ..k8s import manifests
+from ..k8s.manifests import AGENT_NAME, AGGREGATOR_NAME, CAPTURE_LABEL, DeployOptions
+from ..k8s.objects import apply, cleanup
+from ..k8s.portforward import PortForward
+from ..k8s.preflight import check_reachable, preflight
+from ..k8s.rollout import wait_ready
+from ..model.errors import CaptureError, UsageError
+from ..model.fetch import FetchError, finish_and_fetch
+from .target import CaptureOptions, CaptureResult, StreamEndpoint
+
+log = logging.getLogger(__name__)
+
+#: How long the agents get to flush and exit once their DaemonSet is deleted.
+AGENTS_GONE_TIMEOUT = 60.0
+
+
+@dataclass
+class ClusterOptions:
+    """Where and how to deploy; image, namespace and pull policy also come from the
+    environment (``NETOBSERV_IMAGE``, ``NETOBSERV_NAMESPACE``, ``NETOBSERV_PULL_POLICY``)."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+    image: str | None = None
+    pull_policy: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    rollout_timeout: float = 180.0
+    #: None: detected (the security.openshift.io API group is served).
+    openshift: bool | None = None
+
+
+def agent_env(options: CaptureOptions) -> dict[str, str]:
+    """The agents' settings as the environment the DaemonSet gives them."""
+    env = {
+        "CACHE_MAX_FLOWS": str(options.cache_max_flows),
+        "CACHE_ACTIVE_TIMEOUT": options.cache_active_timeout,
+    }
+    if options.features:
+        env["FEATURES"] = ",".join(options.features)
+        env["DNS_TRACKING_PORT"] = str(options.dns_port)
+    if options.filters_json:
+        env["FLOW_FILTER_RULES"] = options.filters_json
+    if options.interfaces:
+        env["INTERFACES"] = ",".join(options.interfaces)
+    if options.exclude_interfaces:
+        env["EXCLUDE_INTERFACES"] = ",".join(options.exclude_interfaces)
+    return env
+
+
+def deploy_options(capture: CaptureOptions, cluster: ClusterOptions, capture_id: str,
+                   token: str, openshift: bool) -> DeployOptions:
+    """The manifests' options: flags over environment over defaults; bad values -> exit 2."""
+    try:
+        return manifests.options_from_env(
+            capture_id=capture_id, token=token, namespace=cluster.namespace,
+            image=cluster.image, pull_policy=cluster.pull_policy,
+            agent_env=agent_env(capture), node_selector=dict(cluster.node_selector),
+            openshift=openshift, log_level=capture.log_level)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def new_capture_id() -> str:
+    """``c`` and 8 hex digits: a label value, short enough for object names."""
+    return "c" + secrets.token_hex(4)
+
+
+async def connect(kubeconfig: str | None, context: str | None) -> client.ApiClient:
+    """An API client for the kubeconfig context; clear errors when there is none."""
+    # $KUBECONFIG is read now: kubernetes-asyncio reads it once, when it is imported.
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
+    try:
+        return await config.new_client_from_config(config_file=kubeconfig, context=context)
+    except ConfigException as exc:
+        raise UsageError(f"cannot use the kubeconfig{f' {kubeconfig}' if kubeconfig else ''}"
+                         f"{f' (context {context})' if context else ''}: {exc}; fix it, or "
+                         "capture on this host with --local") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read the kubeconfig: {exc}; or capture on this host with "
+                         "--local") from None
+
+
+async def serves_openshift(api_client: client.ApiClient) -> bool:
+    """True when the cluster serves OpenShift's security API group (SCCs are needed)."""
+    try:
+        groups = await client.ApisApi(api_client).get_api_versions()
+    except ApiException:
+        return False
+    return any(group.name == "security.openshift.io" for group in groups.groups or [])
+
+
+class KubernetesTarget:
+    """A capture on every node of a cluster (or those of ``--node-selector``)."""
+
+    def __init__(self, options: CaptureOptions, cluster: ClusterOptions,
+                 say: Callable[[str], None] = lambda _text: None) -> None:
+        self.options = options
+        self.cluster = cluster
+        self.say = say
+        self.capture_id = new_capture_id()
+        self.token = secrets.token_urlsafe(24)
+        self.description = f"cluster {cluster.context or '(current context)'}"
+        self.interfaces: list[str] = []
+        self.features: dict[str, str] = {f: "on" for f in options.features}
+        self.deploy: DeployOptions | None = None
+        self._api: client.ApiClient | None = None
+        self._ws: WsApiClient | None = None
+        self._forward: PortForward | None = None
+        self._local: tuple[str, int] = ("127.0.0.1", 0)
+        self._created = False
+        self._started = 0.0
+
+    async def start(self) -> StreamEndpoint:
+        try:
+            return await self._start()
+        except BaseException:
+            await self._teardown(problems=[])
+            raise
+
+    async def _start(self) -> StreamEndpoint:
+        self._api = api = await connect(self.cluster.kubeconfig, self.cluster.context)
+        version = await check_reachable(api)
+        self.say(f"Cluster {api.configuration.host} (Kubernetes {version}).")
+        openshift = self.cluster.openshift
+        if openshift is None:
+            openshift = await serves_openshift(api)
+        self.deploy = deploy = deploy_options(self.options, self.cluster, self.capture_id,
+                                              self.token, openshift)
+        self.say(f"Checking the cluster and your permissions (namespace {deploy.namespace})...")
+        await preflight(api, deploy.namespace, openshift=openshift)
+        self.say(f"Creating the capture {self.capture_id} in namespace {deploy.namespace} "
+                 f"(image {deploy.image})...")
+
+        def created(_obj: Mapping[str, Any]) -> None:
+            self._created = True
+
+        await apply(api, manifests.render(deploy), on_created=created)
+        self.say(f"Waiting for the agents and the aggregator (up to "
+                 f"{self.cluster.rollout_timeout:g}s)...")
+        await wait_ready(api, deploy.namespace, self.capture_id, self.cluster.rollout_timeout,
+                         progress=lambda text: self.say(f"  {text}"))
+        self._ws = WsApiClient(configuration=api.configuration)
+        self._forward = PortForward(self._ws, deploy.namespace, AGGREGATOR_NAME,
+                                    deploy.aggregator_port)
+        host, port = self._local = await self._forward.start()
+        await self._forward.check()
+        self._started = time.monotonic()
+        return StreamEndpoint(host, port, self.token)
+
+    async def stop(self, say: Callable[[str], None] = lambda _step: None) -> CaptureResult:
+        problems: list[str] = []
+        summary: dict[str, Any] = {}
+        if self._forward is not None and self.deploy is not None and self._api is not None:
+            say("Stopping the agents: each sends its last flows, then detaches...")
+            try:
+                await self._agents_gone()
+            except CaptureError as exc:
+                problems.append(str(exc))
+            try:
+                host, port = self._local
+                summary = await finish_and_fetch(host, port, self.token, self.options.output,
+                                                 progress=say)
+            except FetchError as exc:
+                problems.append(f"the files could not be copied from the cluster: {exc}")
+        await self._teardown(problems, say)
+        local = summary.get("local_files", {})
+        agent_stats = summary.get("agent_stats") or {}
+        warnings = []
+        if agent_stats.get("export_lost_flows"):
+            warnings.append(f"{agent_stats['export_lost_flows']} flows could not be "
+                            "delivered by the agents")
+        return CaptureResult(files=dict(local), flows=int(summary.get("flows", 0)),
+                             bytes=int(summary.get("bytes", 0)),
+                             packets=int(summary.get("packets", 0)), problems=problems,
+                             warnings=warnings)
+
+    async def _agents_gone(self) -> None:
+        """Delete the DaemonSet and wait until its pods are gone (their agents flushed)."""
+        assert self._api is not None and self.deploy is not None
+        apps, core = client.AppsV1Api(self._api), client.CoreV1Api(self._api)
+        namespace = self.deploy.namespace
+        try:
+            await apps.delete_namespaced_daemon_set(
+                AGENT_NAME, namespace,
+                body=client.V1DeleteOptions(propagation_policy="Background"))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise CaptureError(f"cannot delete the agents' DaemonSet: {exc.status} "
+                                   f"{exc.reason}") from None
+        deadline = time.monotonic() + AGENTS_GONE_TIMEOUT
+        wanted = f"{CAPTURE_LABEL}={self.capture_id},app.kubernetes.io/component=agent"
+        while time.monotonic() < deadline:
+            try:
+                pods = await core.list_namespaced_pod(namespace, label_selector=wanted)
+            except ApiException as exc:
+                raise CaptureError(f"cannot list the agents: {exc.status} {exc.reason}") \
+                    from None
+            if not pods.items:
+                return
+            await asyncio.sleep(0.5)
+        raise CaptureError(f"the agents did not exit within {AGENTS_GONE_TIMEOUT:g}s; their "
+                           "last flows may be missing")
+
+    async def _teardown(self, problems: list[str],
+                        say: Callable[[str], None] = lambda _step: None) -> None:
+        """Close the port-forward and delete everything this capture created."""
+        if self._forward is not None:
+            await self._forward.stop()
+            self._forward = None
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
+        if self._api is not None:
+            if self._created and self.deploy is not None:
+                say(f"Deleting the capture's objects (capture {self.capture_id})...")
+                try:
+                    await cleanup(self._api, self.capture_id, openshift=self.deploy.openshift)
+                    self._created = False
+                except CaptureError as exc:
+                    problems.append(str(exc))
+            await self._api.close()
+            self._api = None
+
+
+def output_yaml(capture: CaptureOptions, cluster: ClusterOptions) -> Path:
+    """``--yaml``: every manifest the capture would apply, in one file under the output
+    directory; no cluster is contacted (OpenShift objects only with ``--openshift``)."""
+    capture_id = new_capture_id()
+    deploy = deploy_options(capture, cluster, capture_id, "<generated per capture>",
+                            bool(cluster.openshift))
+    path = capture.output / f"netobserv-{capture_id}.yaml"
+    capture.output.mkdir(parents=True, exist_ok=True)
+    path.write_text(manifests.to_yaml(manifests.render(deploy)))
+    return path

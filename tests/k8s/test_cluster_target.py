@@ -1,0 +1,160 @@
+"""The Kubernetes target's whole lifecycle, against the API server double.
+
+The double plays the cluster (objects, controllers, kubelets, port-forward); the aggregator
+"pod" is the real Aggregator running here, which the double's port-forward reaches, and the
+"agents" are the real Exporter sending records to it.  Every test ends with the cluster as
+it was: nothing the capture created is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apiserver_double import ApiServerDouble, PodOutcome
+
+from netobserv_tui.agent.exporter import Exporter
+from netobserv_tui.aggregator.server import Aggregator
+from netobserv_tui.capture.cluster import ClusterOptions, KubernetesTarget
+from netobserv_tui.capture.target import CaptureOptions
+from netobserv_tui.k8s.preflight import PreflightError
+from netobserv_tui.k8s.rollout import RolloutError
+from netobserv_tui.model.fields import BASE_COLUMNS
+from netobserv_tui.model.stream import FlowBatch, LiveStream
+
+NAMESPACE = "netobserv-cli"
+
+
+def record(i: int) -> list[Any]:
+    values: dict[str, Any] = {
+        "SrcAddr": "198.18.0.10", "DstAddr": "198.18.0.11", "SrcPort": 40000 + i,
+        "DstPort": 8080, "Proto": 6, "SrcMac": "0A:58:C6:12:00:0A", "DstMac": "0A:58:C6:12:00:0B",
+        "Etype": 2048, "Dscp": 0, "IcmpType": 0, "IcmpCode": 0, "Flags": 16, "Bytes": 100 + i,
+        "Packets": 1, "Sampling": 0, "TimeFlowStartMs": 1_795_633_800_000 + i,
+        "TimeFlowEndMs": 1_795_633_800_100 + i, "AgentIP": "198.18.0.254", "Interface": "eth0",
+        "IfDirection": 0, "Interfaces": ["eth0"], "IfDirections": [0], "FlowDirection": 0,
+    }  # fmt: skip
+    return [values[c] for c in BASE_COLUMNS]
+
+
+@pytest.fixture
+async def cluster(apiserver: ApiServerDouble) -> AsyncIterator[ApiServerDouble]:
+    apiserver.add_node("node-a")
+    apiserver.add_node("node-b")
+    yield apiserver
+
+
+def target_for(apiserver: ApiServerDouble, tmp_path: Path, **cluster: Any) -> KubernetesTarget:
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+    said: list[str] = []
+    target = KubernetesTarget(
+        CaptureOptions(output=tmp_path / "output", features=["dns"]),
+        ClusterOptions(kubeconfig=str(kubeconfig), context="double", rollout_timeout=10,
+                       **cluster),
+        say=said.append)
+    target.said = said  # type: ignore[attr-defined]
+    return target
+
+
+async def send(port: int, token: str, rows: list[list[Any]]) -> None:
+    def push() -> None:
+        exporter = Exporter("127.0.0.1", port, token, {"hostname": "node-a", "ip": "10.0.0.1"})
+        exporter.connect()
+        exporter.submit(list(BASE_COLUMNS), rows)
+        assert exporter.finish(10)
+
+    await asyncio.to_thread(push)
+
+
+async def test_a_capture_starts_streams_stops_and_leaves_nothing(
+    cluster: ApiServerDouble, tmp_path: Path
+) -> None:
+    cluster.run_controllers(PodOutcome.running())
+    target = target_for(cluster, tmp_path)
+    pod = Aggregator(tmp_path / "pod", target.token, live_interval=0.02, stats_interval=0.05)
+    await pod.start()
+    cluster.forward(NAMESPACE, "netobserv-aggregator", 9990, ("127.0.0.1", pod.port))
+    try:
+        endpoint = await target.start()
+        said = target.said  # type: ignore[attr-defined]
+        assert "  agents 2/2 ready, aggregator Ready" in said
+        created = {m[1] for m in cluster.mutations("create")}
+        assert {"v1/namespaces", "apps/v1/daemonsets", "v1/pods", "v1/secrets"} <= created
+        ds = cluster.get("daemonsets", "netobserv-agent", NAMESPACE)
+        assert ds is not None
+        env = {e["name"]: e.get("value") for e in
+               ds["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["FEATURES"] == "dns" and env["NETOBSERV_AGGREGATOR"] == (
+            "netobserv-aggregator.netobserv-cli.svc:9990")
+
+        # The live stream through the port-forward sees what the agents send.
+        async with LiveStream(endpoint.host, endpoint.port, endpoint.token) as stream:
+            await send(pod.port, target.token, [record(i) for i in range(50)])
+            got = 0
+            async with asyncio.timeout(5):
+                async for frame in stream:
+                    if isinstance(frame, FlowBatch):
+                        got += len(frame.rows)
+                        if got >= 50:
+                            break
+        assert got == 50
+
+        steps: list[str] = []
+        result = await target.stop(steps.append)
+    finally:
+        await pod.stop(grace=0)
+    assert result.problems == [] and result.flows == 50
+    assert steps[0].startswith("Stopping the agents")
+    assert any(s.startswith("Copying") for s in steps)
+    assert steps[-1].startswith("Deleting the capture's objects")
+    local = json.loads(Path(result.files["json"]).read_text())
+    assert sorted(r["SrcPort"] for r in local) == list(range(40000, 40050))
+    assert Path(result.files["db"]).parent == tmp_path / "output" / "flow"
+    assert cluster.leftovers() == []
+
+
+async def test_a_failed_rollout_explains_and_cleans_up(
+    cluster: ApiServerDouble, tmp_path: Path
+) -> None:
+    cluster.run_controllers(lambda pod: PodOutcome.image_pull_backoff()
+                            if pod["metadata"]["name"] != "netobserv-aggregator"
+                            else PodOutcome.running())
+    target = target_for(cluster, tmp_path, image="registry.test/nobs:missing")
+    with pytest.raises(RolloutError, match=r"ImagePullBackOff.*registry.test/nobs:missing"):
+        await target.start()
+    assert cluster.leftovers() == []
+    assert cluster.mutations("delete")  # everything created was deleted
+
+
+async def test_missing_permissions_create_nothing(
+    cluster: ApiServerDouble, tmp_path: Path
+) -> None:
+    cluster.deny("create", "daemonsets", NAMESPACE, group="apps")
+    target = target_for(cluster, tmp_path)
+    with pytest.raises(PreflightError, match="kubectl auth can-i create daemonsets.apps"):
+        await target.start()
+    assert cluster.mutations("create") == [] and cluster.leftovers() == []
+
+
+async def test_a_lost_api_connection_still_ends_in_files_and_cleanup(
+    cluster: ApiServerDouble, tmp_path: Path
+) -> None:
+    cluster.run_controllers(PodOutcome.running())
+    target = target_for(cluster, tmp_path)
+    pod = Aggregator(tmp_path / "pod", target.token)
+    await pod.start()
+    cluster.forward(NAMESPACE, "netobserv-aggregator", 9990, ("127.0.0.1", pod.port))
+    try:
+        await target.start()
+        await send(pod.port, target.token, [record(i) for i in range(7)])
+        cluster.drop_connections()  # watches and port-forwards cut mid-capture
+        result = await target.stop()
+    finally:
+        await pod.stop(grace=0)
+    assert result.problems == [] and result.flows == 7
+    assert Path(result.files["db"]).is_file()
+    assert cluster.leftovers() == []
