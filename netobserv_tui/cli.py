@@ -150,7 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "./output/flow)")
     _add(opener, "--max_rows", type=int, default=1000, metavar="N",
          help="records the table keeps, newest first (default 1000)")
-    sub.add_parser("cleanup", help="remove leftovers of an interrupted capture")
+    cleaner = sub.add_parser(
+        "cleanup", help="remove leftovers of an interrupted capture",
+        description="Delete every object netobserv created in the cluster (found by its "
+        "labels) when a kubeconfig is present, and remove TC programs left on this host "
+        "(as root). Safe to run any number of times.")
+    cleaner.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file")
+    cleaner.add_argument("--context", metavar="NAME", help="kubeconfig context")
+    cleaner.add_argument("--local", action="store_true",
+                         help="this host only, even when a kubeconfig is present")
     lab = sub.add_parser("lab", help="network-namespace lab", add_help=False)
     lab.add_argument("lab_args", nargs=argparse.REMAINDER)
     sub.add_parser("version", help="print the version")
@@ -255,7 +263,20 @@ def _key_values(items: list[str], flag: str) -> dict[str, str]:
     return pairs
 
 
-def _cleanup() -> int:
+def _cleanup(args: argparse.Namespace) -> int:
+    """The cluster's objects (by label) when a kubeconfig is there, then this host's TC
+    leftovers (root only; skipped with a note for a user cleaning a cluster)."""
+    in_cluster = not args.local and (bool(args.kubeconfig or args.context)
+                                     or _kubeconfig_present())
+    if in_cluster:
+        from .capture.cluster import cleanup_cluster
+
+        deleted = asyncio.run(cleanup_cluster(args.kubeconfig, args.context, print))
+        if not deleted:
+            print("nothing to clean up in the cluster")
+    if os.geteuid() != 0 and in_cluster:
+        print("this host's TC programs were not checked (that needs root)")
+        return 0
     from .agent.kernel import check_privileges
     from .agent.tc import cleanup_leftovers
 
@@ -301,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "open":
             return _open(args)
         if args.command == "cleanup":
-            return _cleanup()
+            return _cleanup(args)
         if args.command == "packets":
             raise UsageError("packet capture is not available in this version yet; use flows")
         print(USAGE)

@@ -255,6 +255,17 @@ class KubernetesTarget:
             self._api = None
 
 
+async def cleanup_cluster(kubeconfig: str | None, context: str | None,
+                          say: Callable[[str], None]) -> list[str]:
+    """``netobserv cleanup``: delete every object of every capture of this tool, by label."""
+    api = await connect(kubeconfig, context)
+    try:
+        await check_reachable(api)
+        return await cleanup(api, None, openshift=await serves_openshift(api), say=say)
+    finally:
+        await api.close()
+
+
 def output_yaml(capture: CaptureOptions, cluster: ClusterOptions) -> Path:
     """``--yaml``: every manifest the capture would apply, in one file under the output
     directory; no cluster is contacted (OpenShift objects only with ``--openshift``)."""

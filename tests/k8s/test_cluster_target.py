@@ -158,3 +158,27 @@ async def test_a_lost_api_connection_still_ends_in_files_and_cleanup(
     assert result.problems == [] and result.flows == 7
     assert Path(result.files["db"]).is_file()
     assert cluster.leftovers() == []
+
+
+async def test_netobserv_cleanup_deletes_every_capture_by_label_and_only_those(
+    cluster: ApiServerDouble, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kubernetes_asyncio import client as k8s
+
+    from netobserv_tui.cli import main
+    from netobserv_tui.k8s.manifests import DeployOptions, render
+    from netobserv_tui.k8s.objects import apply
+
+    async with cluster.api_client() as api:
+        await k8s.CoreV1Api(api).create_namespace({"metadata": {"name": "mine"}})
+        await apply(api, render(DeployOptions(capture_id="old1", token="t")))
+        await apply(api, render(DeployOptions(capture_id="old2", token="t",
+                                              namespace="other-ns")))
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
+    assert await asyncio.to_thread(main, ["cleanup", f"--kubeconfig={kubeconfig}"]) == 0
+    out = capsys.readouterr().out
+    assert "deleted DaemonSet netobserv-cli/netobserv-agent" in out
+    assert "deleted DaemonSet other-ns/netobserv-agent" in out
+    assert cluster.leftovers() == [("v1/namespaces", None, "mine")]
+    assert await asyncio.to_thread(main, ["cleanup", f"--kubeconfig={kubeconfig}"]) == 0
+    assert "nothing to clean up in the cluster" in capsys.readouterr().out
