@@ -113,6 +113,17 @@ async def connect(kubeconfig: str | None, context: str | None) -> client.ApiClie
                          "--local") from None
 
 
+def current_context(cluster: ClusterOptions) -> str:
+    """The kubeconfig's current context name, for the header; "?" if it cannot be read."""
+    path = cluster.kubeconfig or os.environ.get("KUBECONFIG") or None
+    try:
+        _, active = config.list_kube_config_contexts(
+            (path.split(os.pathsep)[0] if path else None))
+    except (ConfigException, OSError, ValueError):
+        return "?"
+    return str(active.get("name", "?")) if isinstance(active, dict) else "?"
+
+
 async def serves_openshift(api_client: client.ApiClient) -> bool:
     """True when the cluster serves OpenShift's security API group (SCCs are needed)."""
     try:
@@ -152,6 +163,7 @@ class KubernetesTarget:
 
     async def _start(self) -> StreamEndpoint:
         self._api = api = await connect(self.cluster.kubeconfig, self.cluster.context)
+        self.description = f"cluster {self.cluster.context or current_context(self.cluster)}"
         version = await check_reachable(api)
         self.say(f"Cluster {api.configuration.host} (Kubernetes {version}).")
         openshift = self.cluster.openshift

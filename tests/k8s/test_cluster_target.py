@@ -53,8 +53,7 @@ def target_for(apiserver: ApiServerDouble, tmp_path: Path, **cluster: Any) -> Ku
     said: list[str] = []
     target = KubernetesTarget(
         CaptureOptions(output=tmp_path / "output", features=["dns"]),
-        ClusterOptions(kubeconfig=str(kubeconfig), context="double", rollout_timeout=10,
-                       **cluster),
+        ClusterOptions(kubeconfig=str(kubeconfig), rollout_timeout=10, **cluster),
         say=said.append)
     target.said = said  # type: ignore[attr-defined]
     return target
@@ -82,6 +81,7 @@ async def test_a_capture_starts_streams_stops_and_leaves_nothing(
         endpoint = await target.start()
         said = target.said  # type: ignore[attr-defined]
         assert "  agents 2/2 ready, aggregator Ready" in said
+        assert target.description == "cluster double"  # the kubeconfig's current context
         created = {m[1] for m in cluster.mutations("create")}
         assert {"v1/namespaces", "apps/v1/daemonsets", "v1/pods", "v1/secrets"} <= created
         ds = cluster.get("daemonsets", "netobserv-agent", NAMESPACE)
