@@ -118,7 +118,7 @@ def current_context(cluster: ClusterOptions) -> str:
     path = cluster.kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
         _, active = config.list_kube_config_contexts(
-            (path.split(os.pathsep)[0] if path else None))
+            path.split(os.pathsep)[0] if path else None)
     except (ConfigException, OSError, ValueError):
         return "?"
     return str(active.get("name", "?")) if isinstance(active, dict) else "?"
