@@ -94,6 +94,10 @@ def _flows_parser(sub: Any) -> argparse.ArgumentParser:
                          metavar="BOOL",
                          help="add the OpenShift SecurityContextConstraints (default: "
                          "detected)")
+    cluster.add_argument("--copy", type=_bool, nargs="?", const=True, default=True,
+                         metavar="BOOL",
+                         help="copy the files out of the cluster at the end (default true; "
+                         "false discards the capture)")
     cluster.add_argument("--yaml", action="store_true",
                          help="write every manifest the capture would apply to "
                          "<output>/netobserv-<id>.yaml and exit; no cluster is contacted")
@@ -206,7 +210,7 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
         image=args.image, pull_policy=args.pull_policy,
         node_selector=_key_values(args.node_selector, "--node-selector"),
         rollout_timeout=parse_duration(args.rollout_timeout, "--rollout-timeout"),
-        openshift=args.openshift,
+        openshift=args.openshift, copy=args.copy,
     )
     if args.yaml:
         from .capture.cluster import output_yaml

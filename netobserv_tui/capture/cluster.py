@@ -60,6 +60,8 @@ class ClusterOptions:
     rollout_timeout: float = 180.0
     #: None: detected (the security.openshift.io API group is served).
     openshift: bool | None = None
+    #: Copy the files out of the cluster at the end (False: the capture is discarded).
+    copy: bool = True
 
 
 def agent_env(options: CaptureOptions) -> dict[str, str]:
@@ -201,12 +203,15 @@ class KubernetesTarget:
                 await self._agents_gone()
             except CaptureError as exc:
                 problems.append(str(exc))
-            try:
-                host, port = self._local
-                summary = await finish_and_fetch(host, port, self.token, self.options.output,
-                                                 progress=say)
-            except FetchError as exc:
-                problems.append(f"the files could not be copied from the cluster: {exc}")
+            if self.cluster.copy:
+                try:
+                    host, port = self._local
+                    summary = await finish_and_fetch(host, port, self.token,
+                                                     self.options.output, progress=say)
+                except FetchError as exc:
+                    problems.append(f"the files could not be copied from the cluster: {exc}")
+            else:
+                say("Not copying the files (--copy=false): they go with the aggregator pod.")
         await self._teardown(problems, say)
         local = summary.get("local_files", {})
         agent_stats = summary.get("agent_stats") or {}

@@ -121,6 +121,8 @@ async def run_flows(request: FlowsRequest) -> int:
 
             result, reason = await run_capture(target, limits, foreground)
     _report(result, reason)
+    if request.cluster is not None and not request.cluster.copy and not result.problems:
+        return 0  # the user declined the files
     if not result.files:
         raise CaptureError("no file was written; see the messages above")
     return 1 if result.problems else 0

@@ -182,3 +182,23 @@ async def test_netobserv_cleanup_deletes_every_capture_by_label_and_only_those(
     assert cluster.leftovers() == [("v1/namespaces", None, "mine")]
     assert await asyncio.to_thread(main, ["cleanup", f"--kubeconfig={kubeconfig}"]) == 0
     assert "nothing to clean up in the cluster" in capsys.readouterr().out
+
+
+async def test_declining_the_files_still_cleans_up(
+    cluster: ApiServerDouble, tmp_path: Path
+) -> None:
+    cluster.run_controllers(PodOutcome.running())
+    target = target_for(cluster, tmp_path, copy=False)
+    pod = Aggregator(tmp_path / "pod", target.token)
+    await pod.start()
+    cluster.forward(NAMESPACE, "netobserv-aggregator", 9990, ("127.0.0.1", pod.port))
+    try:
+        await target.start()
+        steps: list[str] = []
+        result = await target.stop(steps.append)
+    finally:
+        await pod.stop(grace=0)
+    assert result.files == {} and result.problems == []
+    assert "Not copying the files (--copy=false): they go with the aggregator pod." in steps
+    assert not (tmp_path / "output" / "flow").exists()
+    assert cluster.leftovers() == []
