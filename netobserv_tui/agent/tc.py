@@ -34,17 +34,62 @@ HOOKS = ((PARENT_INGRESS, "nobs_tc_ingress"), (PARENT_EGRESS, "nobs_tc_egress"))
 _GONE = (errno.ENODEV, errno.ENOENT, errno.EINVAL)
 
 
+def _pid_namespace() -> int:
+    """Inode of this process's PID namespace (0 if unknown)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def _start_time(pid: int) -> int:
+    """Start time of ``pid`` in clock ticks after boot (field 22 of /proc/PID/stat); 0 if
+    the process is gone.  With the PID it identifies a process: PIDs are reused, and in a
+    container every agent is PID 1."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return 0
+    # The command name (field 2) may hold spaces and parentheses: count after the last ")".
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
 @dataclass
 class AttachState:
-    """What this agent attached, persisted as JSON so a later run can undo it."""
+    """What this agent attached, persisted as JSON so a later run can undo it.
+
+    An agent is identified by its PID namespace, PID and start time, not its PID alone:
+    an agent pod's process is PID 1 in every pod, and on a node the state directory is a
+    hostPath shared by successive pods.
+    """
 
     pid: int
     attached: dict[int, str] = field(default_factory=dict)
     created_qdisc: set[int] = field(default_factory=set)
+    pidns: int = 0
+    started: int = 0
+
+    @classmethod
+    def for_this_process(cls) -> AttachState:
+        pid = os.getpid()
+        return cls(pid=pid, pidns=_pid_namespace(), started=_start_time(pid))
 
     @property
     def path(self) -> Path:
+        if self.pidns or self.started:
+            return STATE_DIR / f"agent-{self.pidns}-{self.pid}-{self.started}.json"
         return STATE_DIR / f"agent-{self.pid}.json"
+
+    def is_alive(self) -> bool:
+        """Is the agent that wrote this still running?  An agent of another PID namespace
+        (another pod) counts as gone: one capture runs per node at a time."""
+        if not self.pidns and not self.started:  # a state file of an older version
+            return _pid_alive(self.pid)
+        if self.pidns != _pid_namespace():
+            return False
+        return _pid_alive(self.pid) and _start_time(self.pid) == self.started
 
     def save(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -53,6 +98,8 @@ class AttachState:
             json.dumps(
                 {
                     "pid": self.pid,
+                    "pidns": self.pidns,
+                    "started": self.started,
                     "attached": {str(k): v for k, v in self.attached.items()},
                     "created_qdisc": sorted(self.created_qdisc),
                 }
@@ -68,6 +115,8 @@ class AttachState:
         data = json.loads(path.read_text())
         return cls(
             pid=int(data["pid"]),
+            pidns=int(data.get("pidns", 0)),
+            started=int(data.get("started", 0)),
             attached={int(k): str(v) for k, v in data.get("attached", {}).items()},
             created_qdisc={int(i) for i in data.get("created_qdisc", [])},
         )
@@ -144,7 +193,7 @@ class TcAttacher:
     def __init__(self, ingress_fd: int, egress_fd: int) -> None:
         self.fds = {PARENT_INGRESS: ingress_fd, PARENT_EGRESS: egress_fd}
         self.ipr = IPRoute()
-        self.state = AttachState(pid=os.getpid())
+        self.state = AttachState.for_this_process()
 
     @property
     def attached(self) -> dict[int, str]:
@@ -235,7 +284,8 @@ def cleanup_leftovers(exclude_pids: Iterable[int] = ()) -> list[str]:
     """
     live_ifindexes: set[int] = set()
     dead: list[AttachState] = []
-    skip = set(exclude_pids) | {os.getpid()}
+    me = AttachState.for_this_process()
+    skip = set(exclude_pids)
     if STATE_DIR.is_dir():
         for path in STATE_DIR.glob("agent-*.json"):
             try:
@@ -243,7 +293,9 @@ def cleanup_leftovers(exclude_pids: Iterable[int] = ()) -> list[str]:
             except (OSError, ValueError, KeyError):
                 log.warning("Ignoring unreadable state file %s.", path)
                 continue
-            if state.pid not in skip and not _pid_alive(state.pid):
+            mine = state.path == me.path
+            if not mine and (state.pid not in skip or state.pidns != me.pidns) \
+                    and not state.is_alive():
                 dead.append(state)
             else:
                 live_ifindexes.update(state.attached)
