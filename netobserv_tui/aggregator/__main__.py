@@ -10,6 +10,12 @@ lifecycle), each flushed at once::
 Logs go to stderr.  The capture token is read from an environment variable, never from the
 command line, where ``ps`` would show it to every user of the node.
 
+With ``--enrich kubernetes`` the flows get Kubernetes metadata (see :mod:`.enrich`): the
+API server is reached with the pod's service account (or ``--kubeconfig``), and pods,
+services, nodes and replicasets are listed before the aggregator listens, so the first batch
+is enriched already.  If the API server cannot be reached (or the lists do not complete
+within ``--enrich-timeout``), a warning is logged and the capture runs without enrichment.
+
 Exit codes: 0 after a clean stop; 1 if the aggregator cannot bind, create its files or
 write a batch (the files keep everything written before the failure); 2 for bad usage.
 """
@@ -25,11 +31,16 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model.errors import NetobservError, UsageError
 from ..model.memory import peak_rss_kib
 from .server import Aggregator
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client
+
+    from .enrich import InventoryWatch
 
 log = logging.getLogger("netobserv_tui.aggregator")
 
@@ -60,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on stop, how long to wait for agents to finish (default: 5)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--enrich", choices=["kubernetes"], default=None,
+                        help="add metadata to the flows: 'kubernetes' watches pods, services, "
+                             "nodes and replicasets (in-cluster service account by default)")
+    parser.add_argument("--kubeconfig", metavar="PATH", default=None,
+                        help="with --enrich kubernetes: use this kubeconfig (its current "
+                             "context) instead of the in-cluster service account")
+    parser.add_argument("--enrich-timeout", type=float, default=20.0, metavar="SECONDS",
+                        help="how long to wait for the first Kubernetes lists before running "
+                             "without enrichment (default: 20)")
     return parser
 
 
@@ -71,7 +91,56 @@ def emit(event: str, **fields: Any) -> None:
 
 async def run(args: argparse.Namespace, token: str) -> int:
     host, port = parse_listen(args.listen)
-    aggregator = Aggregator(args.output, token, host=host, port=port)
+    watch = await start_enrichment(args) if args.enrich == "kubernetes" else None
+    try:
+        enricher = None
+        if watch is not None:
+            from .enrich import INFRA_PREFIXES, Enricher
+
+            # Our own namespace is infrastructure, as netobserv's is for netobserv.
+            own = os.environ.get("POD_NAMESPACE", "")
+            enricher = Enricher(watch.inventory, infra_prefixes=(*INFRA_PREFIXES, own))
+        aggregator = Aggregator(args.output, token, host=host, port=port, enricher=enricher)
+        return await _serve(aggregator, args)
+    finally:
+        if watch is not None:
+            await watch.stop()
+            await watch.api_client.close()
+
+
+async def start_enrichment(args: argparse.Namespace) -> InventoryWatch | None:
+    """The running Kubernetes watch once every kind is listed, or None (warning logged)."""
+    from .enrich import InventoryWatch
+
+    try:
+        api = await _api_client(args.kubeconfig)
+    except Exception as exc:  # ConfigException (not in a pod), an unreadable file...
+        log.warning("Kubernetes enrichment off: no API server configuration (%s)", exc)
+        return None
+    watch = InventoryWatch(api)
+    watch.start()
+    if await watch.wait_ready(args.enrich_timeout):
+        log.info("Kubernetes enrichment on: %s", ", ".join(
+            f"{n} {kind.lower()}(s)" for kind, n in watch.inventory.counts().items()))
+        return watch
+    await watch.stop()
+    await api.close()
+    log.warning("Kubernetes enrichment off: the objects could not be listed within %g s (%s)",
+                args.enrich_timeout, watch.problem or "no answer")
+    return None
+
+
+async def _api_client(kubeconfig: str | None) -> client.ApiClient:
+    from kubernetes_asyncio import client, config
+
+    if kubeconfig:
+        return await config.new_client_from_config(config_file=kubeconfig)
+    configuration = client.Configuration()
+    config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration=configuration)
+
+
+async def _serve(aggregator: Aggregator, args: argparse.Namespace) -> int:
     await aggregator.start()
     emit("ready", host=aggregator.host, port=aggregator.port, capture=aggregator.capture,
          files=aggregator.files)

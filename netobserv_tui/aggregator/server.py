@@ -210,6 +210,7 @@ class Aggregator:
         handshake_timeout: float = 10.0,
         max_connections: int = 1024,
         write_in_thread: bool = False,
+        enricher: Callable[[Batch], None] | None = None,
     ) -> None:
         if not token:
             raise ValueError("the capture token is empty: agents could not be authenticated")
@@ -249,6 +250,12 @@ class Aggregator:
         self._stopping: asyncio.Future[dict[str, Any]] | None = None
         #: Called on the event loop after each batch is written (tests, enrichment hooks).
         self.on_written: Callable[[Batch], None] | None = None
+        #: Adds columns to each validated batch, in place, on the event loop, before it is
+        #: queued (so before it is written and published): see :mod:`.enrich`.  If it
+        #: raises, the batch goes on as it is (:class:`.enrich.Enricher` changes nothing
+        #: unless it succeeds) and the failure is logged once.
+        self.enricher = enricher
+        self._enrich_failed = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -620,7 +627,18 @@ class Aggregator:
             return None
         assert seq is not None
         batch = checked.with_column("TimeReceived", int(time.time()))
+        if self.enricher is not None:
+            self._enrich(batch)
         return _Job(session, seq, batch, batch.total("Bytes"), batch.total("Packets"))
+
+    def _enrich(self, batch: Batch) -> None:
+        assert self.enricher is not None
+        try:
+            self.enricher(batch)
+        except Exception:  # the batch is written without the enrichment, never lost
+            if not self._enrich_failed:
+                self._enrich_failed = True
+                log.exception("Enrichment failed; batches go on without it when it fails")
 
     async def _enqueue(self, job: _Job) -> None:
         assert job.session is not None
