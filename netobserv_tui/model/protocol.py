@@ -18,6 +18,9 @@ Agent session (agent -> aggregator unless noted)::
     <- NACK {"seq": int, "reason": str}  the batch was rejected; nothing of it was written
     STATS   {"evicted": int, "map_full": int, ...}  agent counters, cumulative
     BYE     {}                  the agent is done; the aggregator closes after the last ACK
+    <- WORKLOAD {"ips": [str, ...]}  at any time after WELCOME, when the capture is narrowed
+                                to a workload (-n/--pod/--selector): keep only flows with
+                                an end in this set (replaces the previous set)
 
 Live stream session (TUI -> aggregator)::
 
@@ -79,6 +82,7 @@ class FrameType(enum.IntEnum):
     FETCH = 12
     FILE = 13
     FILE_END = 14
+    WORKLOAD = 15
 
 
 class ProtocolError(Exception):
