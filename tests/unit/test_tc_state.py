@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,8 +62,11 @@ def test_the_command_name_may_hold_spaces_and_parentheses(tmp_path: Path) -> Non
     odd.symlink_to(sys.executable)  # the kernel's comm is the executable's name
     child = subprocess.Popen([str(odd), "-c", "import time; time.sleep(5)"])
     try:
-        comm = Path(f"/proc/{child.pid}/comm").read_text().strip()
-        assert comm == "x) (y z"
+        comm_file = Path(f"/proc/{child.pid}/comm")
+        deadline = time.monotonic() + 10  # the forked child runs pytest's name until exec
+        while comm_file.read_text().strip() != "x) (y z":
+            assert time.monotonic() < deadline, comm_file.read_text()
+            time.sleep(0.01)
         assert tc._start_time(child.pid) >= AttachState.for_this_process().started
     finally:
         child.kill()
