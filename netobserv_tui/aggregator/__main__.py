@@ -16,6 +16,12 @@ services, nodes and replicasets are listed before the aggregator listens, so the
 is enriched already.  If the API server cannot be reached (or the lists do not complete
 within ``--enrich-timeout``), a warning is logged and the capture runs without enrichment.
 
+``--workload-namespace``, ``--workload-pod`` and ``--workload-selector`` (which need
+``--enrich kubernetes``) narrow the capture to a workload (see :mod:`.workload`): its pods'
+addresses are computed from the first lists, before the aggregator listens, sent to every
+agent right after its WELCOME, and sent again whenever pod changes change the set.  Without
+the inventory there is no set: the process then exits 1 rather than capture every flow.
+
 Exit codes: 0 after a clean stop; 1 if the aggregator cannot bind, create its files or
 write a batch (the files keep everything written before the failure); 2 for bad usage.
 """
@@ -33,7 +39,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ..model.errors import NetobservError, UsageError
+from ..model.errors import CaptureError, NetobservError, UsageError
 from ..model.memory import peak_rss_kib
 from .server import Aggregator
 
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
     from kubernetes_asyncio import client
 
     from .enrich import InventoryWatch
+    from .workload import WorkloadSelector
 
 log = logging.getLogger("netobserv_tui.aggregator")
 
@@ -80,7 +87,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--enrich-timeout", type=float, default=20.0, metavar="SECONDS",
                         help="how long to wait for the first Kubernetes lists before running "
                              "without enrichment (default: 20)")
+    parser.add_argument("--workload-namespace", action="append", default=[], metavar="NS",
+                        help="with --enrich kubernetes: keep only flows of pods of this "
+                             "namespace (repeatable), kept current as pods come and go")
+    parser.add_argument("--workload-pod", action="append", default=[],
+                        metavar="NAME|NS/NAME",
+                        help="with --enrich kubernetes: keep only flows of this pod "
+                             "(repeatable)")
+    parser.add_argument("--workload-selector", default="", metavar="SELECTOR",
+                        help="with --enrich kubernetes: keep only flows of the pods matching "
+                             "this label selector (Kubernetes syntax, e.g. 'app=web,tier!=db')")
     return parser
+
+
+def workload_from_args(args: argparse.Namespace) -> WorkloadSelector | None:
+    """The workload the flags ask for, or None; :class:`UsageError` if they are wrong."""
+    namespaces = getattr(args, "workload_namespace", None) or []
+    pods = getattr(args, "workload_pod", None) or []
+    selector = getattr(args, "workload_selector", None) or ""
+    if not (namespaces or pods or selector):
+        return None
+    if args.enrich != "kubernetes":
+        raise UsageError("--workload-namespace, --workload-pod and --workload-selector need "
+                         "--enrich kubernetes: the pods' addresses come from the Kubernetes "
+                         "inventory")
+    from .workload import WorkloadSelector
+
+    try:
+        return WorkloadSelector(namespaces, pods, selector)
+    except ValueError as exc:
+        raise UsageError(f"workload: {exc}") from None
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -91,8 +127,13 @@ def emit(event: str, **fields: Any) -> None:
 
 async def run(args: argparse.Namespace, token: str) -> int:
     host, port = parse_listen(args.listen)
+    workload = workload_from_args(args)
     watch = await start_enrichment(args) if args.enrich == "kubernetes" else None
     try:
+        if workload is not None and watch is None:
+            raise CaptureError("cannot narrow the capture to the workload without the "
+                               "Kubernetes inventory (see the warning above); not capturing "
+                               "every flow instead")
         enricher = None
         if watch is not None:
             from .enrich import INFRA_PREFIXES, Enricher
@@ -101,7 +142,17 @@ async def run(args: argparse.Namespace, token: str) -> int:
             own = os.environ.get("POD_NAMESPACE", "")
             enricher = Enricher(watch.inventory, infra_prefixes=(*INFRA_PREFIXES, own))
         aggregator = Aggregator(args.output, token, host=host, port=port, enricher=enricher)
-        return await _serve(aggregator, args)
+        if workload is None or watch is None:
+            return await _serve(aggregator, args)
+        from .workload import WorkloadUpdater
+
+        # The set is known before the aggregator listens: every agent gets it after WELCOME.
+        updater = WorkloadUpdater(workload, watch.inventory, aggregator.set_workload)
+        updater.start()
+        try:
+            return await _serve(aggregator, args)
+        finally:
+            await updater.stop()
     finally:
         if watch is not None:
             await watch.stop()

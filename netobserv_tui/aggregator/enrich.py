@@ -50,8 +50,8 @@ import operator
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Final, NamedTuple
 
@@ -97,15 +97,21 @@ class Meta(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class _Pod:
+class Pod:
+    """What the inventory keeps of a pod (see :meth:`Inventory.pods`); do not mutate."""
+
     name: str
     namespace: str
+    #: Its own addresses, normalized: none for a host-network pod (see the module docstring).
     ips: tuple[str, ...]
     owner_type: str
     owner_name: str
     node: str | None
     host_ip: str | None
+    #: Succeeded or Failed.
     finished: bool
+    labels: Mapping[str, str] = field(default_factory=dict)
+    host_network: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,11 +204,13 @@ class Inventory:
     """Pods, services, nodes and replicasets by address; no I/O (see the module docstring).
 
     Feed it with :meth:`apply` (watch events) and :meth:`replace` (a list); ask with
-    :meth:`lookup`.  Not thread-safe: use it from one thread (the event loop).
+    :meth:`lookup`, or list :meth:`pods` (with their labels and phase: see :mod:`.workload`);
+    :attr:`on_change` is told of every change.  Not thread-safe: use it from one thread (the
+    event loop).
     """
 
     def __init__(self) -> None:
-        self._pods: dict[tuple[str, str], _Pod] = {}
+        self._pods: dict[tuple[str, str], Pod] = {}
         self._nodes: dict[str, _Node] = {}
         self._services: dict[tuple[str, str], _Service] = {}
         #: (namespace, name) -> (owner kind, owner name), or None without owner.
@@ -214,6 +222,11 @@ class Inventory:
         self._service_ips = _Index()
         #: Bumped on every change: a cache of lookups is valid while it stays the same.
         self.generation = 0
+        #: Called with the kind after each event or relist is applied (on the caller's
+        #: thread, so keep it short: debounce there).  If it raises, the error is logged and
+        #: the inventory goes on.
+        self.on_change: Callable[[str], None] | None = None
+        self._on_change_failed = False
 
     # ----------------------------------------------------------------- updates
 
@@ -226,6 +239,7 @@ class Inventory:
             raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
         handler(obj, event_type == "DELETED")
         self.generation += 1
+        self._changed(kind)
 
     def replace(self, kind: str, objects: Iterable[Mapping[str, Any]]) -> None:
         """The whole set of ``kind`` objects (a relist): what is not in it is forgotten."""
@@ -246,6 +260,17 @@ class Inventory:
         for obj in objects:
             handler(obj, False)
         self.generation += 1
+        self._changed(kind)
+
+    def _changed(self, kind: str) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(kind)
+        except Exception:  # a listener's failure must not stop the watch
+            if not self._on_change_failed:
+                self._on_change_failed = True
+                log.exception("Inventory change listener failed (logged once)")
 
     def _handlers(self) -> dict[str, Callable[[Mapping[str, Any], bool], None]]:
         return {"Pod": self._pod, "Service": self._service, "Node": self._node,
@@ -255,7 +280,7 @@ class Inventory:
         meta, namespace, name = _meta(obj)
         key = (namespace, name)
         old = self._pods.pop(key, None)
-        new: _Pod | None = None
+        new: Pod | None = None
         if not deleted:
             spec = obj.get("spec") or {}
             status = obj.get("status") or {}
@@ -269,9 +294,13 @@ class Inventory:
                             if ip not in host_ips)
             owner = _owner(meta) or ("Pod", name)
             node = spec.get("nodeName")
-            new = _Pod(name, namespace, ips, owner[0], owner[1],
-                       node if isinstance(node, str) and node else None,
-                       normalize_ip(status.get("hostIP")), status.get("phase") in _FINISHED)
+            labels = meta.get("labels")
+            new = Pod(name, namespace, ips, owner[0], owner[1],
+                      node if isinstance(node, str) and node else None,
+                      normalize_ip(status.get("hostIP")), status.get("phase") in _FINISHED,
+                      {k: v for k, v in labels.items() if isinstance(k, str)
+                       and isinstance(v, str)} if isinstance(labels, dict) else {},
+                      bool(spec.get("hostNetwork")))
             self._pods[key] = new
         self._pod_ips.update(key, old.ips if old else (), new.ips if new else ())
 
@@ -326,7 +355,7 @@ class Inventory:
             return Meta(svc.name, svc.namespace or None, "Service", svc.name, "Service")
         return None
 
-    def _pod_meta(self, pod: _Pod) -> Meta:
+    def _pod_meta(self, pod: Pod) -> Meta:
         owner_type, owner_name = pod.owner_type, pod.owner_name
         if owner_type == "ReplicaSet":
             parent = self._replicasets.get((pod.namespace, owner_name))
@@ -347,6 +376,10 @@ class Inventory:
     def _node_meta(node: _Node) -> Meta:
         return Meta(node.name, None, "Node", node.name, "Node", node.name, node.host_ip,
                     node.zone)
+
+    def pods(self) -> Iterator[Pod]:
+        """Every pod known (a snapshot: the inventory may change while it is consumed)."""
+        return iter(list(self._pods.values()))
 
     def counts(self) -> dict[str, int]:
         """How many objects of each kind are known."""

@@ -34,7 +34,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +52,7 @@ from ..model.protocol import (
 )
 from .batch import Batch, BatchError, flows_seq, parse_flows
 from .live import RecentRows, Subscriber
+from .search import search_session
 from .writers import FlowWriter
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,14 @@ class _AgentSession:
     def send(self, kind: FrameType, payload: dict[str, Any]) -> None:
         """Queue a reply; dropped if the connection is gone or was half-closed on an error
         (batches queued before a protocol error are still written, their ACK goes nowhere)."""
+        self.send_frame(encode(kind, payload))
+
+    def send_frame(self, frame: bytes) -> None:
+        """:meth:`send` of an encoded frame (one encoding for many agents)."""
         if self.writer.is_closing():
             return
         try:
-            self.writer.write(encode(kind, payload))
+            self.writer.write(frame)
         except RuntimeError:  # write() after write_eof(): the connection is being refused
             pass
 
@@ -256,6 +261,10 @@ class Aggregator:
         #: unless it succeeds) and the failure is logged once.
         self.enricher = enricher
         self._enrich_failed = False
+        #: The WORKLOAD frame every agent gets after WELCOME (None: no workload filter),
+        #: and the agents connected after their WELCOME: see :meth:`set_workload`.
+        self._workload: bytes | None = None
+        self._agent_sessions: set[_AgentSession] = set()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -414,6 +423,23 @@ class Aggregator:
             "per_agent": {k: r.as_dict() for k, r in self._agents.items()},
         }
 
+    # ----------------------------------------------------------------- workload
+
+    def set_workload(self, ips: Iterable[str] | None) -> None:
+        """Narrow the capture to flows with an end in ``ips`` (see :mod:`.workload`).
+
+        Connected agents get ``WORKLOAD {"ips": sorted(ips)}`` now, and every agent gets the
+        latest one right after its WELCOME.  ``None`` means no workload filter: nothing is
+        sent from then on (an agent already narrowed stays so until it reconnects).  Callable
+        before :meth:`start`.
+        """
+        if ips is None:
+            self._workload = None
+            return
+        self._workload = encode(FrameType.WORKLOAD, {"ips": sorted(set(ips))})
+        for session in self._agent_sessions:
+            session.send_frame(self._workload)
+
     @property
     def queue(self) -> RowQueue:
         assert self._queue is not None, "start() first"
@@ -475,6 +501,10 @@ class Aggregator:
         elif first.kind is FrameType.SUBSCRIBE:
             task.set_name(f"subscriber {peer}")
             await self._subscriber_session(reader, writer, peer, first)
+        elif first.kind is FrameType.SEARCH:
+            assert self._writer is not None
+            await search_session(reader, writer, peer, self._writer.db_path, self.capture,
+                                 self._check_token, first.payload)
         elif first.kind is FrameType.FINISH:
             self._finish_tasks.add(task)
             try:
@@ -484,7 +514,8 @@ class Aggregator:
                 self.finished.set()
         else:
             raise ProtocolError(
-                f"the first frame must be HELLO, SUBSCRIBE or FINISH, not {first.kind.name}")
+                "the first frame must be HELLO, SUBSCRIBE, SEARCH or FINISH, not "
+                f"{first.kind.name}")
 
     # ----------------------------------------------------------------- finish and fetch
 
@@ -573,6 +604,10 @@ class Aggregator:
         log.info("Agent %s connected from %s", record.key, peer)
         try:
             session.send(FrameType.WELCOME, {"capture": self.capture})
+            # Registered in the same step as WELCOME: no workload change can fall between.
+            if self._workload is not None:
+                session.send_frame(self._workload)
+            self._agent_sessions.add(session)
             try:
                 await self._agent_loop(reader, session)
             finally:
@@ -581,6 +616,7 @@ class Aggregator:
                 # knows exactly what to send again.
                 await session.idle.wait()
         finally:
+            self._agent_sessions.discard(session)
             record.connections -= 1
             log.info("Agent %s disconnected (%d flows so far)", record.key, record.flows)
 

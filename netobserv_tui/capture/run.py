@@ -128,18 +128,19 @@ async def run_flows(request: FlowsRequest) -> int:
     return 1 if result.problems else 0
 
 
-def _live_store(db: str | None) -> FlowStore | None:
-    """The capture's SQLite file opened read-only, so live filters search all of it; None
-    (filters then search the latest flows only) if it cannot be read."""
-    from ..tui.store import SqliteStore
+def _live_store(endpoint: StreamEndpoint) -> FlowStore:
+    """Where live filters search everything the capture has seen: its SQLite file opened
+    read-only when it is on this host, else the aggregator itself (SEARCH frames, through
+    the port-forward of a cluster capture)."""
+    from ..tui.store import RemoteStore, SqliteStore
 
-    if db is None:
-        return None
+    if endpoint.db is None:
+        return RemoteStore(endpoint.host, endpoint.port, endpoint.token)
     try:
-        return SqliteStore(db)
+        return SqliteStore(endpoint.db)
     except NetobservError as exc:
-        log.warning("live filters will search only the latest flows: %s", exc)
-        return None
+        log.warning("live filters will ask the aggregator: %s", exc)
+        return RemoteStore(endpoint.host, endpoint.port, endpoint.token)
 
 
 def _say(text: str) -> None:
@@ -165,15 +166,14 @@ async def _with_tui(
             header["max_time"] = str(limits.max_time)
         if limits.max_bytes is not None:
             header["max_bytes"] = str(limits.max_bytes)
-        store = _live_store(endpoint.db)
+        store = _live_store(endpoint)
         app = FlowsApp((endpoint.host, endpoint.port, endpoint.token), header, store=store)
         holder["app"] = app
         try:
             with sized_from_terminal():
                 outcome = await app.run_async()
         finally:
-            if store is not None:
-                store.close()
+            store.close()
         return str(outcome or "stopped")
 
     def on_stop(why: str) -> None:

@@ -40,6 +40,14 @@ Finish session (the capture controller -> aggregator; how files leave a cluster)
        (not a frame), then <- FILE_END {"sha256": hex}
     ...     more FETCHes, then BYE; an unknown file gets <- ERROR and the session goes on
 
+Search session (TUI -> aggregator; live filters of a capture whose file is elsewhere)::
+
+    SEARCH  {"token": str}
+    <- WELCOME {"capture": str}
+    SEARCH  {"chips": [str], "fields": [str], "limit": int, "after": int}
+    <- RESULT {"records": [objects], "matched": int, "scanned": int, "last_id": int}
+    ...     more SEARCHes; an invalid chip gets <- ERROR and the session goes on
+
 The JSON payload of FLOWS is columnar (one header, then positional rows) because
 decoding a list of lists is several times cheaper than a list of objects.
 
@@ -83,6 +91,8 @@ class FrameType(enum.IntEnum):
     FILE = 13
     FILE_END = 14
     WORKLOAD = 15
+    SEARCH = 16
+    RESULT = 17
 
 
 class ProtocolError(Exception):

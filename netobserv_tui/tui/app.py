@@ -38,7 +38,7 @@ from .columns import Record
 from .filtering import FilterChips
 from .messages import FlowsReceived, StatsReceived, StopRequested, StreamConnected, StreamLost
 from .screens import DetailsScreen, HelpScreen
-from .store import FlowStore, Narrowing, SearchResult
+from .store import FlowStore, Query, SearchResult
 from .views import ViewState
 from .widgets import CaptureHeader, FlowTable
 from .widgets.filter_bar import FilterBar, FilterInput
@@ -242,19 +242,13 @@ class FlowsApp(App[str]):
         self._filter_bar.show_chips(chips.texts)
         self._refilter()
 
-    def _predicate(self) -> Predicate | None:
-        view, chips = self.view_state.view, self.chips
-        if not view.fields:
-            return chips.matches if chips else None
-        if not chips:
-            return view.has_data
-        has_data, matches = view.has_data, chips.matches
-        return lambda record: has_data(record) and matches(record)
+    def _query(self) -> Query:
+        """The view and the chips as data (what a remote store searches with)."""
+        return Query(self.chips.texts, self.view_state.view.fields)
 
-    def _narrowing(self) -> Narrowing:
-        """What the store may check in SQL first: the view's fields, integer chips."""
-        return Narrowing(self.view_state.view.fields, self.chips.equalities(),
-                         complete=self.chips.only_equalities())
+    def _predicate(self) -> Predicate | None:
+        return self._query().compile()[0]
+
 
     def _refilter(self) -> None:
         """The view or the chips changed: show what matches, from everything seen."""
@@ -272,7 +266,7 @@ class FlowsApp(App[str]):
             return
         self._searching = self._first_search = True
         self._update_status()
-        self._search(self._generation, predicate, self._narrowing(), 0)
+        self._search(self._generation, predicate, self._query(), 0)
 
     def _search_newer(self) -> None:
         """Timer: bring a live filter's matches up to date with rows added to the store."""
@@ -282,17 +276,17 @@ class FlowsApp(App[str]):
         if predicate is None:
             return
         self._searching = True
-        self._search(self._generation, predicate, self._narrowing(), self._last_id)
+        self._search(self._generation, predicate, self._query(), self._last_id)
 
     @work(thread=True, group="search", exit_on_error=False)
-    def _search(self, generation: int, predicate: Predicate, narrow: Narrowing,
+    def _search(self, generation: int, predicate: Predicate, query: Query,
                 after: int) -> None:
         assert self._store is not None
         with self._store_lock:
             if generation != self._generation:
                 return  # a newer filter is already waiting
             result = self._store.search(predicate, self._table.max_rows, after=after,
-                                        narrow=narrow)
+                                        narrow=query.compile()[1], query=query)
         self.call_from_thread(self._search_done, generation, after, result)
 
     def _search_done(self, generation: int, after: int, result: SearchResult) -> None:

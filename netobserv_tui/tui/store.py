@@ -136,11 +136,12 @@ class FlowStore(Protocol):
     incomplete: bool
 
     def search(self, match: Match | None, limit: int, *, after: int = 0,
-               narrow: Narrowing | None = None) -> SearchResult:
+               narrow: Narrowing | None = None, query: Query | None = None) -> SearchResult:
         """Records with a row id above ``after`` for which ``match`` is true (all when None).
 
         ``match`` sees shared objects and must not modify them; the records returned are
         the caller's.  ``narrow`` (implied by ``match``) lets the store skip rows early.
+        ``query`` describes ``match`` as data, for a store that searches elsewhere.
         """
         ...
 
@@ -252,7 +253,7 @@ class SqliteStore:
             conn.close()
 
     def search(self, match: Match | None, limit: int, *, after: int = 0,
-               narrow: Narrowing | None = None) -> SearchResult:
+               narrow: Narrowing | None = None, query: Query | None = None) -> SearchResult:
         limit = max(limit, 0)
         condition, params = self._condition(narrow) if match is not None else ("", [])
         with self._connect() as conn:
@@ -423,7 +424,7 @@ class JsonStore:
         self._totals: Totals | None = None
 
     def search(self, match: Match | None, limit: int, *, after: int = 0,
-               narrow: Narrowing | None = None) -> SearchResult:
+               narrow: Narrowing | None = None, query: Query | None = None) -> SearchResult:
         # ``narrow`` is implied by ``match``, which runs in C through filter() here anyway.
         self._check_open()
         limit, after = max(limit, 0), max(after, 0)
@@ -557,3 +558,127 @@ def _example(directory: Path) -> str:
     if found:  # timestamp names: the last is the newest
         return f", such as {found[-1]}"
     return f"; {CAPTURES_HINT}"
+
+
+# -- a search described as data: the same on both ends of the wire ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A live filter as data: the chips as typed and the view's fields (a record must carry
+    one of them).  :meth:`compile` gives the predicate and the narrowing, so the TUI and an
+    aggregator searching for it apply exactly the same rules."""
+
+    chips: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+
+    def compile(self) -> tuple[Match | None, Narrowing]:
+        """``(predicate or None when everything matches, narrowing)``; ValueError names
+        a chip that does not parse."""
+        from .filtering import FilterChips
+
+        chips = FilterChips()
+        for text in self.chips:
+            chips, error = chips.add(text)
+            if error is not None:
+                raise ValueError(error)
+        fields = self.fields
+        narrowing = Narrowing(fields, chips.equalities(), complete=chips.only_equalities())
+
+        def has_data(record: Mapping[str, Any]) -> bool:
+            return any(record.get(name) is not None for name in fields)
+
+        if not fields:
+            return (chips.matches if chips else None), narrowing
+        if not chips:
+            return has_data, narrowing
+        matches = chips.matches
+        return (lambda record: has_data(record) and matches(record)), narrowing
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chips": list(self.chips), "fields": list(self.fields)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Query:
+        chips, fields = data.get("chips", []), data.get("fields", [])
+        if not (isinstance(chips, list) and all(isinstance(c, str) for c in chips)
+                and isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
+            raise ValueError("a query is {\"chips\": [str], \"fields\": [str]}")
+        return cls(tuple(chips), tuple(fields))
+
+
+class RemoteStore:
+    """The capture file of an aggregator that is not on this host (a cluster capture, through
+    its port-forward), searched by the aggregator itself: SEARCH frames on one connection.
+
+    Blocking, like the other stores (searches run in a worker thread).  It needs the
+    :class:`Query`; the predicate given to :meth:`search` is not sent (it is code).
+    """
+
+    kind: str = "remote"
+    incomplete: bool = True
+
+    def __init__(self, host: str, port: int, token: str, *, timeout: float = 30.0) -> None:
+        self.path = Path(f"{host}:{port}")
+        self._address = (host, port)
+        self._token = token
+        self._timeout = timeout
+        self._sock: Any = None
+        self._reader: Any = None
+
+    def _connect(self) -> None:
+        import socket
+
+        from netobserv_tui.model.protocol import FrameType, encode
+
+        sock = socket.create_connection(self._address, timeout=self._timeout)
+        self._sock, self._reader = sock, sock.makefile("rb")
+        sock.sendall(encode(FrameType.SEARCH, {"token": self._token}))
+        self._expect(FrameType.WELCOME)
+
+    def _expect(self, kind: Any) -> dict[str, Any]:
+        from netobserv_tui.model.protocol import FrameType, read_frame_sync
+
+        frame = read_frame_sync(self._reader)
+        if frame is None:
+            raise StoreError(f"the aggregator at {self.path} closed the search connection")
+        got, payload = frame
+        if got is FrameType.ERROR:
+            raise StoreError(f"the aggregator at {self.path} refused the search: "
+                             f"{payload.get('reason', 'no reason given')}")
+        if got is not kind:
+            raise StoreError(f"the aggregator at {self.path} answered {got.name} to a search")
+        return payload
+
+    def search(self, match: Match | None, limit: int, *, after: int = 0,
+               narrow: Narrowing | None = None, query: Query | None = None) -> SearchResult:
+        from netobserv_tui.model.protocol import FrameType, encode
+
+        request = {**(query or Query()).to_json(), "limit": max(limit, 0), "after": after}
+        for attempt in (1, 2):  # one reconnect: a port-forward tunnel may have been cut
+            try:
+                if self._sock is None:
+                    self._connect()
+                self._sock.sendall(encode(FrameType.SEARCH, request))
+                payload = self._expect(FrameType.RESULT)
+                break
+            except (OSError, StoreError):
+                self.close()
+                if attempt == 2:
+                    raise
+        records = payload.get("records")
+        if not isinstance(records, list):
+            raise StoreError(f"the aggregator at {self.path} sent a malformed search result")
+        return SearchResult(records, int(payload.get("matched", 0)),
+                            int(payload.get("scanned", 0)), int(payload.get("last_id", 0)))
+
+    def totals(self) -> Totals:
+        return Totals(0, 0, 0, None, None)  # the header has the live totals
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass

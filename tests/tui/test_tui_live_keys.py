@@ -296,3 +296,27 @@ async def test_keeping_a_live_filter_current_does_not_say_searching(tmp_path: Pa
             assert "searching" not in app.status_text()
             app._search_newer()  # what the timer does, twice a second
             assert app._searching and "searching" not in app.status_text()
+
+
+async def test_a_chip_searches_a_remote_capture_through_its_aggregator(tmp_path: Path) -> None:
+    """A cluster capture's file is in the aggregator pod: the chips go to the aggregator."""
+    from live_helpers import TOKEN
+
+    from netobserv_tui.tui.store import RemoteStore
+
+    async with live_capture(tmp_path) as capture:
+        store = RemoteStore("127.0.0.1", capture.aggregator.port, TOKEN)
+        app = capture.app(max_rows=5, refresh_interval=0.05, store=store)
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot, app)
+            await capture.send([base_record(i) for i in range(20)])
+            await received(pilot, app, 20)
+            await typed(pilot, "SrcPort=40001")
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: ports(app) == [40001], "the old record found")
+            await pilot.press("right", "right")  # the DNS view: no DNS data
+            await wait_until(pilot, lambda: table(app).matched == 0, "the DNS search")
+            await capture.send([base_record(30, SrcPort=40001, DnsId=7, DstPort=53)],
+                               (*BASE_COLUMNS, "DnsId"))
+            await wait_until(pilot, lambda: ports(app) == [40001], "the new DNS record")
+        store.close()

@@ -255,7 +255,8 @@ async def test_first_frame_must_be_hello_subscribe_or_finish(aggregator: Aggrega
                                                              first: FrameType) -> None:
     peer = await Peer.connect(aggregator.port)
     await peer.send(first, {"seq": 1, "columns": ["Bytes"], "rows": [[1]]})
-    assert "HELLO, SUBSCRIBE or FINISH" in (await peer.expect(FrameType.ERROR))["reason"]
+    assert "HELLO, SUBSCRIBE, SEARCH or FINISH" in (
+        await peer.expect(FrameType.ERROR))["reason"]
     await peer.expect_closed()
     assert aggregator.stats()["flows"] == 0
 

@@ -1,0 +1,59 @@
+"""SEARCH sessions: the TUI's live filters, run by the aggregator over its own capture file.
+
+A local capture's TUI reads the SQLite file itself; a cluster capture's file is in the
+aggregator pod, so the TUI sends its query (the chips as typed and the view's fields, see
+:class:`~netobserv_tui.tui.store.Query`) and the aggregator searches with exactly the same
+code (:class:`~netobserv_tui.tui.store.SqliteStore`), in a thread of its own, through a
+read-only connection: ingest is not held up (the file is in WAL mode while it is written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from ..model.protocol import FrameType, ProtocolError, encode, read_frame
+from ..tui.store import Query, SqliteStore, StoreError
+
+log = logging.getLogger(__name__)
+
+#: Most records one RESULT carries (the TUI keeps 1000).
+MAX_LIMIT: Final = 5000
+
+
+async def search_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         peer: str, db_path: Path, capture: str,
+                         check_token: Callable[[dict[str, Any]], None],
+                         first: dict[str, Any]) -> None:
+    """Serve SEARCH requests on one connection until BYE or end of stream."""
+    check_token(first)
+    writer.write(encode(FrameType.WELCOME, {"capture": capture}))
+    await writer.drain()
+    store = SqliteStore(db_path)
+    log.info("Search session from %s", peer)
+    while True:
+        frame = await read_frame(reader)
+        if frame is None or frame[0] is FrameType.BYE:
+            return
+        kind, payload = frame
+        if kind is not FrameType.SEARCH:
+            raise ProtocolError(f"{kind.name} is not allowed in a search session")
+        try:
+            query = Query.from_json(payload)
+            match, narrow = query.compile()
+            limit, after = payload.get("limit", 1000), payload.get("after", 0)
+            if not (isinstance(limit, int) and isinstance(after, int)):
+                raise ValueError("limit and after are integers")
+            limit = max(0, min(limit, MAX_LIMIT))
+            result = await asyncio.to_thread(store.search, match, limit, after=after,
+                                             narrow=narrow)
+        except (ValueError, StoreError) as exc:
+            writer.write(encode(FrameType.ERROR, {"reason": str(exc)}))
+        else:
+            writer.write(encode(FrameType.RESULT, {
+                "records": result.records, "matched": result.matched,
+                "scanned": result.scanned, "last_id": result.last_id}))
+        await writer.drain()
