@@ -7,6 +7,11 @@
  *           (ENABLE_TCP_EVENTS): retransmissions and resets per connection.
  * Maps:     drops and tcp_stats, keyed by struct flow_5tuple, drained by user space at every
  *           eviction and joined to the TC flow records by 5-tuple.
+ * Workload: with ENABLE_WORKLOAD (workload.h), a drop or TCP event whose two ends are both
+ *           outside the workload's addresses creates no record: drops would otherwise become
+ *           rows of their own (flows no TC hook recorded), and TCP records of the rest of the
+ *           host would fill tcp_stats and crowd out the workload's. Checked after the cheap
+ *           early exits, before any map is touched.
  * Fallback: tracepoints are stable ABI; the agent checks each exists before enabling the
  *           feature and turns off (and reports) a feature whose hook cannot load.
  * Minimum:  Linux 5.17 for the kfree_skb drop reason; struct offsets come from BTF
@@ -109,6 +114,10 @@ TRACEPOINT_PROBE(skb, kfree_skb)
         /* Extension headers are rare on dropped packets: only a direct transport header. */
         l4 = ip + 40;
     }
+#ifdef ENABLE_WORKLOAD
+    if (!workload_has(key.src_ip, key.dst_ip))
+        return 0;
+#endif
     if (transport_header != 0xffff && transport_header > network_header)
         l4 = head + transport_header;
     if (l4) {
@@ -177,9 +186,14 @@ struct tcp_record {
 };
 BPF_HASH(tcp_stats, struct flow_5tuple, struct tcp_record, EVENT_MAX_FLOWS);
 
-/* The tcp_record of a socket's send direction (local -> remote), created if needed. */
+/* The tcp_record of a socket's send direction (local -> remote), created if needed; NULL
+ * when the map is full, or when neither end is in the workload (ENABLE_WORKLOAD). */
 static __always_inline struct tcp_record *tcp_record_for(struct flow_5tuple *key)
 {
+#ifdef ENABLE_WORKLOAD
+    if (!workload_has(key->src_ip, key->dst_ip))
+        return 0;
+#endif
     struct tcp_record *rec = tcp_stats.lookup(key);
     if (rec)
         return rec;

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import ctypes as ct
 import errno
+import ipaddress
 import logging
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from ..model.errors import KernelError
 from .records import (
@@ -30,6 +32,10 @@ from .records import (
 log = logging.getLogger(__name__)
 
 PROGRAMS = ("nobs_tc_ingress", "nobs_tc_egress")
+
+#: Entries of the workload_ips map (ebpf/workload.h): addresses a capture can be narrowed to.
+WORKLOAD_MAX_IPS: Final = 8192
+_V4_MAPPED: Final = bytes(10) + b"\xff\xff"
 
 
 def ebpf_dir() -> Path:
@@ -73,21 +79,35 @@ class FlowProgram:
         max_flows: int = 100_000,
         overflow_pages: int = 64,
         defines: dict[str, int | str | None] | None = None,
+        workload: bool = False,
+        workload_max_ips: int = WORKLOAD_MAX_IPS,
     ) -> None:
-        """``defines`` become ``-DNAME[=value]``: feature switches such as ENABLE_DNS."""
+        """``defines`` become ``-DNAME[=value]``: feature switches such as ENABLE_DNS.
+
+        ``workload`` compiles the workload filter in (ebpf/workload.h): only packets with an
+        end in the set given to :meth:`set_workload` are counted, and the set starts empty.
+        """
         if max_flows < 1:
             raise ValueError("max_flows must be positive")
+        if workload and workload_max_ips < 1:
+            raise ValueError("workload_max_ips must be positive")
         self.max_flows = max_flows
+        self.workload = workload
+        self.workload_max_ips = workload_max_ips
         self.cflags = [
             f"-I{ebpf_dir()}",
             f"-DMAX_FLOWS={max_flows}",
             f"-DOVERFLOW_PAGES={overflow_pages}",
         ]
+        if workload:
+            self.cflags += ["-DENABLE_WORKLOAD", f"-DWORKLOAD_MAX_IPS={workload_max_ips}"]
         for name, value in (defines or {}).items():
             self.cflags.append(f"-D{name}" if value is None else f"-D{name}={value}")
         self.bpf: Any = None
         self.fds: dict[str, int] = {}
         self._overflow: list[bytes] = []
+        #: What workload_ips holds: only set_workload() writes the map, so this mirror is exact.
+        self._workload: set[bytes] = set()
         keys_size = FLOW_ID.size * max_flows
         values_size = FLOW_METRICS.size * max_flows
         self._keys = ct.create_string_buffer(keys_size)
@@ -145,6 +165,60 @@ class FlowProgram:
             total[name] = sum(table[ct.c_int(index)])
         return total
 
+    @property
+    def workload_ips(self) -> int:
+        """How many addresses the workload filter holds (0 without it)."""
+        return len(self._workload)
+
+    def set_workload(self, ips: Iterable[str]) -> tuple[int, int]:
+        """Make workload_ips hold exactly ``ips``: returns (added, removed).
+
+        Only the difference is written, in place, while the classifiers run: an address in
+        both the old and the new set is never absent. Gone addresses are deleted first, so
+        the map never needs more than its size. An address that is not valid is logged and
+        skipped; addresses beyond the map's size are logged and not captured.
+        """
+        if not self.workload:
+            raise RuntimeError("the program was loaded without the workload filter")
+        if self.bpf is None:
+            raise RuntimeError("the program is not loaded")
+        wanted: set[bytes] = set()
+        skipped: list[str] = []
+        for text in ips:
+            key = workload_key(text)
+            if key is None:
+                skipped.append(text)
+            else:
+                wanted.add(key)
+        if skipped:
+            log.error(
+                "The workload set holds %d invalid address(es), ignored: %s.",
+                len(skipped), ", ".join(repr(t) for t in skipped[:5]),
+            )
+        if len(wanted) > self.workload_max_ips:
+            # Keep what is already in the kernel, then the rest in a stable order.
+            kept = sorted(wanted & self._workload) + sorted(wanted - self._workload)
+            log.error(
+                "The workload has %d addresses, more than the %d the kernel map holds: "
+                "flows of %d of them are not captured.",
+                len(wanted), self.workload_max_ips, len(wanted) - self.workload_max_ips,
+            )
+            wanted = set(kept[: self.workload_max_ips])
+        table = self.bpf[b"workload_ips"]
+        gone = self._workload - wanted
+        new = wanted - self._workload
+        for key in gone:
+            try:
+                del table[table.Key.from_buffer_copy(key)]
+            except KeyError:
+                pass  # not there: nothing to remove
+            self._workload.discard(key)
+        one = table.Leaf(1)
+        for key in new:
+            table[table.Key.from_buffer_copy(key)] = one
+            self._workload.add(key)
+        return len(new), len(gone)
+
     def drain(self) -> Drained:
         """Look up and delete every flow in batches (BPF_MAP_LOOKUP_AND_DELETE_BATCH)."""
         started = time.perf_counter()
@@ -171,6 +245,23 @@ class FlowProgram:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def workload_key(text: str) -> bytes | None:
+    """An address as workload_ips keys it (flow_id's layout: IPv4 as ::ffff:a.b.c.d), or
+    None when ``text`` is not an address, or is the unspecified address (which is what
+    the key of a frame without addresses holds)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if address.is_unspecified and address.version == 6:
+        return None
+    if address.version == 4:
+        return _V4_MAPPED + address.packed
+    return address.packed
 
 
 def lookup_and_delete_all(

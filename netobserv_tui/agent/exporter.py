@@ -4,6 +4,9 @@ Batches stay in a bounded buffer until the aggregator ACKs them. When the connec
 the agent keeps evicting; unacknowledged batches are re-sent after reconnecting (so a batch
 may be written twice if only its ACK was lost). When the buffer is over its row budget the
 oldest batches are dropped and counted in ``lost_rows``: memory is bounded, loss is visible.
+
+Frames from the aggregator are handled where they are read, on the caller's thread (in
+``connect()`` and ``pump()``): ACK/NACK, ERROR, and WORKLOAD, which goes to ``on_workload``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import select
 import socket
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +71,10 @@ class Exporter:
         self.lost_rows = 0
         self.nacked_rows = 0
         self.reconnects = 0
+        #: Called with the addresses of each valid WORKLOAD frame (the whole new set), on the
+        #: thread that called connect() or pump().
+        self.on_workload: Callable[[list[str]], None] | None = None
+        self._workload_ignored = False
 
     # -- connection -------------------------------------------------------------------
 
@@ -77,7 +84,7 @@ class Exporter:
         try:
             sock.sendall(encode(FrameType.HELLO, {"token": self.token, "agent": self.agent}))
             self.sock, self._buf = sock, bytearray()
-            kind, payload = self._read_frame_blocking(timeout)
+            kind, payload, rest = self._read_frame_blocking(timeout)
         except BaseException:
             self.sock = None
             sock.close()
@@ -93,6 +100,9 @@ class Exporter:
         for batch in self._pending:
             batch.sent = False
         log.info("Connected to the aggregator at %s:%d.", *self.address)
+        # Frames that came with WELCOME (the aggregator sends WORKLOAD right after it).
+        for kind, payload in rest:
+            self._handle(kind, payload)
 
     def _drop_connection(self) -> None:
         if self.sock is not None:
@@ -141,13 +151,15 @@ class Exporter:
         self._buf += data
         return True
 
-    def _read_frame_blocking(self, timeout: float) -> tuple[FrameType, dict[str, Any]]:
+    def _read_frame_blocking(
+        self, timeout: float
+    ) -> tuple[FrameType, dict[str, Any], list[tuple[FrameType, dict[str, Any]]]]:
+        """The first frame, and the frames that arrived with it (to handle after it)."""
         deadline = time.monotonic() + timeout
         while True:
             frames = self._parse_frames()
             if frames:
-                # Put back anything after the first frame (cannot happen before WELCOME).
-                return frames[0]
+                return frames[0][0], frames[0][1], frames[1:]
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ProtocolError("the aggregator did not answer in time")
@@ -170,6 +182,19 @@ class Exporter:
                     self.acked_rows += batch.rows
         elif kind == FrameType.ERROR:
             log.error("The aggregator reported an error: %s.", payload.get("reason"))
+        elif kind == FrameType.WORKLOAD:
+            ips = payload.get("ips")
+            if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
+                log.error("The aggregator sent a WORKLOAD frame without a list of addresses; "
+                          "ignored (the previous set stays).")
+                return
+            if self.on_workload is None:
+                if not self._workload_ignored:
+                    self._workload_ignored = True
+                    log.warning("The aggregator sent a workload set, but this agent does not "
+                                "filter by workload (--workload-filter); ignored.")
+                return
+            self.on_workload(ips)
 
     # -- public -----------------------------------------------------------------------
 

@@ -6,6 +6,14 @@ attached (``{"event": "ready", ...}``) and one when it is done (``{"event": "don
 logs go to stderr. SIGTERM and SIGINT end it the same way: take the programs off every
 interface first (so nothing is counted after), drain the last partial interval, deliver it,
 then exit.
+
+With ``--workload-filter`` (``WORKLOAD_FILTER=1``) the kernel counts only packets with an end
+in the address set the aggregator sends in WORKLOAD frames; until the first one, nothing.
+
+Threads: there is one. The exporter handles frames from the aggregator inside ``connect()``
+and ``pump()``, which only this loop calls, between evictions; so a WORKLOAD frame updates
+the kernel map (``FlowProgram.set_workload``) while no drain runs, and the classifiers see
+each address appear or go at once (hash map updates are atomic per entry).
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ class AgentConfig:
     filter_defines: dict[str, int | str | None] = field(default_factory=dict)
     #: Packed rules to write into the filter_rules map after loading.
     filter_rules: list[bytes] = field(default_factory=list)
+    #: Count only flows with an end in the aggregator's WORKLOAD set (ebpf/workload.h).
+    workload: bool = False
 
 
 @dataclass
@@ -77,6 +87,10 @@ class Agent:
         self._stop = False
         self._overflow: dict[bytes, list[Any]] = {}
         self._join: Joiner | None = None
+        #: The loaded program while its classifiers may run; None before and after.
+        self._prog: FlowProgram | None = None
+        #: A WORKLOAD set that arrived before the program was loaded (it comes with WELCOME).
+        self._workload_pending: list[str] | None = None
 
     def request_stop(self, *_args: object) -> None:
         self._stop = True
@@ -117,8 +131,10 @@ class Agent:
         if rows:
             exporter.submit(self._columns, rows)
         counters = prog.counters()
+        workload = {"workload_ips": prog.workload_ips} if prog.workload else {}
         exporter.send_stats(
             {
+                **workload,
                 "evictions": self.stats.evictions,
                 "evicted_flows": self.stats.evicted_flows,
                 "overflow_flows": self.stats.overflow_flows,
@@ -140,6 +156,24 @@ class Agent:
                 counters["overflow_lost"],
             )
         return len(rows)
+
+    def _on_workload(self, ips: list[str]) -> None:
+        """The exporter's WORKLOAD callback (on this thread, see the module docstring)."""
+        prog = self._prog
+        if prog is None:
+            self._workload_pending = ips
+            return
+        try:
+            added, removed = prog.set_workload(ips)
+        except Exception as exc:  # BCC raises plain Exception for a failed map update
+            log.error("Could not apply the workload set (%d addresses): %s; the kernel holds "
+                      "%d of them.", len(ips), exc, prog.workload_ips)
+            return
+        if prog.workload_ips:
+            log.info("Workload set: %d addresses (%d added, %d removed).",
+                     prog.workload_ips, added, removed)
+        else:
+            log.warning("The workload set is empty: nothing is captured until it changes.")
 
     def _joiner(self, builder: RowBuilder) -> Joiner:
         if self._join is None or self._join.agent_ip != builder.agent_ip:
@@ -171,7 +205,9 @@ class Agent:
         return self._program({**base, **features.defines()})
 
     def _program(self, defines: dict[str, int | str | None]) -> FlowProgram:
-        prog = FlowProgram(max_flows=self.config.max_flows, defines=defines).load()
+        prog = FlowProgram(
+            max_flows=self.config.max_flows, defines=defines, workload=self.config.workload
+        ).load()
         if self.config.filter_rules:
             table = prog.bpf[b"filter_rules"]
             for index, rule in enumerate(self.config.filter_rules):
@@ -200,12 +236,23 @@ class Agent:
             self.config.token,
             {"ip": agent_ip, "hostname": socket.gethostname(), "version": __version__},
         )
+        if self.config.workload:
+            # Set before connecting: the first set comes right after WELCOME.
+            exporter.on_workload = self._on_workload
         self._connect(exporter)
         with self._load() as prog:
             for feature, why in self.config.features.off.items():
                 log.warning("Feature %s is off: %s.", feature, why)
             attacher = TcAttacher(prog.fds["nobs_tc_ingress"], prog.fds["nobs_tc_egress"])
             try:
+                if self.config.workload:
+                    self._prog = prog
+                    pending, self._workload_pending = self._workload_pending, None
+                    if pending is not None:
+                        self._on_workload(pending)
+                    else:
+                        log.warning("Workload filter on: nothing is captured until the "
+                                    "aggregator sends the workload's addresses.")
                 self._sync_links(watcher, attacher)
                 builder = RowBuilder(
                     agent_ip, watcher.name, watcher.local_addrs.__contains__,
@@ -217,12 +264,14 @@ class Agent:
                         "pid": os.getpid(),
                         "interfaces": sorted(attacher.attached.values()),
                         "features": self.config.features.status(),
+                        "workload": self.config.workload,
                     }
                 )
                 self._loop(prog, watcher, attacher, builder, exporter)
             finally:
                 # Detach first: nothing is counted after this, so the drain below is final.
                 attacher.close()
+                self._prog = None  # WORKLOAD frames from now on change nothing
             builder.is_local = watcher.local_addrs.__contains__
             self._evict(prog, builder, exporter)
         delivered = exporter.finish(self.config.finish_timeout)
@@ -330,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampling", type=int, default=int(env("SAMPLING", "0")))
     p.add_argument("--filters", default=env("FLOW_FILTER_RULES"),
                    help="filter rules as JSON (made by `netobserv flows`)")
+    p.add_argument("--workload-filter", action="store_true",
+                   default=env("WORKLOAD_FILTER", "").strip().lower() in ("1", "true"),
+                   help="count only flows with an end in the address set the aggregator "
+                        "sends (WORKLOAD frames); nothing until the first set")
     p.add_argument("--print-c", action="store_true", help="print the eBPF C source and exit")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     return p
@@ -359,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s agent %(levelname)s %(message)s",
     )
     if args.print_c:
-        prog = FlowProgram(max_flows=args.cache_max_flows)
+        prog = FlowProgram(max_flows=args.cache_max_flows, workload=args.workload_filter)
         print("// cflags: " + " ".join(prog.cflags))
         print(prog.source())
         return 0
@@ -389,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             sampling=sampling or args.sampling,
             filter_defines=filter_defines,
             filter_rules=filter_rules,
+            workload=args.workload_filter,
         )
         agent = Agent(config)
 
