@@ -94,6 +94,15 @@ def _flows_parser(sub: Any) -> argparse.ArgumentParser:
                          metavar="BOOL",
                          help="add the OpenShift SecurityContextConstraints (default: "
                          "detected)")
+    work = p.add_argument_group(
+        "workload (cluster only)",
+        "keep only the flows of these pods; followed as pods come and go")
+    work.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
+                      help="pods of this namespace (repeatable)")
+    work.add_argument("--pod", action="append", default=[], metavar="NAME|NS/NAME",
+                      help="this pod (repeatable)")
+    work.add_argument("--selector", "-l", default="", metavar="SELECTOR",
+                      help="pods with these labels, as kubectl: app=web,tier!=db")
     cluster.add_argument("--copy", type=_bool, nargs="?", const=True, default=True,
                          metavar="BOOL",
                          help="copy the files out of the cluster at the end (default true; "
@@ -211,6 +220,8 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
         node_selector=_key_values(args.node_selector, "--node-selector"),
         rollout_timeout=parse_duration(args.rollout_timeout, "--rollout-timeout"),
         openshift=args.openshift, copy=args.copy,
+        workload_namespaces=tuple(args.namespace), workload_pods=tuple(args.pod),
+        workload_selector=args.selector,
     )
     if args.yaml:
         from .capture.cluster import output_yaml
@@ -219,6 +230,11 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
         return 0
     in_cluster = not args.local and not args.lab and (
         bool(args.kubeconfig or args.context) or _kubeconfig_present())
+    if cluster.workload and not in_cluster:
+        raise UsageError("-n/--namespace, --pod and --selector choose Kubernetes pods, so "
+                         "they need a cluster (a kubeconfig, without --local); on this host "
+                         "narrow the capture with --interfaces or the kernel filters "
+                         "(--peer_ip, --cidr, ...)")
     request = FlowsRequest(capture, limits, tui=not args.no_tui, lab=args.lab,
                            cluster=cluster if in_cluster else None)
     if args.cache_max_flows < 1:

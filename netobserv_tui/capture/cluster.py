@@ -62,9 +62,28 @@ class ClusterOptions:
     openshift: bool | None = None
     #: Copy the files out of the cluster at the end (False: the capture is discarded).
     copy: bool = True
+    #: Workload: keep only flows of these pods (namespaces, names or ns/name, selector).
+    workload_namespaces: tuple[str, ...] = ()
+    workload_pods: tuple[str, ...] = ()
+    workload_selector: str = ""
+
+    @property
+    def workload(self) -> bool:
+        return bool(self.workload_namespaces or self.workload_pods or self.workload_selector)
+
+    def aggregator_args(self) -> tuple[str, ...]:
+        """The aggregator's workload flags (it resolves the pods and tells the agents)."""
+        args: list[str] = []
+        for ns in self.workload_namespaces:
+            args += ["--workload-namespace", ns]
+        for pod in self.workload_pods:
+            args += ["--workload-pod", pod]
+        if self.workload_selector:
+            args += ["--workload-selector", self.workload_selector]
+        return tuple(args)
 
 
-def agent_env(options: CaptureOptions) -> dict[str, str]:
+def agent_env(options: CaptureOptions, workload: bool = False) -> dict[str, str]:
     """The agents' settings as the environment the DaemonSet gives them."""
     env = {
         "CACHE_MAX_FLOWS": str(options.cache_max_flows),
@@ -79,6 +98,8 @@ def agent_env(options: CaptureOptions) -> dict[str, str]:
         env["INTERFACES"] = ",".join(options.interfaces)
     if options.exclude_interfaces:
         env["EXCLUDE_INTERFACES"] = ",".join(options.exclude_interfaces)
+    if workload:
+        env["WORKLOAD_FILTER"] = "1"
     return env
 
 
@@ -89,8 +110,9 @@ def deploy_options(capture: CaptureOptions, cluster: ClusterOptions, capture_id:
         return manifests.options_from_env(
             capture_id=capture_id, token=token, namespace=cluster.namespace,
             image=cluster.image, pull_policy=cluster.pull_policy,
-            agent_env=agent_env(capture), node_selector=dict(cluster.node_selector),
-            openshift=openshift, log_level=capture.log_level)
+            agent_env=agent_env(capture, cluster.workload),
+            node_selector=dict(cluster.node_selector), openshift=openshift,
+            log_level=capture.log_level, aggregator_args=cluster.aggregator_args())
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

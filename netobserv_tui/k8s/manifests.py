@@ -157,6 +157,8 @@ class DeployOptions:
     openshift: bool = False
     aggregator_port: int = 9990
     log_level: str = "info"
+    #: Extra aggregator arguments (the workload selection: --workload-namespace ...).
+    aggregator_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         cid = self.capture_id
@@ -190,6 +192,9 @@ class DeployOptions:
         if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
             raise _bad("log_level", level, "accepted values are " + ", ".join(LOG_LEVELS))
         object.__setattr__(self, "log_level", level.lower())
+        for arg in self.aggregator_args:
+            if not isinstance(arg, str) or not arg or "\n" in arg:
+                raise _bad("aggregator_args", arg, "arguments are non-empty one-line strings")
         port = self.aggregator_port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise _bad("aggregator_port", port, "use a TCP port from 1 to 65535")
@@ -366,6 +371,7 @@ def render(options: DeployOptions) -> list[dict[str, Any]]:
     args: list[str] = aggregator["args"]
     args[args.index("--listen") + 1] = f"0.0.0.0:{options.aggregator_port}"
     args[args.index("--log-level") + 1] = options.log_level.upper()
+    args.extend(options.aggregator_args)
     aggregator["ports"][0]["containerPort"] = options.aggregator_port
     _secret_ref(aggregator["env"])
 

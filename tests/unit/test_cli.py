@@ -187,3 +187,36 @@ def test_a_kubeconfig_that_reaches_no_cluster_says_to_use_local(
     assert main(["flows", "--no-tui", f"--output={tmp_path / 'out'}"]) != 0
     err = capsys.readouterr().err
     assert "cannot reach the cluster" in err and "--local" in err
+
+
+def test_workload_flags_reach_the_aggregator_and_agents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import kubernetes_validate
+    import yaml
+
+    argv = ["flows", "--yaml", f"--output={tmp_path}", "-n", "shop", "--namespace=pay",
+            "--pod", "shop/web-1", "-l", "app=web,tier!=db"]
+    assert main(argv) == 0
+    objects = [o for o in yaml.safe_load_all(Path(capsys.readouterr().out.strip()).read_text())
+               if o]
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.33", strict=True)
+    pod = next(o for o in objects if o["kind"] == "Pod")
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[-8:] == ["--workload-namespace", "shop", "--workload-namespace", "pay",
+                         "--workload-pod", "shop/web-1", "--workload-selector",
+                         "app=web,tier!=db"]
+    agent = next(o for o in objects if o["kind"] == "DaemonSet")
+    env = {e["name"]: e.get("value") for e in
+           agent["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["WORKLOAD_FILTER"] == "1"
+
+
+def test_workload_flags_need_a_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["flows", "--local", "-n", "shop", f"--output={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "need a cluster" in err and "--interfaces" in err
+    assert not list(tmp_path.iterdir())
