@@ -17,7 +17,7 @@ import pytest
 
 from netobserv_tui.lab import Lab, cleanup_all, iter_lab_pids, lab_lock, lab_status
 from netobserv_tui.lab._proc import worker_pids
-from netobserv_tui.model.errors import LabError
+from netobserv_tui.model.errors import KernelError, LabError
 
 
 def lab_skip_reason() -> str | None:
@@ -106,3 +106,18 @@ def no_lab_leftovers() -> Iterator[None]:
     assert not leftovers, f"lab objects left behind after the tests: {leftovers}"
     assert not pids, f"processes left inside lab namespaces: {pids}"
     assert not workers, f"lab worker processes left running: {workers}"
+
+
+@pytest.fixture(scope="module")
+def bcc_ready() -> None:
+    """Skip, with the reason, where BCC cannot compile programs (no root, no headers)."""
+    if os.geteuid() != 0:
+        pytest.skip("loading eBPF programs needs root: run the kernel tests as root")
+    from netobserv_tui.agent.kernel import prepare_bcc
+
+    try:
+        import bcc  # noqa: F401
+
+        prepare_bcc()
+    except (ImportError, KernelError) as exc:
+        pytest.skip(f"BCC cannot compile programs here: {exc}")

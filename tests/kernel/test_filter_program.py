@@ -145,17 +145,7 @@ class Programs:
 
 
 @pytest.fixture(scope="module")
-def programs() -> Iterator[Programs]:
-    if os.geteuid() != 0:
-        pytest.skip("loading eBPF programs needs root: run the kernel tests as root")
-    from netobserv_tui.agent.kernel import prepare_bcc
-
-    try:
-        import bcc  # noqa: F401
-
-        prepare_bcc()
-    except (ImportError, KernelError) as exc:
-        pytest.skip(f"BCC cannot compile programs here: {exc}")
+def programs(bcc_ready: None) -> Iterator[Programs]:
     loaded = Programs()
     try:
         yield loaded

@@ -51,20 +51,6 @@ A6, B6, C6, D6 = "fd00:a::1", "fd00:b::2", "fd00:c::3", "fd00:d::4"
 # -- the classifier ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def bcc_ready() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("loading eBPF programs needs root: run the kernel tests as root")
-    from netobserv_tui.agent.kernel import prepare_bcc
-
-    try:
-        import bcc  # noqa: F401
-
-        prepare_bcc()
-    except (ImportError, KernelError) as exc:
-        pytest.skip(f"BCC cannot compile programs here: {exc}")
-
-
-@pytest.fixture(scope="module")
 def prog(bcc_ready: None) -> Iterator[FlowProgram]:
     loaded = FlowProgram(max_flows=64, workload=True).load()
     try:
