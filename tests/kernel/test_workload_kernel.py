@@ -257,6 +257,7 @@ def test_exporter_delivers_workload_frames_even_with_welcome(
 ) -> None:
     server = socket.create_server(("127.0.0.1", 0))
     got: list[list[str]] = []
+    first_seen = threading.Event()
 
     def serve() -> None:
         conn, _ = server.accept()
@@ -265,6 +266,7 @@ def test_exporter_delivers_workload_frames_even_with_welcome(
             # WELCOME and the first set in one segment, as an aggregator may well send them.
             conn.sendall(encode(FrameType.WELCOME, {"capture": "c"}) +
                          encode(FrameType.WORKLOAD, {"ips": [A4, A6]}))
+            first_seen.wait(10)  # the rest only once connect() has returned
             conn.sendall(encode(FrameType.WORKLOAD, {"ips": "10.0.0.1"}) +
                          encode(FrameType.WORKLOAD, {"ips": [A4, 5]}) +
                          encode(FrameType.WORKLOAD, {}) +
@@ -278,6 +280,7 @@ def test_exporter_delivers_workload_frames_even_with_welcome(
     with caplog.at_level(logging.ERROR):
         exporter.connect()
         assert got == [[A4, A6]]
+        first_seen.set()
         deadline = time.monotonic() + 5
         while len(got) < 2 and time.monotonic() < deadline:
             exporter.pump(0.1)
