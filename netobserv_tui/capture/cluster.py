@@ -167,7 +167,7 @@ class KubernetesTarget:
         self.say = say
         self.capture_id = new_capture_id()
         self.token = secrets.token_urlsafe(24)
-        self.description = f"cluster {cluster.context or '(current context)'}"
+        self.description = f"cluster {cluster.context or current_context(cluster)}"
         self.interfaces: list[str] = []
         self.features: dict[str, str] = {f: "on" for f in options.features}
         self.deploy: DeployOptions | None = None
@@ -187,7 +187,6 @@ class KubernetesTarget:
 
     async def _start(self) -> StreamEndpoint:
         self._api = api = await connect(self.cluster.kubeconfig, self.cluster.context)
-        self.description = f"cluster {self.cluster.context or current_context(self.cluster)}"
         version = await check_reachable(api)
         self.say(f"Cluster {api.configuration.host} (Kubernetes {version}).")
         openshift = self.cluster.openshift

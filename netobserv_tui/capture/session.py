@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -107,7 +108,11 @@ async def run_capture(
             if on_stop_requested is not None:
                 on_stop_requested(why)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # Signals reach only the main thread; driven from another one (tests, an embedding
+    # program), stopping is the caller's business.
+    signals = (signal.SIGINT, signal.SIGTERM) if (
+        threading.current_thread() is threading.main_thread()) else ()
+    for sig in signals:
         loop.add_signal_handler(sig, request_stop, f"received {signal.Signals(sig).name}")
     tasks: list[asyncio.Task[Any]] = []
     try:
@@ -143,12 +148,12 @@ async def run_capture(
         # Never let a task that ignores cancellation keep the files from being completed.
         await asyncio.wait(tasks, timeout=5) if tasks else None
         # Ignore a second Ctrl+C while files are being completed; SIGTERM still waits too.
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             loop.add_signal_handler(sig, log.warning, "Still stopping: completing the files.")
         try:
             result = await target.stop(say)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in signals:
                 loop.remove_signal_handler(sig)
     return result, reason
 

@@ -202,3 +202,40 @@ async def test_declining_the_files_still_cleans_up(
     assert "Not copying the files (--copy=false): they go with the aggregator pod." in steps
     assert not (tmp_path / "output" / "flow").exists()
     assert cluster.leftovers() == []
+
+
+async def test_netobserv_flows_no_tui_on_a_cluster_end_to_end(
+    cluster: ApiServerDouble, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line itself: `netobserv flows --no-tui --max-time` with a kubeconfig."""
+    from netobserv_tui.capture import cluster as cluster_module
+    from netobserv_tui.cli import main
+
+    monkeypatch.setattr(cluster_module.secrets, "token_urlsafe", lambda _n: "cli-e2e-token")
+    cluster.run_controllers(PodOutcome.running())
+    pod = Aggregator(tmp_path / "pod", "cli-e2e-token", live_interval=0.02)
+    await pod.start()
+    cluster.forward(NAMESPACE, "netobserv-aggregator", 9990, ("127.0.0.1", pod.port))
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
+    output = tmp_path / "output"
+    argv = ["flows", "--no-tui", "--max-time=3s", f"--kubeconfig={kubeconfig}",
+            f"--output={output}", "--enable_dns"]
+    try:
+        run = asyncio.create_task(asyncio.to_thread(main, argv))
+        await cluster.wait_for(lambda: cluster.get("pods", "netobserv-aggregator", NAMESPACE)
+                               is not None, timeout=10)
+        await send(pod.port, "cli-e2e-token", [record(i) for i in range(12)])
+        status = await run
+    finally:
+        await pod.stop(grace=0)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "Starting the capture on the cluster double..." in captured.err
+    assert "agents 2/2 ready, aggregator Ready" in captured.err
+    assert "Capture ended: max-time reached." in captured.err
+    assert "12 flows" in captured.err
+    paths = captured.out.split()
+    assert [Path(p).suffix for p in paths] == [".json", ".db"]
+    assert len(json.loads(Path(paths[0]).read_text())) == 12
+    assert cluster.leftovers() == []
