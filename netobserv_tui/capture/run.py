@@ -153,12 +153,23 @@ async def _with_tui(
     from ..tui.app import FlowsApp
     from ..tui.terminal import sized_from_terminal
 
-    holder: dict[str, FlowsApp] = {}
+    # The TUI opens at once and shows the start's progress (a cluster rollout takes a
+    # while); it follows the stream once the target has started.
+    app = FlowsApp(None, {"target": target.description, "capture": "flows",
+                          "output": str(request.capture.output)}, starting=True)
+    if hasattr(target, "say"):
+        target.say = app.show_progress
+
+    async def run_app() -> str | None:
+        with sized_from_terminal():
+            return await app.run_async()
+
+    app_task = asyncio.create_task(run_app())
 
     async def foreground(endpoint: StreamEndpoint, stop: asyncio.Event, _p: Progress) -> str:
         header = {
             "target": target.description + (" + lab" if request.lab else ""),
-            "capture": "flows on " + (", ".join(target.interfaces) or "no interface")
+            "capture": "flows on " + (", ".join(target.interfaces) or "every interface")
             + _features_text(target.features),
             "output": str(request.capture.output),
         }
@@ -167,20 +178,23 @@ async def _with_tui(
         if limits.max_bytes is not None:
             header["max_bytes"] = str(limits.max_bytes)
         store = _live_store(endpoint)
-        app = FlowsApp((endpoint.host, endpoint.port, endpoint.token), header, store=store)
-        holder["app"] = app
         try:
-            with sized_from_terminal():
-                outcome = await app.run_async()
+            app.attach((endpoint.host, endpoint.port, endpoint.token), store, header)
+            outcome = await asyncio.shield(app_task)
         finally:
             store.close()
         return str(outcome or "stopped")
 
     def on_stop(why: str) -> None:
-        app = holder.get("app")
-        if app is not None and app.is_running:
+        if app.is_running:
             app.request_stop(why)
 
     print(f"Starting the capture on the {target.description}...", file=sys.stderr)
     with _logs_to_file(request.capture.output / "netobserv.log"):
-        return await run_capture(target, limits, foreground, on_stop)
+        try:
+            return await run_capture(target, limits, foreground, on_stop, abort=app_task)
+        finally:
+            if not app_task.done():
+                app.request_stop("stopped")
+            with contextlib.suppress(Exception):
+                await app_task

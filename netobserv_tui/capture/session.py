@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -85,11 +85,13 @@ async def run_capture(
     foreground: Foreground = headless,
     on_stop_requested: Callable[[str], None] | None = None,
     out: TextIO = sys.stderr,
+    abort: Awaitable[Any] | None = None,
 ) -> tuple[CaptureResult, str]:
     """Start, run the foreground until a stop reason, stop. Returns (result, reason).
 
     While stopping, each step is said on ``out`` (the TUI has exited by then), so a long
-    index build or file transfer never looks like a hang.
+    index build or file transfer never looks like a hang.  ``abort`` (the TUI ending while
+    it shows the start's progress) cancels a start still running, like a stop request.
     """
     loop = asyncio.get_running_loop()
 
@@ -116,7 +118,23 @@ async def run_capture(
         loop.add_signal_handler(sig, request_stop, f"received {signal.Signals(sig).name}")
     tasks: list[asyncio.Task[Any]] = []
     try:
-        endpoint = await target.start()
+        # Starting can take minutes (a cluster rollout): a stop request (signal, or the TUI
+        # quit while it showed the progress) cancels it, and the target cleans up.
+        starting = asyncio.create_task(target.start())
+        stopped = asyncio.create_task(stop.wait())
+        waiters: set[asyncio.Future[Any]] = {starting, stopped}
+        if abort is not None:
+            waiters.add(asyncio.ensure_future(abort))  # not ours to cancel
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            if not stop.is_set():
+                reason = "stopped before the capture started"
+            raise _Cancelled
+        endpoint = starting.result()
         progress.started = time.monotonic()
 
         def on_stats(stats: dict[str, Any]) -> None:
@@ -142,6 +160,8 @@ async def run_capture(
         else:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(fg), timeout=5)
+    except _Cancelled:
+        pass  # the target undid its start; stop() below reports what is left
     finally:
         for task in tasks:
             task.cancel()
@@ -156,6 +176,10 @@ async def run_capture(
             for sig in signals:
                 loop.remove_signal_handler(sig)
     return result, reason
+
+
+class _Cancelled(Exception):
+    """The start was cancelled by a stop request or ``abort``."""
 
 
 async def _after(seconds: float, fn: Callable[[str], None], why: str) -> None:

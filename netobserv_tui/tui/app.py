@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -45,6 +46,8 @@ from .widgets.filter_bar import FilterBar, FilterInput
 
 #: Return value of ``run_async`` when the user stops the capture (or closes the file).
 STOPPED = "stopped"
+#: Lines of start progress kept on screen.
+PROGRESS_LINES = 12
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -88,10 +91,15 @@ class FlowsApp(App[str]):
         max_rows: int = 1000,
         refresh_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        starting: bool = False,
     ) -> None:
         super().__init__()
-        if stream is None and store is None:
+        if stream is None and store is None and not starting:
             raise ValueError("FlowsApp needs a live stream, a store, or both")
+        #: Shown while the capture starts (progress lines); ``attach`` brings the stream.
+        self.starting = starting
+        self._progress_lines: deque[str] = deque(maxlen=PROGRESS_LINES)
+        self._progress = Static("", id="progress", markup=False)
         self._stream = LiveStream(*stream) if stream is not None else None
         self._store = store
         self._store_lock = threading.Lock()
@@ -119,19 +127,24 @@ class FlowsApp(App[str]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Ctrl+C and Ctrl+Q stop a capture, or close a file: the footer says which.
         if action == "stop":
-            return self._stream is not None
+            return self._stream is not None or self.starting
         if action == "close_file":
-            return self._stream is None
+            return self._stream is None and not self.starting
         return super().check_action(action, parameters)
 
     def compose(self) -> ComposeResult:
         yield self._header
+        yield self._progress
         yield self._table
         yield self._filter_bar
         yield self._status
         yield Footer()
 
     def on_mount(self) -> None:
+        self._progress.display = self.starting
+        if self.starting:
+            self._header.show_connecting("the capture being started")
+            self._status.update(self.status_text())
         self._table.set_columns(self.view_state.columns())
         self.sub_title = self.view_state.title()
         self._filter_bar.input.focus()
@@ -145,6 +158,30 @@ class FlowsApp(App[str]):
             shown_path = self._header_info.get("output") or str(self._store.path)
             self._header.show_file(_totals_dict(self._store), shown_path)
             self._load_file()
+
+    # -- starting ----------------------------------------------------------------------
+
+    def show_progress(self, text: str) -> None:
+        """A line of the start's progress (agents ready out of desired, ...); from the
+        app's loop (the capture controller runs in it)."""
+        self._progress_lines.append(text)
+        if self.is_running:
+            self._progress.update("\n".join(self._progress_lines))
+
+    def attach(self, stream: tuple[str, int, str], store: FlowStore | None,
+               header: Mapping[str, str]) -> None:
+        """The capture has started: follow its stream, search its store."""
+        self.starting = False
+        self._progress.display = False
+        self._stream = LiveStream(*stream)
+        self._store = store
+        self._header.set_info(header)
+        self._header.show_connecting(self._stream.address)
+        self._status.update("Waiting for flows…")
+        self._follow_stream()
+        if store is not None:
+            self.set_interval(self._table.refresh_interval, self._search_newer)
+        self.refresh_bindings()
 
     # -- views -------------------------------------------------------------------------
 
@@ -380,6 +417,8 @@ class FlowsApp(App[str]):
 
     def status_text(self) -> str:
         """The status line: view, what is shown out of what, the filter's count, pause."""
+        if self.starting:
+            return "Starting the capture… (Ctrl+C cancels and cleans up)"
         table = self._table
         parts = [self.view_state.title()]
         shown, kept = table.row_count, len(table.latest())

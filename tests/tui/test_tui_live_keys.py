@@ -320,3 +320,40 @@ async def test_a_chip_searches_a_remote_capture_through_its_aggregator(tmp_path:
                                (*BASE_COLUMNS, "DnsId"))
             await wait_until(pilot, lambda: ports(app) == [40001], "the new DNS record")
         store.close()
+
+
+async def test_the_start_progress_shows_then_the_capture_attaches(tmp_path: Path) -> None:
+    """A cluster rollout takes a while: the TUI shows its progress, then the live flows."""
+    from live_helpers import HEADER, TOKEN
+
+    from netobserv_tui.tui.store import SqliteStore
+
+    async with live_capture(tmp_path) as capture:
+        app = FlowsApp(None, {"target": "cluster double", "output": "out"}, starting=True,
+                       refresh_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            app.show_progress("Creating the capture c1 in namespace netobserv-cli...")
+            app.show_progress("  agents 1/2 ready, aggregator Ready")
+            await pilot.pause()
+            progress = str(app.query_one("#progress").render())
+            assert "agents 1/2 ready, aggregator Ready" in progress
+            assert app.status_text().startswith("Starting the capture")
+            footer = [b.binding.description for b in app.active_bindings.values()
+                      if b.binding.show]
+            assert "Stop capture" in footer and "Quit" not in footer
+
+            app.attach(("127.0.0.1", capture.aggregator.port, TOKEN),
+                       SqliteStore(capture.db), HEADER)
+            await connected(pilot, app)
+            assert not app.query_one("#progress").display
+            await capture.send([base_record(i) for i in range(3)])
+            await received(pilot, app, 3)
+            assert ports(app) == [40002, 40001, 40000]
+
+
+async def test_ctrl_c_while_starting_stops(tmp_path: Path) -> None:
+    app = FlowsApp(None, {"target": "cluster double"}, starting=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+c")
+        await wait_until(pilot, lambda: app.return_value is not None, "the exit")
+    assert app.return_value == "stopped"

@@ -55,7 +55,12 @@ def settled(*keys: str) -> Callable[[Pilot[Any]], Any]:
         for key in keys:
             await pilot.press(key)
         await wait_until(pilot, lambda: "searching" not in app.status_text(), "the search")
-        await pilot.pause(0.1)  # two refresh intervals: the last rebuild is painted
+        # The table rebuilt with the result (it rebuilds on a timer), then painted.
+        await wait_until(
+            pilot, lambda: table.row_count == min(table.fit_rows(), len(table.latest()))
+            and table.shown_records() == table.latest()[: table.row_count], "the rebuild")
+        await pilot.pause(0.1)
+        await pilot.wait_for_scheduled_animations()
 
     return run_before
 

@@ -69,14 +69,8 @@ class CaptureHeader(Widget):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(id=id)
-        self._info = dict(info)
         self._clock = clock
-        self._max_time = _limit(self._info.get("max_time"))
-        max_bytes = _limit(self._info.get("max_bytes"))
-        self._max_bytes = None if max_bytes is None else int(max_bytes)
-        # A limit that is not a number is shown as given, without a percentage.
-        self._raw_limits = {k: v for k in ("max_time", "max_bytes")
-                            if (v := self._info.get(k)) and not _is_number(v)}
+        self._set_info(info)
         self._started = clock()
         # Stream state
         self._state = "connecting…"
@@ -184,6 +178,22 @@ class CaptureHeader(Widget):
         first_time, first_flows, first_bytes = samples[0]
         span = now - first_time
         self._rates = ((flows - first_flows) / span, (bytes_ - first_bytes) / span)
+
+    def _set_info(self, info: Mapping[str, str]) -> None:
+        self._info = dict(info)
+        self._max_time = _limit(self._info.get("max_time"))
+        max_bytes = _limit(self._info.get("max_bytes"))
+        self._max_bytes = None if max_bytes is None else int(max_bytes)
+        # A limit that is not a number is shown as given, without a percentage.
+        self._raw_limits = {k: v for k in ("max_time", "max_bytes")
+                            if (v := self._info.get(k)) and not _is_number(v)}
+
+    def set_info(self, info: Mapping[str, str]) -> None:
+        """What is captured, once the capture has started (interfaces and features are
+        known then); the elapsed time starts over from now."""
+        self._set_info(info)
+        self._started = self._clock()
+        self._changed()
 
     def _changed(self) -> None:
         self._version += 1
