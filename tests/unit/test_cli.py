@@ -220,3 +220,19 @@ def test_workload_flags_need_a_cluster(
     err = capsys.readouterr().err
     assert "need a cluster" in err and "--interfaces" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_kubectl_and_oc_plugins_are_the_same_program(tmp_path: Path) -> None:
+    """krew installs kubectl-netobserv; oc finds oc-netobserv: both are netobserv."""
+    bindir = Path(sys.executable).parent
+    outputs = set()
+    for name in ("netobserv", "kubectl-netobserv", "oc-netobserv"):
+        exe = bindir / name
+        assert exe.is_file(), f"{name} is not installed next to {sys.executable}"
+        for args in (["version"], ["flows", "--yaml", f"--output={tmp_path / name}",
+                                   "--pull-policy=Sometimes"]):
+            done = subprocess.run([str(exe), *args], capture_output=True, text=True,
+                                  timeout=60)
+            outputs.add((tuple(args[:1]), done.returncode,
+                         done.stdout.strip(), done.stderr.strip()))
+    assert len(outputs) == 2, outputs  # one answer per command, whatever the name
