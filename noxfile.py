@@ -45,3 +45,11 @@ def bench(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The embedded default: the local host plus the lab, in the TUI."""
     session.run(PY, "-m", "netobserv_tui", "flows", "--local", "--lab", *session.posargs)
+
+
+@nox.session
+def image(session: nox.Session) -> None:
+    """Build the agent and aggregator image from deploy/Containerfile (buildah, as root).
+    An argument names the tag (default localhost/netobserv-tui:dev). Not a default session:
+    it installs container tools and downloads Debian packages."""
+    session.run("scripts/build-image", *session.posargs, external=True)
