@@ -1,0 +1,174 @@
+"""The image, built from deploy/Containerfile, runs the agent and the aggregator exactly as the
+rendered DaemonSet and Pod specs say (user, capabilities, seccomp, read-only root, mounts,
+environment, command), under podman with runc on this host; lab traffic arrives with exact
+counts, and stopping the containers leaves no classifier behind.
+
+Building takes about a minute with warm caches (several on a fresh machine); it runs in CI.
+Only what a cluster supplies is supplied: the Secret's token, the downward API values, the
+Service's address (127.0.0.1 here) and a directory for each emptyDir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from capture_helpers import json_records, our_tc_objects, sql_totals
+
+from netobserv_tui.k8s.manifests import DeployOptions, render
+from netobserv_tui.lab import Lab
+from netobserv_tui.lab.traffic import udp_send
+from netobserv_tui.model.fetch import finish_and_fetch
+
+pytestmark = [pytest.mark.kernel, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+TAG = "localhost/netobserv-tui:test"
+TOKEN = "image-test-token"
+PORT = 19992
+#: podman's default rlimits fail where root lacks CAP_SYS_RESOURCE, as here.
+PODMAN = ["podman", "run", "--rm", "--runtime=runc", "--network=host",
+          "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    if os.geteuid() != 0:
+        pytest.skip("building and running the image needs root")
+    done = subprocess.run([str(ROOT / "scripts" / "build-image"), TAG], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return TAG
+
+
+def bounding_caps() -> set[str]:
+    """Those of the specs' capabilities this host's root may hand to a container (root
+    here lacks CAP_SYS_RESOURCE, which the agent only needs on kernels before 5.11)."""
+    mask = int(next(line.split()[1] for line in Path("/proc/self/status").read_text()
+                    .splitlines() if line.startswith("CapBnd:")), 16)
+    names = {21: "SYS_ADMIN", 24: "SYS_RESOURCE", 12: "NET_ADMIN", 38: "PERFMON", 39: "BPF"}
+    return {name for bit, name in names.items() if mask >> bit & 1}
+
+
+def podman_args(spec: dict[str, Any], env: dict[str, str], dirs: dict[str, Path]) -> list[str]:
+    """The container's security context, mounts and environment as podman flags."""
+    cont = spec["containers"][0]
+    sc = {**(spec.get("securityContext") or {}), **(cont.get("securityContext") or {})}
+    args = ["--user", f"{sc.get('runAsUser', 0)}:{sc.get('runAsGroup', sc.get('runAsUser', 0))}"]
+    caps = sc.get("capabilities", {})
+    if "ALL" in caps.get("drop", []):
+        args.append("--cap-drop=ALL")
+    for cap in caps.get("add", []):
+        if cap in bounding_caps():
+            args.append(f"--cap-add={cap}")
+    if sc.get("readOnlyRootFilesystem"):
+        args.append("--read-only")
+    if sc.get("allowPrivilegeEscalation") is False:
+        args += ["--security-opt", "no-new-privileges"]
+    if sc.get("seccompProfile", {}).get("type") == "Unconfined":
+        args += ["--security-opt", "seccomp=unconfined"]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for mount in cont.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        source = volume["hostPath"]["path"] if "hostPath" in volume else str(dirs[mount["name"]])
+        if "hostPath" in volume and volume["hostPath"].get("type") == "DirectoryOrCreate":
+            Path(source).mkdir(parents=True, exist_ok=True)
+        ro = ":ro" if mount.get("readOnly") else ""
+        args += ["-v", f"{source}:{mount['mountPath']}{ro}"]
+    for name, value in env.items():
+        args += ["-e", f"{name}={value}"]
+    return args
+
+
+def resolved_env(cont: dict[str, Any], secret: dict[str, str]) -> dict[str, str]:
+    downward = {"status.hostIP": "198.18.0.254", "spec.nodeName": "node-a",
+                "metadata.namespace": "netobserv-cli"}
+    env = {}
+    for item in cont["env"]:
+        if "value" in item:
+            value = item["value"]
+        elif "secretKeyRef" in item["valueFrom"]:
+            value = secret[item["valueFrom"]["secretKeyRef"]["key"]]
+        else:
+            value = downward[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        env[item["name"]] = value.replace("netobserv-aggregator.netobserv-cli.svc", "127.0.0.1")
+    return env
+
+
+def test_the_image_runs_as_the_specs_say_and_counts_exactly(
+    image: str, lab: Lab, tmp_path: Path
+) -> None:
+    objects = render(DeployOptions(capture_id="image", token=TOKEN, image=image,
+                                   aggregator_port=PORT, agent_env={"INTERFACES": "nobs-*"}))
+    secret = next(o for o in objects if o["kind"] == "Secret")["stringData"]
+    pod = next(o for o in objects if o["kind"] == "Pod")["spec"]
+    agent = next(o for o in objects if o["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    dirs = {}
+    for spec, prefix in ((pod, "agg"), (agent, "agent")):
+        for volume in spec["volumes"]:
+            if "emptyDir" in volume:
+                path = tmp_path / f"{prefix}-{volume['name']}"
+                path.mkdir()
+                if prefix == "agg":  # the aggregator runs as 65532 (fsGroup in a cluster)
+                    shutil.chown(path, 65532, 65532)
+                dirs[(prefix, volume["name"])] = path
+    agg_dirs = {name: p for (prefix, name), p in dirs.items() if prefix == "agg"}
+    agent_dirs = {name: p for (prefix, name), p in dirs.items() if prefix == "agent"}
+    name = f"nobs-test-{uuid.uuid4().hex[:6]}"
+
+    def container(spec: dict[str, Any], cdirs: dict[str, Path], role: str) -> list[str]:
+        cont = spec["containers"][0]
+        env = resolved_env(cont, secret)
+        return [*PODMAN, "--name", f"{name}-{role}", *podman_args(spec, env, cdirs), image,
+                *cont["command"], *cont.get("args", [])]
+
+    aggregator = subprocess.Popen(container(pod, agg_dirs, "agg"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+    agent_proc: subprocess.Popen[str] | None = None
+    try:
+        assert aggregator.stdout is not None
+        line = aggregator.stdout.readline()
+        assert line, aggregator.stderr.read() if aggregator.stderr else ""
+        assert json.loads(line)["port"] == PORT
+        agent_proc = subprocess.Popen(container(agent, agent_dirs, "agent"),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert agent_proc.stdout is not None
+        line = agent_proc.stdout.readline()
+        assert line, agent_proc.stderr.read() if agent_proc.stderr else ""
+        ready = json.loads(line)
+        assert ready["event"] == "ready"
+        assert sorted(ready["interfaces"]) == sorted(
+            ["nobs-br0", *(p.host_ifname for p in lab.pods)])
+
+        a, b = lab.pod("pod-a"), lab.pod("pod-b")
+        assert lab.wait_quiet()
+        sent = udp_send(lab, a, b, 400, 100, dst_port=7201, src_port=42001)
+        assert sent.sent == sent.received == 400
+
+        subprocess.run(["podman", "stop", "-t", "60", f"{name}-agent"], check=True,
+                       capture_output=True, timeout=120)  # SIGTERM, as the kubelet does
+        assert agent_proc.wait(60) == 0
+        summary = asyncio.run(finish_and_fetch("127.0.0.1", PORT, TOKEN, tmp_path / "here"))
+        assert aggregator.wait(60) == 0
+    finally:
+        for role in ("agent", "agg"):
+            subprocess.run(["podman", "rm", "-f", f"{name}-{role}"], capture_output=True)
+        for proc in (agent_proc, aggregator):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert our_tc_objects() == []
+    files = summary["local_files"]
+    expected = (400, 400 * sent.frame_bytes)
+    db = Path(files["db"])
+    assert sql_totals(db, SrcPort=42001, DstPort=7201)[(a.host_ifname, 0)] == expected
+    assert sql_totals(db, SrcPort=42001, DstPort=7201)[(b.host_ifname, 1)] == expected
+    records = json_records(Path(files["json"]))
+    assert {r["AgentIP"] for r in records} == {"198.18.0.254"}
