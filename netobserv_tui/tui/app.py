@@ -39,7 +39,7 @@ from .columns import Record
 from .filtering import FilterChips
 from .messages import FlowsReceived, StatsReceived, StopRequested, StreamConnected, StreamLost
 from .screens import DetailsScreen, HelpScreen
-from .store import FlowStore, Query, SearchResult
+from .store import FlowStore, Narrowing, Query, SearchResult
 from .views import ViewState
 from .widgets import CaptureHeader, FlowTable
 from .widgets.filter_bar import FilterBar, FilterInput
@@ -290,7 +290,8 @@ class FlowsApp(App[str]):
     def _refilter(self) -> None:
         """The view or the chips changed: show what matches, from everything seen."""
         self._generation += 1
-        predicate = self._predicate()
+        query = self._query()
+        predicate, narrow = query.compile()
         if predicate is None:
             self._searching = self._first_search = False
             if self._stream is None and self._store is not None and not self._table.ring():
@@ -303,27 +304,28 @@ class FlowsApp(App[str]):
             return
         self._searching = self._first_search = True
         self._update_status()
-        self._search(self._generation, predicate, self._query(), 0)
+        self._search(self._generation, predicate, narrow, query, 0)
 
     def _search_newer(self) -> None:
         """Timer: bring a live filter's matches up to date with rows added to the store."""
         if self._searching or not self._table.filtered or self._table.paused:
             return
-        predicate = self._predicate()
+        query = self._query()
+        predicate, narrow = query.compile()
         if predicate is None:
             return
         self._searching = True
-        self._search(self._generation, predicate, self._query(), self._last_id)
+        self._search(self._generation, predicate, narrow, query, self._last_id)
 
     @work(thread=True, group="search", exit_on_error=False)
-    def _search(self, generation: int, predicate: Predicate, query: Query,
-                after: int) -> None:
+    def _search(self, generation: int, predicate: Predicate, narrow: Narrowing,
+                query: Query, after: int) -> None:
         assert self._store is not None
         with self._store_lock:
             if generation != self._generation:
                 return  # a newer filter is already waiting
             result = self._store.search(predicate, self._table.max_rows, after=after,
-                                        narrow=query.compile()[1], query=query)
+                                        narrow=narrow, query=query)
         self.call_from_thread(self._search_done, generation, after, result)
 
     def _search_done(self, generation: int, after: int, result: SearchResult) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from capture_helpers import json_records, our_tc_objects, sql_totals
+from pod_specs import container, kubelet_env
 
 from netobserv_tui.k8s.manifests import DeployOptions, render
 from netobserv_tui.lab import Lab
@@ -87,29 +88,14 @@ def podman_args(spec: dict[str, Any], env: dict[str, str], dirs: dict[str, Path]
     return args
 
 
-def resolved_env(cont: dict[str, Any], secret: dict[str, str]) -> dict[str, str]:
-    downward = {"status.hostIP": "198.18.0.254", "spec.nodeName": "node-a",
-                "metadata.namespace": "netobserv-cli"}
-    env = {}
-    for item in cont["env"]:
-        if "value" in item:
-            value = item["value"]
-        elif "secretKeyRef" in item["valueFrom"]:
-            value = secret[item["valueFrom"]["secretKeyRef"]["key"]]
-        else:
-            value = downward[item["valueFrom"]["fieldRef"]["fieldPath"]]
-        env[item["name"]] = value.replace("netobserv-aggregator.netobserv-cli.svc", "127.0.0.1")
-    return env
-
-
 def test_the_image_runs_as_the_specs_say_and_counts_exactly(
     image: str, lab: Lab, tmp_path: Path
 ) -> None:
     objects = render(DeployOptions(capture_id="image", token=TOKEN, image=image,
                                    aggregator_port=PORT, agent_env={"INTERFACES": "nobs-*"}))
     secret = next(o for o in objects if o["kind"] == "Secret")["stringData"]
-    pod = next(o for o in objects if o["kind"] == "Pod")["spec"]
-    agent = next(o for o in objects if o["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    pod, _ = container(objects, "Pod")
+    agent, _ = container(objects, "DaemonSet")
     dirs = {}
     for spec, prefix in ((pod, "agg"), (agent, "agent")):
         for volume in spec["volumes"]:
@@ -123,13 +109,13 @@ def test_the_image_runs_as_the_specs_say_and_counts_exactly(
     agent_dirs = {name: p for (prefix, name), p in dirs.items() if prefix == "agent"}
     name = f"nobs-test-{uuid.uuid4().hex[:6]}"
 
-    def container(spec: dict[str, Any], cdirs: dict[str, Path], role: str) -> list[str]:
+    def podman_run(spec: dict[str, Any], cdirs: dict[str, Path], role: str) -> list[str]:
         cont = spec["containers"][0]
-        env = resolved_env(cont, secret)
+        env = kubelet_env(cont, secret)
         return [*PODMAN, "--name", f"{name}-{role}", *podman_args(spec, env, cdirs), image,
                 *cont["command"], *cont.get("args", [])]
 
-    aggregator = subprocess.Popen(container(pod, agg_dirs, "agg"), stdout=subprocess.PIPE,
+    aggregator = subprocess.Popen(podman_run(pod, agg_dirs, "agg"), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
     agent_proc: subprocess.Popen[str] | None = None
     try:
@@ -137,7 +123,7 @@ def test_the_image_runs_as_the_specs_say_and_counts_exactly(
         line = aggregator.stdout.readline()
         assert line, aggregator.stderr.read() if aggregator.stderr else ""
         assert json.loads(line)["port"] == PORT
-        agent_proc = subprocess.Popen(container(agent, agent_dirs, "agent"),
+        agent_proc = subprocess.Popen(podman_run(agent, agent_dirs, "agent"),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert agent_proc.stdout is not None
         line = agent_proc.stdout.readline()

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from capture_helpers import json_records, our_tc_objects, sql_totals, totals
+from pod_specs import container, kubelet_env
 
 from netobserv_tui.k8s.manifests import DeployOptions, render
 from netobserv_tui.lab import Lab
@@ -38,32 +39,18 @@ def _root() -> None:
         pytest.skip("the agent needs root (eBPF, TC): run the tests as root")
 
 
-def container(objects: list[dict[str, Any]], kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    obj = next(o for o in objects if o["kind"] == kind)
-    spec = obj["spec"] if kind == "Pod" else obj["spec"]["template"]["spec"]
-    return spec, spec["containers"][0]
-
-
-def environment(spec: dict[str, Any], cont: dict[str, Any], emptydirs: dict[str, Path],
+def environment(cont: dict[str, Any], emptydirs: dict[str, Path],
                 secret: dict[str, str]) -> dict[str, str]:
-    """The container's env as the kubelet would set it, with paths of emptyDir mounts and
-    the Service name mapped to this host."""
-    downward = {"status.hostIP": "198.18.0.254", "spec.nodeName": "node-a",
-                "metadata.namespace": "netobserv-cli"}
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+    """The kubelet's env for the container, with the paths of emptyDir mounts mapped to
+    directories here."""
     mounts = {m["mountPath"]: emptydirs[m["name"]] for m in cont.get("volumeMounts", [])
               if m["name"] in emptydirs}
-    for item in cont["env"]:
-        if "value" in item:
-            value = item["value"]
-        elif "secretKeyRef" in item["valueFrom"]:
-            value = secret[item["valueFrom"]["secretKeyRef"]["key"]]
-        else:
-            value = downward[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+    for name, value in kubelet_env(cont, secret).items():
         for path, local in mounts.items():
             if value == path or value.startswith(path + "/"):
                 value = str(local) + value[len(path):]
-        env[item["name"]] = value.replace("netobserv-aggregator.netobserv-cli.svc", "127.0.0.1")
+        env[name] = value
     return env
 
 
@@ -89,14 +76,14 @@ def test_the_pod_specs_run_here_and_count_exactly(lab: Lab, tmp_path: Path) -> N
         path.mkdir()
     assert agg["args"][:2] == ["--listen", "0.0.0.0:19990"]
 
-    aggregator = subprocess.Popen(argv(agg, dirs), env=environment(agg_spec, agg, dirs, secret),
+    aggregator = subprocess.Popen(argv(agg, dirs), env=environment(agg, dirs, secret),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     agent_proc: subprocess.Popen[str] | None = None
     try:
         assert aggregator.stdout is not None
         ready = json.loads(aggregator.stdout.readline())
         assert ready["event"] == "ready" and ready["port"] == 19990
-        agent_env = environment(agent_spec, agent, agent_dirs, secret)
+        agent_env = environment(agent, agent_dirs, secret)
         assert agent_env["NETOBSERV_AGGREGATOR"] == "127.0.0.1:19990"
         agent_proc = subprocess.Popen(argv(agent, agent_dirs), env=agent_env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
