@@ -61,7 +61,10 @@ except OSError as exc:
 
 def test_firewall_drop_matches_iptables_counter(lab: Lab, tmp_path: Path) -> None:
     a, b = lab.pod("pod-a"), lab.pod("pod-b")
-    in_pod(b, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "8081", "-j", "DROP")
+    # Only this flow's packets: the counter then counts what the query below sums (any
+    # other SYN to 8081, such as a straggler of the lab's demo, is not dropped here).
+    in_pod(b, "iptables", "-A", "INPUT", "-p", "tcp", "--sport", "45000", "--dport", "8081",
+           "-j", "DROP")
     with Capture(tmp_path, "--enable_pktdrop=true") as cap:
         out = in_pod(a, sys.executable, "-c", CONNECT.format(
             timeout=2.5, src=a.v4, sport=45000, dst=b.v4, dport=8081)).stdout
