@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from .. import __version__
 from ..model.errors import KernelError, NetobservError
@@ -91,6 +91,9 @@ class Agent:
         self._prog: FlowProgram | None = None
         #: A WORKLOAD set that arrived before the program was loaded (it comes with WELCOME).
         self._workload_pending: list[str] | None = None
+        #: Kernel header trees to try, best first, and the one the program was built with.
+        self._headers: list[kernel.Headers] = []
+        self.headers: kernel.Headers | None = None
 
     def request_stop(self, *_args: object) -> None:
         self._stop = True
@@ -185,23 +188,51 @@ class Agent:
         return ROW_COLUMNS + self.config.features.columns()
 
     def _load(self) -> FlowProgram:
-        """Load with every enabled feature; a feature that cannot load is switched off."""
+        """Load with the best kernel header tree that compiles the program: when one cannot,
+        say so and try the next (a node's old or broken headers, then the image's)."""
         features = self.config.features
         features.detect()
+        if not self._headers:  # BCC finds headers itself (prepare_bcc was not called)
+            return self._load_features()
+        detected_off = dict(features.off)
+        first_error: KernelError | None = None
+        for index, headers in enumerate(self._headers):
+            if index:
+                headers.prepare()
+                log.info("Kernel headers for BCC: %s.", headers.describe())
+            try:
+                prog = self._load_features()
+            except KernelError as exc:
+                first_error = first_error or exc
+                features.off.clear()
+                features.off.update(detected_off)
+                if index + 1 < len(self._headers):
+                    log.warning("Kernel headers %s could not build the flow program (%s); "
+                                "trying the next header tree.", headers.detail,
+                                exc.__cause__ or exc)
+                continue
+            self.headers = headers
+            return prog
+        assert first_error is not None
+        raise first_error
+
+    def _load_features(self) -> FlowProgram:
+        """Load with every enabled feature; a feature that cannot load is switched off."""
+        features = self.config.features
         base = {**self.config.filter_defines, "SAMPLING": self.config.sampling}
         try:
             return self._program({**base, **features.defines()})
-        except KernelError as exc:
+        except KernelError:
             if not features.on:
                 raise
-            first_error = exc
+        # Without any feature the program must load, or the trouble is not a feature's
+        # (headers, verifier): then this raises.
+        self._program({**base, **features.defines(())}).close()
         for feature in features.on:
             try:
                 self._program({**base, **features.defines([feature])}).close()
             except KernelError as exc:
                 features.off[feature] = f"its hooks did not load ({exc.__cause__ or exc})"
-        if features.on and not features.off:
-            raise first_error
         return self._program({**base, **features.defines()})
 
     def _program(self, defines: dict[str, int | str | None]) -> FlowProgram:
@@ -223,7 +254,7 @@ class Agent:
 
     def run(self) -> dict[str, Any]:
         kernel.check_privileges()
-        kernel.prepare_bcc()
+        self._headers = kernel.prepare_bcc()
         leftovers = cleanup_leftovers()
         if leftovers:
             log.warning("Removed leftovers of an earlier agent: %s.", ", ".join(leftovers))
@@ -265,6 +296,7 @@ class Agent:
                         "interfaces": sorted(attacher.attached.values()),
                         "features": self.config.features.status(),
                         "workload": self.config.workload,
+                        "kernel_headers": self.headers.as_dict() if self.headers else None,
                     }
                 )
                 self._loop(prog, watcher, attacher, builder, exporter)
@@ -339,9 +371,24 @@ def _drain_dns(bpf: Any) -> dict[bytes, dict[str, Any]]:
     return result
 
 
+#: Where the JSON events go: stdout, or its private copy once ``_claim_stdout`` ran.
+_events: TextIO | None = None
+
+
 def _emit(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
+    out = _events or sys.stdout
+    out.write(json.dumps(event) + "\n")
+    out.flush()
+
+
+def _claim_stdout() -> None:
+    """Keep standard output for the JSON events alone. BCC's C++ code prints some messages
+    (such as "Unable to find kernel headers") on file descriptor 1, which would corrupt
+    them: fd 1 becomes a copy of stderr, and events go to a private copy of the original."""
+    global _events
     sys.stdout.flush()
+    _events = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -420,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         print("error: set the capture token in $NETOBSERV_TOKEN", file=sys.stderr)
         return 2
+    _claim_stdout()
     try:
         features = FeatureSet(
             requested=tuple(f for f in args.features.split(",") if f),
