@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +122,20 @@ def bcc_ready() -> None:
         prepare_bcc()
     except (ImportError, KernelError) as exc:
         pytest.skip(f"BCC cannot compile programs here: {exc}")
+
+
+#: The tag the image tests build and use.
+IMAGE_TAG = "localhost/netobserv-tui:test"
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    """The image, built from deploy/Containerfile by scripts/build-image (once per run; about
+    a minute with warm caches, several on a fresh machine)."""
+    if os.geteuid() != 0:
+        pytest.skip("building and running the image needs root")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([str(root / "scripts" / "build-image"), IMAGE_TAG], cwd=root,
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return IMAGE_TAG

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import platform
 import shutil
 import subprocess
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +31,11 @@ from netobserv_tui.model.fetch import finish_and_fetch
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-TAG = "localhost/netobserv-tui:test"
 TOKEN = "image-test-token"
 PORT = 19992
 #: podman's default rlimits fail where root lacks CAP_SYS_RESOURCE, as here.
 PODMAN = ["podman", "run", "--rm", "--runtime=runc", "--network=host",
           "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
-
-
-@pytest.fixture(scope="module")
-def image() -> str:
-    if os.geteuid() != 0:
-        pytest.skip("building and running the image needs root")
-    done = subprocess.run([str(ROOT / "scripts" / "build-image"), TAG], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return TAG
 
 
 def bounding_caps() -> set[str]:
@@ -58,8 +47,10 @@ def bounding_caps() -> set[str]:
     return {name for bit, name in names.items() if mask >> bit & 1}
 
 
-def podman_args(spec: dict[str, Any], env: dict[str, str], dirs: dict[str, Path]) -> list[str]:
-    """The container's security context, mounts and environment as podman flags."""
+def podman_args(spec: dict[str, Any], env: dict[str, str], dirs: dict[str, Path],
+                node: dict[str, Path] | None = None) -> list[str]:
+    """The container's security context, mounts and environment as podman flags; ``dirs``
+    holds the emptyDirs, ``node`` stands in for hostPath volumes (by volume name)."""
     cont = spec["containers"][0]
     sc = {**(spec.get("securityContext") or {}), **(cont.get("securityContext") or {})}
     args = ["--user", f"{sc.get('runAsUser', 0)}:{sc.get('runAsGroup', sc.get('runAsUser', 0))}"]
@@ -78,7 +69,12 @@ def podman_args(spec: dict[str, Any], env: dict[str, str], dirs: dict[str, Path]
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     for mount in cont.get("volumeMounts", []):
         volume = volumes[mount["name"]]
-        source = volume["hostPath"]["path"] if "hostPath" in volume else str(dirs[mount["name"]])
+        if mount["name"] in (node or {}):
+            source = str((node or {})[mount["name"]])
+        elif "hostPath" in volume:
+            source = volume["hostPath"]["path"]
+        else:
+            source = str(dirs[mount["name"]])
         if "hostPath" in volume and volume["hostPath"].get("type") == "DirectoryOrCreate":
             Path(source).mkdir(parents=True, exist_ok=True)
         ro = ":ro" if mount.get("readOnly") else ""
@@ -88,9 +84,19 @@ def podman_args(spec: dict[str, Any], env: dict[str, str], dirs: dict[str, Path]
     return args
 
 
-def test_the_image_runs_as_the_specs_say_and_counts_exactly(
-    image: str, lab: Lab, tmp_path: Path
-) -> None:
+@dataclass
+class ContainerRun:
+    ready: dict[str, Any]
+    agent_log: str
+    sent: Any
+    pods: tuple[Any, Any]
+    files: dict[str, str]
+
+
+def run_containers(image: str, lab: Lab, tmp_path: Path,
+                   node: dict[str, Path] | None = None) -> ContainerRun:
+    """Aggregator and agent containers as the specs say; 400 lab datagrams; SIGTERM to the
+    agent as the kubelet does; the files fetched through FINISH/FETCH."""
     objects = render(DeployOptions(capture_id="image", token=TOKEN, image=image,
                                    aggregator_port=PORT, agent_env={"INTERFACES": "nobs-*"}))
     secret = next(o for o in objects if o["kind"] == "Secret")["stringData"]
@@ -112,12 +118,14 @@ def test_the_image_runs_as_the_specs_say_and_counts_exactly(
     def podman_run(spec: dict[str, Any], cdirs: dict[str, Path], role: str) -> list[str]:
         cont = spec["containers"][0]
         env = kubelet_env(cont, secret)
-        return [*PODMAN, "--name", f"{name}-{role}", *podman_args(spec, env, cdirs), image,
+        return [*PODMAN, "--name", f"{name}-{role}",
+                *podman_args(spec, env, cdirs, node if role == "agent" else None), image,
                 *cont["command"], *cont.get("args", [])]
 
     aggregator = subprocess.Popen(podman_run(pod, agg_dirs, "agg"), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
     agent_proc: subprocess.Popen[str] | None = None
+    agent_log = ""
     try:
         assert aggregator.stdout is not None
         line = aggregator.stdout.readline()
@@ -125,9 +133,9 @@ def test_the_image_runs_as_the_specs_say_and_counts_exactly(
         assert json.loads(line)["port"] == PORT
         agent_proc = subprocess.Popen(podman_run(agent, agent_dirs, "agent"),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert agent_proc.stdout is not None
+        assert agent_proc.stdout is not None and agent_proc.stderr is not None
         line = agent_proc.stdout.readline()
-        assert line, agent_proc.stderr.read() if agent_proc.stderr else ""
+        assert line, agent_proc.stderr.read()
         ready = json.loads(line)
         assert ready["event"] == "ready"
         assert sorted(ready["interfaces"]) == sorted(
@@ -141,6 +149,7 @@ def test_the_image_runs_as_the_specs_say_and_counts_exactly(
         subprocess.run(["podman", "stop", "-t", "60", f"{name}-agent"], check=True,
                        capture_output=True, timeout=120)  # SIGTERM, as the kubelet does
         assert agent_proc.wait(60) == 0
+        agent_log = agent_proc.stderr.read()
         summary = asyncio.run(finish_and_fetch("127.0.0.1", PORT, TOKEN, tmp_path / "here"))
         assert aggregator.wait(60) == 0
     finally:
@@ -151,10 +160,85 @@ def test_the_image_runs_as_the_specs_say_and_counts_exactly(
                 proc.kill()
                 proc.wait()
     assert our_tc_objects() == []
-    files = summary["local_files"]
-    expected = (400, 400 * sent.frame_bytes)
-    db = Path(files["db"])
-    assert sql_totals(db, SrcPort=42001, DstPort=7201)[(a.host_ifname, 0)] == expected
-    assert sql_totals(db, SrcPort=42001, DstPort=7201)[(b.host_ifname, 1)] == expected
-    records = json_records(Path(files["json"]))
+    return ContainerRun(ready, agent_log, sent, (a, b), summary["local_files"])
+
+
+def assert_exact_counts(run: ContainerRun) -> None:
+    """Every datagram, at both veths, in SQLite; the node's address in JSON."""
+    a, b = run.pods
+    expected = (400, 400 * run.sent.frame_bytes)
+    totals = sql_totals(Path(run.files["db"]), SrcPort=42001, DstPort=7201)
+    assert totals[(a.host_ifname, 0)] == expected
+    assert totals[(b.host_ifname, 1)] == expected
+    records = json_records(Path(run.files["json"]))
     assert {r["AgentIP"] for r in records} == {"198.18.0.254"}
+
+
+def test_the_image_runs_as_the_specs_say_and_counts_exactly(
+    image: str, lab: Lab, tmp_path: Path
+) -> None:
+    run = run_containers(image, lab, tmp_path)
+    assert_exact_counts(run)
+    # This host has Debian's 6.1 headers in /usr/src, not the running kernel's: the node's
+    # come first all the same, and the agent says so.
+    headers = run.ready["kernel_headers"]
+    assert headers["origin"] == "node"
+    assert headers["detail"].endswith("(+ -common) in /usr/src")
+    assert headers["matching"] is False
+    assert "Kernel headers for BCC: node headers: linux-headers-" in run.agent_log
+
+
+def test_on_a_node_without_headers_the_images_own_are_used(
+    image: str, lab: Lab, tmp_path: Path
+) -> None:
+    """Empty /lib/modules and /usr/src on the node: the image's generic tree, which does
+    not match this kernel (struct layouts come from BTF), compiles the program."""
+    empty = {"modules": tmp_path / "modules", "usr-src": tmp_path / "usr-src"}
+    for path in empty.values():
+        path.mkdir()
+    run = run_containers(image, lab, tmp_path, empty)
+    assert_exact_counts(run)
+    headers = run.ready["kernel_headers"]
+    assert headers["origin"] == "image"
+    assert headers["path"].startswith("/opt/netobserv-tui/kernel-headers/linux-headers-")
+    assert headers["matching"] is False
+    assert "Kernel headers for BCC: image headers: linux-headers-" in run.agent_log
+
+
+def test_headers_that_cannot_build_the_program_give_way_to_the_next(
+    image: str, lab: Lab, tmp_path: Path
+) -> None:
+    """A node whose /lib/modules/<release>/build is broken (here: an empty include tree):
+    the agent says so and builds with the next tree, the node's /usr/src pair."""
+    modules = tmp_path / "modules"
+    (modules / platform.release() / "build" / "include").mkdir(parents=True)
+    run = run_containers(image, lab, tmp_path, {"modules": modules})
+    assert_exact_counts(run)
+    assert "could not build the flow program" in run.agent_log
+    assert run.ready["kernel_headers"]["origin"] == "node"
+    assert run.ready["kernel_headers"]["detail"].endswith("(+ -common) in /usr/src")
+
+
+def test_by_default_the_image_runs_the_aggregator_as_its_own_user(image: str) -> None:
+    name = f"nobs-test-{uuid.uuid4().hex[:6]}"
+    proc = subprocess.Popen([*PODMAN, "--name", name, "-e", f"NETOBSERV_TOKEN={TOKEN}",
+                             "--read-only", image], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        assert json.loads(line)["port"] == 9990
+        user = subprocess.run(["podman", "exec", name, "id", "-u"], capture_output=True,
+                              text=True, timeout=60)
+        assert user.stdout.strip() == "65532"
+    finally:
+        subprocess.run(["podman", "stop", "-t", "10", name], capture_output=True, timeout=60)
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    # Without a token it says what to set, and exits with the usage code.
+    done = subprocess.run([*PODMAN, image], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "the capture token is not set: export it in $NETOBSERV_TOKEN" in done.stderr
