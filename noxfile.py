@@ -39,6 +39,7 @@ def bench(session: nox.Session) -> None:
     session.run(PY, "tests/bench/bench_filter.py")
     session.run(PY, "tests/bench/bench_store.py")
     session.run(PY, "tests/bench/bench_tui.py")
+    session.run(PY, "tests/bench/bench_image.py")
 
 
 @nox.session
