@@ -201,6 +201,9 @@ async def test_burst_is_batched_and_capped(aggregator: FakeAggregator) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await asyncio.wait_for(aggregator.subscribed.wait(), 5)
         table = app.query_one(FlowTable)
+        # Rebuilds of the burst only: mounting and the first layout rebuild the empty table.
+        await pilot.pause(0.1)
+        before = table.rebuilds
         started = time.monotonic()
         for f in range(frames):
             await aggregator.send_flows([flow(f * per_frame + i) for i in range(per_frame)])
@@ -221,9 +224,11 @@ async def test_burst_is_batched_and_capped(aggregator: FakeAggregator) -> None:
         assert table.row_count == fit == 34  # 40 lines: header, filter, status, footer
         assert row_text(table, 0)[6] == str(100 + last)
         assert row_text(table, fit - 1)[6] == str(100 + last - fit + 1)
-        # Never a repaint per frame: a handful of rebuilds, at most one per interval.
-        assert table.rebuilds <= elapsed / table.refresh_interval + 2
-        assert table.rebuilds <= 10, f"{table.rebuilds} rebuilds in {elapsed:.2f}s"
+        # Never a repaint per frame: a handful of rebuilds, at most one per interval (and
+        # one for the interval the burst began in).
+        rebuilds = table.rebuilds - before
+        assert 1 <= rebuilds <= elapsed / table.refresh_interval + 2
+        assert rebuilds <= 10, f"{rebuilds} rebuilds in {elapsed:.2f}s"
 
 
 async def test_header_says_which_feature_is_off_and_why(aggregator: FakeAggregator) -> None:

@@ -8,6 +8,8 @@ deliberate change of the look, review the new pictures and accept them with
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Any
 
 import pytest
 from fixture_capture import fixture_capture
+from rich.cells import cell_len
+from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from tui_helpers import wait_until
 
@@ -43,6 +47,32 @@ def app(tmp_path: Path) -> FlowsApp:
     return FlowsApp(None, header, store=open_store(db), refresh_interval=0.05)
 
 
+def columns_fit(table: FlowTable) -> bool:
+    """Every column of the table is sized for its widest cell (and no resize is pending)."""
+    if getattr(table, "_require_update_dimensions", False):
+        return False
+    for index, column in enumerate(table.ordered_columns):
+        cells = (table.get_cell_at(Coordinate(row, index)) for row in range(table.row_count))
+        if column.content_width < max((cell_len(str(cell)) for cell in cells), default=0):
+            return False
+    return True
+
+
+def painted(app: FlowsApp, table: FlowTable) -> bool:
+    """The screen, as a snapshot sees it, shows the first row's cells whole."""
+    if not table.row_count or app.screen is not table.screen:
+        return True
+    svg = app.export_screenshot()
+    shown = html.unescape("".join(re.findall(r">([^<>]*)</text>", svg))).replace("\xa0", " ")
+    right, cells = 0, []
+    for index, column in enumerate(table.ordered_columns):
+        right += column.get_render_width(table)
+        if right > table.size.width:  # off screen, to the right
+            break
+        cells.append(str(table.get_cell_at(Coordinate(0, index))))
+    return all(cell in shown for cell in cells)
+
+
 def settled(*keys: str) -> Callable[[Pilot[Any]], Any]:
     """Wait for the file's rows, press ``keys``, wait until searches are done."""
 
@@ -59,10 +89,12 @@ def settled(*keys: str) -> Callable[[Pilot[Any]], Any]:
         await wait_until(
             pilot, lambda: table.row_count == min(table.fit_rows(), len(table.latest()))
             and table.shown_records() == table.latest()[: table.row_count], "the rebuild")
-        # DataTable sizes its columns from the new rows when idle (a private flag, the
-        # only sign of it): a picture taken before shows narrow, cut columns.
-        await wait_until(pilot, lambda: not getattr(table, "_require_update_dimensions", False),
-                         "the column widths")
+        # DataTable sizes its columns from the new rows when idle: a picture taken before
+        # shows narrow, cut columns. Wait until every column is as wide as its cells.
+        await wait_until(pilot, lambda: columns_fit(table), "the column widths")
+        # ... and painted with them: the table may have been painted just before its widths
+        # changed, and under load the picture could show that older paint.
+        await wait_until(pilot, lambda: painted(pilot.app, table), "the paint")
         await pilot.pause(0.1)
         await pilot.wait_for_scheduled_animations()
 

@@ -32,6 +32,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.widgets.data_table import RowKey
 
 from ..columns import FLOW_COLUMNS, Column, Record
 
@@ -197,6 +198,16 @@ class FlowTable(DataTable[Text]):
             self._rebuild()
 
     # -- painting ----------------------------------------------------------------------
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        """DataTable measures new rows' cells when idle, widening their columns, but keeps
+        the lines it painted before with the old widths (only auto-height rows clear its
+        line cache). A repaint that fell between the rows and their measure (a busy
+        machine) then showed cells cut to the column labels' width until the next rebuild.
+        Drop those lines and repaint. (Textual 8.2's private hook; the version is pinned.)"""
+        super()._update_dimensions(new_rows)
+        self._clear_caches()
+        self.refresh()
 
     def _rebuild(self) -> None:
         self._dirty = True
