@@ -99,7 +99,11 @@ class Exporter:
             raise ProtocolError(f"expected WELCOME from the aggregator, got {kind.name}")
         for batch in self._pending:
             batch.sent = False
-        log.info("Connected to the aggregator at %s:%d.", *self.address)
+        host, port = self.address
+        peer = str(sock.getpeername()[0]).removeprefix("::ffff:")
+        where = f"[{peer}]:{port}" if ":" in peer else f"{peer}:{port}"
+        log.info("Connected to the aggregator at %s:%d%s.", host, port,
+                 "" if peer == host else f" ({where})")
         # Frames that came with WELCOME (the aggregator sends WORKLOAD right after it).
         for kind, payload in rest:
             self._handle(kind, payload)

@@ -53,13 +53,14 @@ log = logging.getLogger("netobserv_tui.aggregator")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (all interfaces) -> (host, port)."""
+    """``HOST:PORT``, ``[IPv6]:PORT``, or ``*:PORT`` / ``:PORT`` (every address, IPv6 and
+    IPv4) -> (host, port)."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
         raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9999 "
                          "(port 0 picks a free port)")
     host = host.removeprefix("[").removesuffix("]")
-    return host or "0.0.0.0", int(port)
+    return host or "*", int(port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,12 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Receive flow batches from netobserv-tui agents, write "
                     "<output>/flow/<UTC time>.json and .db, serve the live stream.")
     parser.add_argument("--listen", required=True, metavar="HOST:PORT",
-                        help="address to listen on; port 0 picks a free port")
+                        help="address to listen on: *:PORT is every address, IPv6 and IPv4 "
+                             "(the pod's); port 0 picks a free port")
     parser.add_argument("--output", required=True, metavar="DIR",
                         help="output directory; files go to DIR/flow/")
     parser.add_argument("--token-env", default="NETOBSERV_TOKEN", metavar="NAME",
                         help="environment variable holding the capture token "
                              "(default: NETOBSERV_TOKEN)")
+    parser.add_argument("--files-wait", type=float, default=300.0, metavar="SECONDS",
+                        help="when a FINISH session breaks off before the files are all "
+                             "taken, how long to keep them on offer for another "
+                             "(default: 300)")
     parser.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
                         help="on stop, how long to wait for agents to finish (default: 5)")
     parser.add_argument("--log-level", default="INFO",
@@ -141,7 +147,8 @@ async def run(args: argparse.Namespace, token: str) -> int:
             # Our own namespace is infrastructure, as netobserv's is for netobserv.
             own = os.environ.get("POD_NAMESPACE", "")
             enricher = Enricher(watch.inventory, infra_prefixes=(*INFRA_PREFIXES, own))
-        aggregator = Aggregator(args.output, token, host=host, port=port, enricher=enricher)
+        aggregator = Aggregator(args.output, token, host=host, port=port, enricher=enricher,
+                                files_wait=args.files_wait)
         if workload is None or watch is None:
             return await _serve(aggregator, args)
         from .workload import WorkloadUpdater

@@ -26,6 +26,7 @@ Shape of the data path::
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import hmac
 import json
@@ -216,6 +217,7 @@ class Aggregator:
         max_connections: int = 1024,
         write_in_thread: bool = False,
         enricher: Callable[[Batch], None] | None = None,
+        files_wait: float = 300.0,
     ) -> None:
         if not token:
             raise ValueError("the capture token is empty: agents could not be authenticated")
@@ -240,8 +242,12 @@ class Aggregator:
         self._sessions: set[asyncio.Task[None]] = set()
         self._agent_tasks: set[asyncio.Task[None]] = set()
         self._finish_tasks: set[asyncio.Task[None]] = set()
-        #: Set once a FINISH session closed the files and ended: the process may exit.
+        #: Set once a FINISH session closed the files and ended with BYE (the controller has
+        #: them), or ``files_wait`` seconds after one broke off without anyone coming back
+        #: for them: the process may exit.
         self.finished = asyncio.Event()
+        self.files_wait = files_wait
+        self._files_timer: asyncio.TimerHandle | None = None
         self._subscribers: set[Subscriber] = set()
         self._counts = dict.fromkeys(
             ("flows", "bytes", "packets", "batches", "batches_rejected",
@@ -275,9 +281,13 @@ class Aggregator:
         files behind; serving starts only once the files exist.
         """
         try:
-            server = await asyncio.start_server(
-                self._handle, self.host, self.port, start_serving=False, reuse_address=True
-            )
+            if self.host in ANY_ADDRESS:
+                server = await asyncio.start_server(
+                    self._handle, sock=any_address_socket(self.port), start_serving=False)
+            else:
+                server = await asyncio.start_server(
+                    self._handle, self.host, self.port, start_serving=False,
+                    reuse_address=True)
         except OSError as exc:
             self._executor.shutdown(wait=False)
             raise CaptureError(
@@ -306,8 +316,9 @@ class Aggregator:
             asyncio.create_task(self._publish_loop(), name="live-publisher"),
         ]
         await server.start_serving()
+        shown = f"[{self.host}]" if ":" in self.host else self.host
         log.info("Aggregator listening on %s:%d, writing %s and %s",
-                 self.host, self.port, self._writer.json_path, self._writer.db_path)
+                 shown, self.port, self._writer.json_path, self._writer.db_path)
 
     async def __aenter__(self) -> Aggregator:
         await self.start()
@@ -328,28 +339,41 @@ class Aggregator:
         assert self._writer is not None, "start() first"
         return self._writer.json_path.stem
 
-    async def stop(self, grace: float = 5.0) -> dict[str, Any]:
+    async def stop(self, grace: float = 5.0, *, keep_listening: bool = False) -> dict[str, Any]:
         """Stop gracefully and return the summary; safe to call more than once.
 
         Stops accepting, gives connected agents ``grace`` seconds to send BYE (their queued
         batches are written and ACKed), closes the others, writes what is queued, sends the
-        subscribers a last STATS and BYE, and closes the files.
+        subscribers a last STATS and BYE, and closes the files. With ``keep_listening`` (a
+        FINISH session) the socket stays open for FINISH and SEARCH only, so that the
+        controller can come back for the files; a later plain ``stop()`` closes it.
         """
         if self._stopping is None:
             self._stopping = asyncio.get_running_loop().create_future()
             try:
-                self._stopping.set_result(await self._stop(grace))
+                self._stopping.set_result(await self._stop(grace, keep_listening))
             except asyncio.CancelledError:
                 self._stopping.cancel()
                 raise
             except BaseException as exc:
                 self._stopping.set_exception(exc)
                 raise
-        return await asyncio.shield(self._stopping)
+        summary = await asyncio.shield(self._stopping)
+        if not keep_listening:
+            self._stop_listening()
+        return summary
 
-    async def _stop(self, grace: float) -> dict[str, Any]:
+    def _stop_listening(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._files_timer is not None:
+            self._files_timer.cancel()
+            self._files_timer = None
+
+    async def _stop(self, grace: float, keep_listening: bool) -> dict[str, Any]:
         assert self._server is not None and self._queue is not None and self._writer is not None
-        self._server.close()
+        if not keep_listening:
+            self._server.close()
         agents = set(self._agent_tasks)
         if agents:
             log.info("Waiting up to %.1f s for %d agent(s) to finish", grace, len(agents))
@@ -492,6 +516,9 @@ class Aggregator:
             first = await _read_frame(reader)
         if first is None:
             return
+        if self._stopping is not None and first.kind in (FrameType.HELLO, FrameType.SUBSCRIBE):
+            raise ProtocolError("the capture is closed: its aggregator only hands out the "
+                                "files now")
         if first.kind is FrameType.HELLO:
             self._agent_tasks.add(task)
             try:
@@ -507,11 +534,15 @@ class Aggregator:
                                  self._check_token, first.payload)
         elif first.kind is FrameType.FINISH:
             self._finish_tasks.add(task)
+            if self._files_timer is not None:  # the controller came back for the files
+                self._files_timer.cancel()
+                self._files_timer = None
+            done = False
             try:
-                await self._finish_session(reader, writer, peer, first)
+                done = await self._finish_session(reader, writer, peer, first)
             finally:
                 self._finish_tasks.discard(task)
-                self.finished.set()
+                self._after_finish(peer, done)
         else:
             raise ProtocolError(
                 "the first frame must be HELLO, SUBSCRIBE, SEARCH or FINISH, not "
@@ -519,9 +550,28 @@ class Aggregator:
 
     # ----------------------------------------------------------------- finish and fetch
 
+    def _after_finish(self, peer: str, done: bool) -> None:
+        """A FINISH session ended: with BYE the files are taken and the process may exit. If
+        it broke off after the capture was closed (a port-forward dropped mid-file), the
+        files stay on offer for ``files_wait`` seconds, for the controller to try again. A
+        session refused before that (a wrong token) changes nothing."""
+        if done:
+            self._files_taken()
+        elif self._stopping is not None and not self._finish_tasks and not self.finished.is_set():
+            log.warning("The FINISH session from %s broke off before BYE: the files stay on "
+                        "offer for %.0f s for another FINISH", peer, self.files_wait)
+            self._files_timer = asyncio.get_running_loop().call_later(
+                self.files_wait, self._files_taken)
+
+    def _files_taken(self) -> None:
+        self._files_timer = None
+        self._stop_listening()
+        self.finished.set()
+
     async def _finish_session(self, reader: asyncio.StreamReader,
-                              writer: asyncio.StreamWriter, peer: str, first: _Frame) -> None:
-        """FINISH: close the capture like ``stop``, then serve the files on this connection.
+                              writer: asyncio.StreamWriter, peer: str, first: _Frame) -> bool:
+        """FINISH: close the capture like ``stop``, then serve the files on this connection;
+        True when the peer said BYE. Another FINISH later gets the same summary and files.
 
         This is how the files leave a cluster: the pod's filesystem is gone once it is
         deleted, so the controller asks for them, through a port-forward, before that.
@@ -531,14 +581,16 @@ class Aggregator:
         if not isinstance(grace, int | float) or not 0 <= grace <= 600:
             raise ProtocolError("FINISH grace must be a number of seconds from 0 to 600")
         log.info("FINISH from %s: closing the capture", peer)
-        summary = await self.stop(grace=float(grace))
+        summary = await self.stop(grace=float(grace), keep_listening=True)
         writer.write(encode(FrameType.FINISHED, summary))
         await writer.drain()
         files = {kind: Path(path) for kind, path in summary["files"].items()}
         while True:
             frame = await _read_frame(reader)
-            if frame is None or frame.kind is FrameType.BYE:
-                return
+            if frame is None:
+                return False
+            if frame.kind is FrameType.BYE:
+                return True
             if frame.kind is not FrameType.FETCH:
                 raise ProtocolError(f"{frame.kind.name} is not allowed after FINISH")
             kind = frame.payload.get("file")
@@ -857,5 +909,44 @@ def _merge_counters(counters: dict[str, int], payload: dict[str, Any]) -> None:
 def _peer(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
+        host = str(peer[0]).removeprefix("::ffff:")  # IPv4 on a dual-stack socket
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
     return str(peer)
+
+
+#: Hosts of ``--listen`` that mean every address of both families.
+ANY_ADDRESS: Final = ("*", "")
+
+
+def any_address_socket(port: int) -> socket.socket:
+    """A listening socket for every address, IPv6 and IPv4: one IPv6 socket with
+    IPV6_V6ONLY off, which takes IPv4 peers too (as ::ffff:a.b.c.d), so that the aggregator
+    answers on IPv6-only, IPv4-only and dual-stack pod networks alike. Where the kernel has
+    no IPv6 (booted with ipv6.disable=1) it is an IPv4 socket."""
+    try:
+        sock = _dual_stack_socket(port)
+    except OSError as exc:
+        if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT):
+            raise
+        log.info("No IPv6 here (%s): listening on IPv4 only.", exc.strerror or exc)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("0.0.0.0", port))
+        except BaseException:
+            sock.close()
+            raise
+    sock.setblocking(False)
+    return sock
+
+
+def _dual_stack_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock

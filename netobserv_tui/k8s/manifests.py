@@ -369,7 +369,7 @@ def render(options: DeployOptions) -> list[dict[str, Any]]:
     aggregator["image"] = options.image
     aggregator["imagePullPolicy"] = options.pull_policy
     args: list[str] = aggregator["args"]
-    args[args.index("--listen") + 1] = f"0.0.0.0:{options.aggregator_port}"
+    args[args.index("--listen") + 1] = f"*:{options.aggregator_port}"
     args[args.index("--log-level") + 1] = options.log_level.upper()
     args.extend(options.aggregator_args)
     aggregator["ports"][0]["containerPort"] = options.aggregator_port

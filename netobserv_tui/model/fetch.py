@@ -34,7 +34,13 @@ READ_TIMEOUT: Final = 60.0
 
 
 class FetchError(CaptureError):
-    """The files could not be finished or copied; what was copied completely is kept."""
+    """The files could not be finished or copied; what was copied completely is kept.
+    ``retryable``: the connection broke or the bytes were damaged on the way, so asking
+    again may work (the aggregator keeps its files on offer after a broken session)."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 async def finish_and_fetch(
@@ -47,25 +53,52 @@ async def finish_and_fetch(
     grace: float = 5.0,
     progress: Callable[[str], None] = lambda _text: None,
     connect_timeout: float = 10.0,
+    attempts: int = 4,
+    retry_delay: float = 2.0,
 ) -> dict[str, Any]:
     """FINISH, then FETCH each of ``files`` into ``dest/flow/``; returns the FINISHED summary
-    with ``local_files`` (kind -> path) added.  Raises :class:`FetchError`."""
+    with ``local_files`` (kind -> path) added.  Raises :class:`FetchError`.
+
+    A session that breaks (a port-forward dropped, bytes damaged) is tried again, up to
+    ``attempts`` sessions in all, ``retry_delay`` seconds apart, each asking only for the
+    files not yet copied: the aggregator answers a second FINISH with the same summary.
+    """
+    local: dict[str, str] = {}
+    for attempt in range(1, attempts + 1):
+        try:
+            summary = await _session(host, port, token, dest, files, grace, progress,
+                                     connect_timeout, local)
+        except FetchError as exc:
+            if not exc.retryable or attempt == attempts:
+                raise
+            progress(f"{exc}; trying again ({attempt + 1} of {attempts})...")
+            await asyncio.sleep(retry_delay)
+            continue
+        return {**summary, "local_files": local}
+    raise AssertionError("unreachable")
+
+
+async def _session(host: str, port: int, token: str, dest: Path, files: Sequence[str],
+                   grace: float, progress: Callable[[str], None], connect_timeout: float,
+                   local: dict[str, str]) -> dict[str, Any]:
+    """One FINISH session: FETCH the ``files`` not in ``local`` yet, adding them there."""
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, limit=CHUNK), connect_timeout)
     except (OSError, TimeoutError) as exc:
         raise FetchError(f"cannot reach the aggregator at {address} to collect the files: "
-                         f"{exc or 'timed out'}") from None
+                         f"{exc or 'timed out'}", retryable=True) from None
     try:
         writer.write(encode(FrameType.FINISH, {"token": token, "grace": grace}))
         await writer.drain()
         progress("Completing the files in the aggregator: last batches, SQLite indexes...")
         kind, summary = await _expect(reader, FrameType.FINISHED, FINISH_TIMEOUT, address)
-        local: dict[str, str] = {}
         flow_dir = dest / "flow"
         flow_dir.mkdir(parents=True, exist_ok=True)
         for name in files:
+            if name in local:
+                continue
             writer.write(encode(FrameType.FETCH, {"file": name}))
             await writer.drain()
             _, header = await _expect(reader, FrameType.FILE, READ_TIMEOUT, address)
@@ -78,10 +111,10 @@ async def finish_and_fetch(
             local[name] = str(target)
         writer.write(encode(FrameType.BYE, {}))
         await writer.drain()
-        return {**summary, "local_files": local}
+        return summary
     except (OSError, ProtocolError) as exc:
         raise FetchError(f"the connection to the aggregator at {address} failed while "
-                         f"collecting the files: {exc}") from None
+                         f"collecting the files: {exc}", retryable=True) from None
     finally:
         writer.close()
         try:
@@ -96,10 +129,10 @@ async def _expect(reader: asyncio.StreamReader, kind: FrameType, timeout: float,
         frame = await asyncio.wait_for(read_frame(reader), timeout)
     except TimeoutError:
         raise FetchError(f"the aggregator at {address} sent no {kind.name} within "
-                         f"{timeout:g}s") from None
+                         f"{timeout:g}s", retryable=True) from None
     if frame is None:
         raise FetchError(f"the aggregator at {address} closed the connection before "
-                         f"{kind.name}")
+                         f"{kind.name}", retryable=True)
     got, payload = frame
     if got is FrameType.ERROR:
         raise FetchError(f"the aggregator at {address} refused: "
@@ -122,10 +155,11 @@ async def _receive(reader: asyncio.StreamReader, flow_dir: Path, name: str, size
                     chunk = await asyncio.wait_for(reader.read(min(CHUNK, left)), READ_TIMEOUT)
                 except TimeoutError:
                     raise FetchError(f"{name}: no data from {address} for {READ_TIMEOUT:g}s, "
-                                     f"{size - left:,} of {size:,} bytes copied") from None
+                                     f"{size - left:,} of {size:,} bytes copied",
+                                     retryable=True) from None
                 if not chunk:
                     raise FetchError(f"{name}: the connection to {address} closed after "
-                                     f"{size - left:,} of {size:,} bytes")
+                                     f"{size - left:,} of {size:,} bytes", retryable=True)
                 digest.update(chunk)
                 out.write(chunk)
                 left -= len(chunk)
@@ -134,7 +168,8 @@ async def _receive(reader: asyncio.StreamReader, flow_dir: Path, name: str, size
         _, end = await _expect(reader, FrameType.FILE_END, READ_TIMEOUT, address)
         if end.get("sha256") != digest.hexdigest():
             raise FetchError(f"{name}: the copy does not match the aggregator's file "
-                             f"(SHA-256 {digest.hexdigest()} != {end.get('sha256')})")
+                             f"(SHA-256 {digest.hexdigest()} != {end.get('sha256')})",
+                             retryable=True)
         target = _free_name(flow_dir / name)
         os.rename(part, target)
         return target

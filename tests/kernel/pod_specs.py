@@ -18,9 +18,11 @@ def container(objects: list[dict[str, Any]], kind: str) -> tuple[dict[str, Any],
     return spec, spec["containers"][0]
 
 
-def kubelet_env(cont: dict[str, Any], secret: dict[str, str]) -> dict[str, str]:
+def kubelet_env(cont: dict[str, Any], secret: dict[str, str],
+                service_by_name: bool = False) -> dict[str, str]:
     """The container's env as set by the kubelet: values, the Secret's keys, the downward
-    API, with the Service's name mapped to this host."""
+    API, with the Service's name mapped to this host (kept as a name with
+    ``service_by_name``, for a container that resolves it itself)."""
     env = {}
     for item in cont["env"]:
         if "value" in item:
@@ -29,5 +31,6 @@ def kubelet_env(cont: dict[str, Any], secret: dict[str, str]) -> dict[str, str]:
             value = secret[item["valueFrom"]["secretKeyRef"]["key"]]
         else:
             value = DOWNWARD[item["valueFrom"]["fieldRef"]["fieldPath"]]
-        env[item["name"]] = value.replace(SERVICE_HOST, "127.0.0.1")
+        env[item["name"]] = value if service_by_name else value.replace(SERVICE_HOST,
+                                                                         "127.0.0.1")
     return env

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from capture_helpers import json_records, our_tc_objects, sql_totals
-from pod_specs import container, kubelet_env
+from pod_specs import SERVICE_HOST, container, kubelet_env
 
 from netobserv_tui.k8s.manifests import DeployOptions, render
 from netobserv_tui.lab import Lab
@@ -94,9 +94,12 @@ class ContainerRun:
 
 
 def run_containers(image: str, lab: Lab, tmp_path: Path,
-                   node: dict[str, Path] | None = None) -> ContainerRun:
+                   node: dict[str, Path] | None = None,
+                   service_ip: str | None = None) -> ContainerRun:
     """Aggregator and agent containers as the specs say; 400 lab datagrams; SIGTERM to the
-    agent as the kubelet does; the files fetched through FINISH/FETCH."""
+    agent as the kubelet does; the files fetched through FINISH/FETCH. The agent reaches
+    the aggregator at 127.0.0.1, or with ``service_ip`` by the Service's DNS name, which its
+    /etc/hosts resolves to that address."""
     objects = render(DeployOptions(capture_id="image", token=TOKEN, image=image,
                                    aggregator_port=PORT, agent_env={"INTERFACES": "nobs-*"}))
     secret = next(o for o in objects if o["kind"] == "Secret")["stringData"]
@@ -117,8 +120,9 @@ def run_containers(image: str, lab: Lab, tmp_path: Path,
 
     def podman_run(spec: dict[str, Any], cdirs: dict[str, Path], role: str) -> list[str]:
         cont = spec["containers"][0]
-        env = kubelet_env(cont, secret)
-        return [*PODMAN, "--name", f"{name}-{role}",
+        env = kubelet_env(cont, secret, service_by_name=service_ip is not None)
+        hosts = ["--add-host", f"{SERVICE_HOST}:{service_ip}"] if service_ip else []
+        return [*PODMAN, "--name", f"{name}-{role}", *hosts,
                 *podman_args(spec, env, cdirs, node if role == "agent" else None), image,
                 *cont["command"], *cont.get("args", [])]
 
@@ -177,8 +181,11 @@ def assert_exact_counts(run: ContainerRun) -> None:
 def test_the_image_runs_as_the_specs_say_and_counts_exactly(
     image: str, lab: Lab, tmp_path: Path
 ) -> None:
-    run = run_containers(image, lab, tmp_path)
+    # As in an IPv6-only cluster: the agent finds the aggregator by the Service's name,
+    # which resolves to an IPv6 address (::1 here); the test itself fetches over IPv4.
+    run = run_containers(image, lab, tmp_path, service_ip="::1")
     assert_exact_counts(run)
+    assert f"Connected to the aggregator at {SERVICE_HOST}:{PORT} ([::1]:{PORT})" in run.agent_log
     # This host has Debian's 6.1 headers in /usr/src, not the running kernel's: the node's
     # come first all the same, and the agent says so.
     headers = run.ready["kernel_headers"]

@@ -74,7 +74,7 @@ def test_the_pod_specs_run_here_and_count_exactly(lab: Lab, tmp_path: Path) -> N
                   if "emptyDir" in v}
     for path in [*dirs.values(), *agent_dirs.values()]:
         path.mkdir()
-    assert agg["args"][:2] == ["--listen", "0.0.0.0:19990"]
+    assert agg["args"][:2] == ["--listen", "*:19990"]
 
     aggregator = subprocess.Popen(argv(agg, dirs), env=environment(agg, dirs, secret),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

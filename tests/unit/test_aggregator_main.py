@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from agg_helpers import DNS_COLUMNS, TOKEN, as_objects, load_json, sample_rows, sqlite_json
 
+from netobserv_tui.aggregator.__main__ import parse_listen
 from netobserv_tui.model.protocol import FrameType, encode, read_frame_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,3 +121,11 @@ def test_bad_listen_address_is_a_usage_error(tmp_path: Path) -> None:
     proc = start(tmp_path / "out", listen="localhost")
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 2 and "HOST:PORT" in err
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("*:9990", ("*", 9990)), (":9990", ("*", 9990)), ("127.0.0.1:0", ("127.0.0.1", 0)),
+    ("[::1]:9990", ("::1", 9990)), ("[fd00:198:18::10]:1", ("fd00:198:18::10", 1)),
+])
+def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected

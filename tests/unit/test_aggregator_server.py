@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 import socket
 import struct
 import threading
@@ -472,3 +474,53 @@ def test_empty_token_is_refused(tmp_path: Path) -> None:
 def test_frame_helper_matches_the_protocol() -> None:
     assert frame(FrameType.BYE, b"{}") == encode(FrameType.BYE, {})
     assert struct.unpack("!2sBBI", frame(1, b"")) == (MAGIC, VERSION, 1, 0)
+
+
+async def test_any_address_takes_agents_over_ipv6_and_ipv4(
+    make_aggregator: AggregatorFactory,
+) -> None:
+    """``*`` (the pod's --listen): one socket answers on every address of both families, so
+    the aggregator works on IPv6-only, IPv4-only and dual-stack pod networks."""
+    aggregator = await make_aggregator(host="*")
+    assert aggregator.host == "::"
+    for host in ("::1", "127.0.0.1"):
+        reader, writer = await asyncio.open_connection(host, aggregator.port)
+        agent = Peer(reader, writer)
+        assert await agent.hello(name=f"via-{host}") == {"capture": aggregator.capture}
+        await agent.flows(0, DNS_COLUMNS, sample_rows(10, seed=len(host)))
+        assert await agent.expect(FrameType.ACK) == {"seq": 0}
+        await agent.send(FrameType.BYE, {})
+        await agent.expect_closed()
+    summary = await aggregator.stop(grace=1)
+    assert summary["flows"] == 20 and summary["agents_seen"] == 2
+
+
+async def test_any_address_falls_back_to_ipv4_without_ipv6(
+    make_aggregator: AggregatorFactory, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from netobserv_tui.aggregator import server
+
+    def no_ipv6(port: int) -> socket.socket:  # what socket(AF_INET6) says with ipv6.disable=1
+        raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+
+    monkeypatch.setattr(server, "_dual_stack_socket", no_ipv6)
+    with caplog.at_level(logging.INFO, logger="netobserv_tui.aggregator"):
+        aggregator = await make_aggregator(host="*")
+    assert aggregator.host == "0.0.0.0"
+    assert "No IPv6 here (Address family not supported by protocol)" in caplog.text
+    agent = await Peer.connect(aggregator.port)
+    assert await agent.hello() == {"capture": aggregator.capture}
+
+
+def test_any_address_socket_reports_a_busy_port() -> None:
+    from netobserv_tui.aggregator.server import any_address_socket
+
+    first = any_address_socket(0)
+    first.listen()
+    try:
+        with pytest.raises(OSError) as err:
+            any_address_socket(first.getsockname()[1]).listen()
+        assert err.value.errno == errno.EADDRINUSE
+    finally:
+        first.close()

@@ -75,6 +75,8 @@ async def test_a_wrong_token_changes_nothing(
     assert (await peer.expect(FrameType.ACK))["seq"] == 1
     await peer.close()
     assert not (tmp_path / "flow").exists()
+    # A refused FINISH is not the end of the capture: the aggregator process stays.
+    assert not aggregator.finished.is_set()
 
 
 async def test_an_unknown_file_is_refused_by_name(
@@ -140,9 +142,14 @@ async def test_a_broken_transfer_leaves_no_file(
     tmp_path: Path, send: bytes, size: int, sha256: str | None, message: str
 ) -> None:
     async with BadAggregator(send=send, size=size, sha256=sha256) as bad:
+        said: list[str] = []
         with pytest.raises(FetchError, match=message):
-            await finish_and_fetch("127.0.0.1", bad.port, TOKEN, tmp_path, files=["json"])
+            await finish_and_fetch("127.0.0.1", bad.port, TOKEN, tmp_path, files=["json"],
+                                   retry_delay=0, progress=said.append)
     assert list((tmp_path / "flow").iterdir()) == []
+    # Damage on the way is worth another try; this aggregator damages every one.
+    assert [line.endswith(f"trying again ({n} of 4)...") for n, line in
+            enumerate([x for x in said if "trying again" in x], start=2)] == [True] * 3
 
 
 async def test_a_file_name_that_climbs_out_is_refused(tmp_path: Path) -> None:
@@ -181,3 +188,96 @@ async def test_the_aggregator_process_exits_once_its_files_are_taken(tmp_path: P
                           "SELECT count(*) FROM flow"], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["ok", "300"]
+
+
+class CuttingProxy:
+    """A TCP proxy to ``port`` that cuts its first connection once ``cut_after`` bytes went
+    from the server to the client: a port-forward that drops in the middle of a file."""
+
+    def __init__(self, port: int, cut_after: int) -> None:
+        self.target, self.cut_after = port, cut_after
+        self.port = 0
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        limit = self.cut_after if self.connections == 1 else None
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                       limit: int | None) -> None:
+            sent = 0
+            while data := await src.read(65536):
+                if limit is not None and sent + len(data) >= limit:
+                    dst.write(data[: limit - sent])
+                    await dst.drain()
+                    raise ConnectionResetError("cut")
+                sent += len(data)
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        tasks = [asyncio.create_task(pipe(reader, up_writer, None)),
+                 asyncio.create_task(pipe(up_reader, writer, limit))]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            task.cancel()
+        for w in (writer, up_writer):
+            w.transport.abort()
+
+
+async def test_a_dropped_connection_mid_file_is_tried_again_and_the_files_are_whole(
+    make_aggregator: AggregatorFactory, tmp_path: Path
+) -> None:
+    aggregator = await make_aggregator(files_wait=30)
+    rows = sample_rows(3000, seed=9)
+    peer = await Peer.connect(aggregator.port)
+    await peer.hello()
+    await peer.flows(1, DNS_COLUMNS, rows)
+    assert (await peer.expect(FrameType.ACK))["seq"] == 1
+    await peer.close()
+    said: list[str] = []
+    # Cut 200 kB into the first session: inside the JSON file (about 1.2 MB).
+    async with CuttingProxy(aggregator.port, cut_after=200_000) as proxy:
+        summary = await finish_and_fetch("127.0.0.1", proxy.port, TOKEN, tmp_path,
+                                         retry_delay=0, progress=said.append)
+    assert proxy.connections == 2
+    retries = [line for line in said if "trying again" in line]
+    assert len(retries) == 1 and "(2 of 4)" in retries[0]
+    assert "closed after" in retries[0]
+    remote = {kind: Path(path) for kind, path in summary["files"].items()}
+    assert remote["json"].stat().st_size > 200_000
+    for kind in ("json", "db"):
+        local = Path(summary["local_files"][kind])
+        assert local.read_bytes() == remote[kind].read_bytes()
+    # One copy of each, nothing half-written.
+    assert sorted(p.name for p in (tmp_path / "flow").iterdir()) == sorted(
+        p.name for p in remote.values())
+    assert sqlite_json(summary["local_files"]["db"], "SELECT count(*) AS n FROM flow") == [
+        {"n": 3000}]
+    await asyncio.wait_for(aggregator.finished.wait(), 5)  # after the second session's BYE
+
+
+async def test_files_stay_on_offer_for_a_while_after_a_broken_session(
+    make_aggregator: AggregatorFactory,
+) -> None:
+    aggregator = await make_aggregator(files_wait=0.5)
+    peer = await Peer.connect(aggregator.port)
+    await peer.send(FrameType.FINISH, {"token": TOKEN, "grace": 0})
+    assert (await peer.expect(FrameType.FINISHED))["flows"] == 0
+    await peer.close()  # gone without BYE
+    await asyncio.sleep(0.2)
+    assert not aggregator.finished.is_set()  # still offering the files
+    # Nobody comes back: the aggregator may exit after files_wait.
+    await asyncio.wait_for(aggregator.finished.wait(), 5)

@@ -311,7 +311,8 @@ def test_agents_point_at_the_aggregator_service(
     (cport,) = agg["ports"]
     assert cport["name"] == port["targetPort"] and cport["containerPort"] == port["port"]
     args = agg["args"]
-    assert args[args.index("--listen") + 1] == f"0.0.0.0:{options.aggregator_port}"
+    # Every address of both families: IPv6-only and IPv4-only pod networks alike.
+    assert args[args.index("--listen") + 1] == f"*:{options.aggregator_port}"
     assert args[args.index("--log-level") + 1] == options.log_level.upper()
     assert agg["command"] == ["python", "-m", "netobserv_tui.aggregator"]
 
