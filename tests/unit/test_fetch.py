@@ -6,7 +6,7 @@ import asyncio
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from agg_helpers import (
@@ -99,15 +99,14 @@ async def test_an_existing_file_is_not_overwritten(
     assert Path(summary["local_files"]["json"]).name == name.replace(".json", "-1.json")
 
 
-class BadAggregator:
-    """Answers FINISH, then sends a FILE whose bytes are cut short or do not match."""
+class LocalServer:
+    """A TCP server on 127.0.0.1 for one test, serving each connection with ``_serve``."""
 
-    def __init__(self, *, send: bytes, size: int, sha256: str | None) -> None:
-        self.send, self.size, self.sha256 = send, size, sha256
+    def __init__(self) -> None:
         self.port = 0
         self._server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> BadAggregator:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -116,6 +115,17 @@ class BadAggregator:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class BadAggregator(LocalServer):
+    """Answers FINISH, then sends a FILE whose bytes are cut short or do not match."""
+
+    def __init__(self, *, send: bytes, size: int, sha256: str | None) -> None:
+        super().__init__()
+        self.send, self.size, self.sha256 = send, size, sha256
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_frame(reader)
@@ -190,25 +200,14 @@ async def test_the_aggregator_process_exits_once_its_files_are_taken(tmp_path: P
     assert out == ["ok", "300"]
 
 
-class CuttingProxy:
+class CuttingProxy(LocalServer):
     """A TCP proxy to ``port`` that cuts its first connection once ``cut_after`` bytes went
     from the server to the client: a port-forward that drops in the middle of a file."""
 
     def __init__(self, port: int, cut_after: int) -> None:
+        super().__init__()
         self.target, self.cut_after = port, cut_after
-        self.port = 0
         self.connections = 0
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> CuttingProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
