@@ -28,6 +28,7 @@ from ..model.protocol import (
     decode_header,
     decode_payload,
     encode,
+    host_port,
 )
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,10 @@ class Exporter:
             raise ProtocolError(f"expected WELCOME from the aggregator, got {kind.name}")
         for batch in self._pending:
             batch.sent = False
-        host, port = self.address
-        peer = str(sock.getpeername()[0]).removeprefix("::ffff:")
-        where = f"[{peer}]:{port}" if ":" in peer else f"{peer}:{port}"
-        log.info("Connected to the aggregator at %s:%d%s.", host, port,
-                 "" if peer == host else f" ({where})")
+        named, reached = host_port(*self.address), host_port(sock.getpeername()[0],
+                                                              self.address[1])
+        log.info("Connected to the aggregator at %s%s.", named,
+                 "" if reached == named else f" ({reached})")
         # Frames that came with WELCOME (the aggregator sends WORKLOAD right after it).
         for kind, payload in rest:
             self._handle(kind, payload)

@@ -49,6 +49,7 @@ from ..model.protocol import (
     decode_payload_reference,
     decode_payload_strict,
     encode,
+    host_port,
     read_raw_frame,
 )
 from .batch import Batch, BatchError, flows_seq, parse_flows
@@ -316,9 +317,8 @@ class Aggregator:
             asyncio.create_task(self._publish_loop(), name="live-publisher"),
         ]
         await server.start_serving()
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        log.info("Aggregator listening on %s:%d, writing %s and %s",
-                 shown, self.port, self._writer.json_path, self._writer.db_path)
+        log.info("Aggregator listening on %s, writing %s and %s",
+                 host_port(self.host, self.port), self._writer.json_path, self._writer.db_path)
 
     async def __aenter__(self) -> Aggregator:
         await self.start()
@@ -909,8 +909,7 @@ def _merge_counters(counters: dict[str, int], payload: dict[str, Any]) -> None:
 def _peer(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
-        host = str(peer[0]).removeprefix("::ffff:")  # IPv4 on a dual-stack socket
-        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+        return host_port(str(peer[0]), peer[1])
     return str(peer)
 
 

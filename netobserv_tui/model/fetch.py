@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .errors import CaptureError
-from .protocol import FrameType, ProtocolError, encode, read_frame
+from .protocol import FrameType, ProtocolError, encode, host_port, read_frame
 
 #: Bytes read from the socket at a time while a file arrives.
 CHUNK: Final = 1024 * 1024
@@ -64,25 +64,26 @@ async def finish_and_fetch(
     files not yet copied: the aggregator answers a second FINISH with the same summary.
     """
     local: dict[str, str] = {}
-    for attempt in range(1, attempts + 1):
+    for attempt in range(1, attempts):
         try:
             summary = await _session(host, port, token, dest, files, grace, progress,
                                      connect_timeout, local)
+            return {**summary, "local_files": local}
         except FetchError as exc:
-            if not exc.retryable or attempt == attempts:
+            if not exc.retryable:
                 raise
             progress(f"{exc}; trying again ({attempt + 1} of {attempts})...")
             await asyncio.sleep(retry_delay)
-            continue
-        return {**summary, "local_files": local}
-    raise AssertionError("unreachable")
+    summary = await _session(host, port, token, dest, files, grace, progress,
+                             connect_timeout, local)
+    return {**summary, "local_files": local}
 
 
 async def _session(host: str, port: int, token: str, dest: Path, files: Sequence[str],
                    grace: float, progress: Callable[[str], None], connect_timeout: float,
                    local: dict[str, str]) -> dict[str, Any]:
     """One FINISH session: FETCH the ``files`` not in ``local`` yet, adding them there."""
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    address = host_port(host, port)
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, limit=CHUNK), connect_timeout)

@@ -102,6 +102,13 @@ class ProtocolError(Exception):
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+def host_port(host: str, port: int) -> str:
+    """An address as people write it: ``HOST:PORT``, ``[IPv6]:PORT``; an IPv4 peer seen on a
+    dual-stack socket (``::ffff:a.b.c.d``) shows as plain IPv4."""
+    host = host.removeprefix("::ffff:")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def encode(ftype: FrameType, payload: dict[str, Any]) -> bytes:
     body = _DUMPS(payload).encode()
     if len(body) > MAX_PAYLOAD:

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, TypeAlias
 
 from netobserv_tui.model.errors import CaptureError
-from netobserv_tui.model.protocol import FrameType, ProtocolError, encode, read_frame
+from netobserv_tui.model.protocol import FrameType, ProtocolError, encode, host_port, read_frame
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,7 @@ class LiveStream:
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return host_port(self.host, self.port)
 
     async def open(self) -> str:
         """Connect, subscribe and wait for WELCOME; return the capture name."""

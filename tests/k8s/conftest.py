@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+# The protocol-speaking test peers of tests/unit (agg_helpers) serve here too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+
 from apiserver_double import ApiServerDouble
 from kubernetes_asyncio import client
 from kubernetes_asyncio.stream import WsApiClient

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import agg_helpers
 import pytest
 from apiserver_double import ApiServerDouble
 from kubernetes_asyncio import client
@@ -42,13 +43,7 @@ from netobserv_tui.aggregator.workload import (
     WorkloadUpdater,
     parse_selector,
 )
-from netobserv_tui.model.protocol import (
-    HEADER_SIZE,
-    FrameType,
-    decode_header,
-    decode_payload,
-    encode,
-)
+from netobserv_tui.model.protocol import FrameType
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -103,34 +98,8 @@ def inventory() -> Inventory:
 WEB_1 = frozenset({"10.0.0.1", "fd00:10::1"})
 
 
-class Peer:
-    """A fake agent speaking protocol v1 (after tests/unit/agg_helpers.py)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def connect(cls, port: int) -> Peer:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
-
-    async def send(self, kind: FrameType, payload: dict[str, Any]) -> None:
-        self.writer.write(encode(kind, payload))
-        await self.writer.drain()
-
-    async def recv(self, timeout: float = 5.0) -> tuple[FrameType, dict[str, Any]] | None:
-        async with asyncio.timeout(timeout):
-            try:
-                header = await self.reader.readexactly(HEADER_SIZE)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return None
-            kind, length = decode_header(header)
-            return kind, decode_payload(await self.reader.readexactly(length))
-
-    async def expect(self, kind: FrameType, timeout: float = 5.0) -> dict[str, Any]:
-        frame = await self.recv(timeout)
-        assert frame is not None, f"connection closed while waiting for {kind.name}"
-        assert frame[0] is kind, f"expected {kind.name}, got {frame}"
-        return frame[1]
+class Peer(agg_helpers.Peer):
+    """A fake agent speaking protocol v1 that also reads WORKLOAD frames."""
 
     async def workload(self, timeout: float = 5.0) -> list[str]:
         payload = await self.expect(FrameType.WORKLOAD, timeout)
