@@ -49,6 +49,7 @@ def tool_dir(package: str, binary: str) -> Path:
             (deb,) = work.glob("*.deb")
             tmp = Path(str(dest) + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache yet
             subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
             shutil.rmtree(dest, ignore_errors=True)
             tmp.replace(dest)
