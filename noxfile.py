@@ -4,6 +4,7 @@ BCC's Python module comes from the OS and cannot be installed into a fresh nox v
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import nox
 
@@ -22,7 +23,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
+    """ruff, then the import contracts between packages ([tool.importlinter] in
+    pyproject.toml: model imports nothing of ours, agent only model, aggregator only model
+    and store, Textual only in tui...)."""
     session.run(PY, "-m", "ruff", "check", "netobserv_tui", "tests", "noxfile.py")
+    session.run(str(Path(PY).parent / "lint-imports"), "--no-cache", external=True)
 
 
 @nox.session

@@ -252,7 +252,7 @@ def _newest_capture(output: Path) -> Path:
 
 
 def _open(args: argparse.Namespace) -> int:
-    from .tui.store import open_store
+    from .store import open_store
 
     if args.max_rows < 1:
         raise UsageError("--max-rows must be a positive number of rows")

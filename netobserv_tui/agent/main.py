@@ -442,6 +442,7 @@ def filter_setup(
     if not rules_json:
         return {}, [], 0
     from ..model.filters import FilterSet
+    from .filter_rules import defines, pack_rules
 
     filters = FilterSet.from_json(rules_json)
     if filters.needs_drops:
@@ -449,7 +450,7 @@ def filter_setup(
         if PKTDROP not in features.requested:
             features.requested = (*features.requested, PKTDROP)
         features.only_drops = True
-    return filters.defines(), filters.pack() if filters.enabled else [], filters.sampling
+    return defines(filters), pack_rules(filters) if filters.enabled else [], filters.sampling
 
 
 def main(argv: list[str] | None = None) -> int:

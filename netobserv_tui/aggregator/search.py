@@ -2,8 +2,8 @@
 
 A local capture's TUI reads the SQLite file itself; a cluster capture's file is in the
 aggregator pod, so the TUI sends its query (the chips as typed and the view's fields, see
-:class:`~netobserv_tui.tui.store.Query`) and the aggregator searches with exactly the same
-code (:class:`~netobserv_tui.tui.store.SqliteStore`), in a thread of its own, through a
+:class:`~netobserv_tui.store.Query`) and the aggregator searches with exactly the same
+code (:class:`~netobserv_tui.store.SqliteStore`), in a thread of its own, through a
 read-only connection: ingest is not held up (the file is in WAL mode while it is written).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..model.protocol import FrameType, ProtocolError, encode, read_frame
-from ..tui.store import Query, SqliteStore, StoreError
+from ..store import Query, SqliteStore, StoreError
 
 log = logging.getLogger(__name__)
 

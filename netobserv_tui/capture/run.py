@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..agent.kernel import check_privileges
-from ..model.errors import CaptureError, NetobservError
+from ..model.errors import CaptureError
 from .session import Limits, Progress, headless, run_capture
 from .target import CaptureOptions, CaptureResult, LocalTarget, StreamEndpoint
 
 if TYPE_CHECKING:
-    from ..tui.store import FlowStore
+    from ..store import FlowStore
     from .cluster import ClusterOptions, KubernetesTarget
 
 log = logging.getLogger(__name__)
@@ -132,15 +132,9 @@ def _live_store(endpoint: StreamEndpoint) -> FlowStore:
     """Where live filters search everything the capture has seen: its SQLite file opened
     read-only when it is on this host, else the aggregator itself (SEARCH frames, through
     the port-forward of a cluster capture)."""
-    from ..tui.store import RemoteStore, SqliteStore
+    from ..store import open_live
 
-    if endpoint.db is None:
-        return RemoteStore(endpoint.host, endpoint.port, endpoint.token)
-    try:
-        return SqliteStore(endpoint.db)
-    except NetobservError as exc:
-        log.warning("live filters will ask the aggregator: %s", exc)
-        return RemoteStore(endpoint.host, endpoint.port, endpoint.token)
+    return open_live(endpoint.db, endpoint.host, endpoint.port, endpoint.token)
 
 
 def _say(text: str) -> None:

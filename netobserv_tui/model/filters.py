@@ -1,14 +1,13 @@
-"""Flow filters: the ``--enable_filter`` rules, parsed, checked and packed for the kernel.
+"""Flow filters: the ``--enable_filter`` rules, parsed and checked.
 
 The command line speaks netobserv's spellings (``--enable_filter=true --protocol=tcp
 --port=80``); the literal argument ``or`` separates rules. Everything is checked here, in the
 controller, so that a bad value is refused before anything is deployed, with a message that
 names the flag as the user typed it and the forms it accepts.
 
-A :class:`FilterSet` travels to the agent as JSON (:meth:`FilterSet.to_json`), and the agent
-turns it into ``-D`` switches for ``ebpf/flows.c`` (:meth:`FilterSet.defines`) and into
-``struct filter_rule`` entries for the ``filter_rules`` array map (:meth:`FilterSet.pack`).
-``RULE`` mirrors that struct; ``ebpf/filter.h`` documents the layout and the matching.
+A :class:`FilterSet` travels to the agent as JSON (:meth:`FilterSet.to_json`); the agent
+turns it into ``-D`` switches and ``struct filter_rule`` entries for ``ebpf/flows.c``
+(:mod:`netobserv_tui.agent.filter_rules`, next to the code that loads them).
 
 This module is part of ``model``: standard library only, importable by every package.
 """
@@ -18,7 +17,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final, NoReturn
@@ -32,29 +30,10 @@ JSON_VERSION: Final = 1
 #: The argument that separates rules on the command line.
 OR: Final = "or"
 
-#: Mirror of ``struct filter_rule`` in ebpf/filter.h (96 bytes, little-endian host).
-RULE: Final = struct.Struct("<16s16s16s16s4H4HHHBBBBBBBBB3x")
-assert RULE.size == 96
-
-# Bits of filter_rule.flags: which conditions a rule sets (ebpf/filter.h, FILTER_F_*).
-F_ADDR: Final = 0x0001
-F_PEER: Final = 0x0002
-F_PROTO: Final = 0x0004
-F_DIRECTION: Final = 0x0008
-F_SPORT: Final = 0x0010
-F_DPORT: Final = 0x0020
-F_PORT: Final = 0x0040
-F_ICMP_TYPE: Final = 0x0080
-F_ICMP_CODE: Final = 0x0100
-F_TCP_FLAGS: Final = 0x0200
-F_DROPS: Final = 0x0400
-
 ACCEPT: Final = "Accept"
 REJECT: Final = "Reject"
 INGRESS: Final = "Ingress"
 EGRESS: Final = "Egress"
-ETH_P_IP: Final = 0x0800
-ETH_P_IPV6: Final = 0x86DD
 
 #: Protocol names the flags accept (case-insensitive), as netobserv spells them.
 PROTOCOLS: Final[Mapping[str, int]] = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1, "ICMPv6": 58}
@@ -416,43 +395,6 @@ class FilterRule:
             out.append(f"--action={self.action}")
         return out
 
-    def pack(self) -> bytes:
-        """This rule as ``struct filter_rule`` (see ebpf/filter.h)."""
-        flags = 0
-        addr = addr_mask = peer = peer_mask = bytes(16)
-        addr_len = peer_len = 0
-        family = self.family
-        eth_protocol = {4: ETH_P_IP, 6: ETH_P_IPV6, None: 0}[family]
-        if self.cidr is not None:
-            addr, addr_mask, addr_len = _packed_network(self.cidr)
-            flags |= F_ADDR if addr_len else 0
-        if self.peer_cidr is not None:
-            peer, peer_mask, peer_len = _packed_network(self.peer_cidr)
-            flags |= F_PEER if peer_len else 0
-        sport = dport = (0, 0, 0, 0)
-        if self.port is not None:
-            flags |= F_PORT
-            sport = dport = _packed_ports(self.port)
-        if self.sport is not None:
-            flags |= F_SPORT
-            sport = _packed_ports(self.sport)
-        if self.dport is not None:
-            flags |= F_DPORT
-            dport = _packed_ports(self.dport)
-        flags |= F_PROTO if self.protocol is not None else 0
-        flags |= F_DIRECTION if self.direction is not None else 0
-        flags |= F_ICMP_TYPE if self.icmp_type is not None else 0
-        flags |= F_ICMP_CODE if self.icmp_code is not None else 0
-        flags |= F_TCP_FLAGS if self.tcp_flags is not None else 0
-        flags |= F_DROPS if self.drops else 0
-        tcp_mask, tcp_value = TCP_FLAGS[self.tcp_flags] if self.tcp_flags else (0, 0)
-        return RULE.pack(
-            addr, addr_mask, peer, peer_mask, *sport, *dport, eth_protocol, flags,
-            self.protocol or 0, 1 if self.direction == EGRESS else 0,
-            self.icmp_type or 0, self.icmp_code or 0, tcp_mask, tcp_value,
-            1 if self.action == ACCEPT else 0, addr_len, peer_len,
-        )
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -466,24 +408,6 @@ class FilterRule:
             return cls(**values)
         except TypeError as exc:
             raise UsageError(f"invalid filter rule {dict(data)!r}: {exc}") from None
-
-
-def _packed_network(text: str) -> tuple[bytes, bytes, int]:
-    """The network and its mask as flow_id lays addresses out (IPv4-mapped for IPv4, so an
-    IPv4 /24 is the mapped /120), and the prefix length as given."""
-    net = ipaddress.ip_network(text)
-    if isinstance(net, ipaddress.IPv4Network):
-        mapped = ipaddress.IPv6Network((b"\x00" * 10 + b"\xff\xff" + net.network_address.packed,
-                                        96 + net.prefixlen))
-        mask = mapped.netmask.packed if net.prefixlen else bytes(16)
-        return mapped.network_address.packed, mask, net.prefixlen
-    return net.network_address.packed, net.netmask.packed, net.prefixlen
-
-
-def _packed_ports(ranges: PortRanges) -> tuple[int, int, int, int]:
-    first = ranges[0]
-    second = ranges[1] if len(ranges) > 1 else first
-    return (*first, *second)
 
 
 # One rule from one group of parsed flags -------------------------------------------------
@@ -720,20 +644,6 @@ class FilterSet:
     def needs_drops(self) -> bool:
         """Whether a rule asks for flows with drops, so the drop hook must be loaded."""
         return any(rule.drops for rule in self.rules)
-
-    def defines(self) -> dict[str, int | str | None]:
-        """The ``-D`` switches for ebpf/flows.c (``FlowProgram(defines=...)``)."""
-        out: dict[str, int | str | None] = {}
-        if self.enabled:
-            out.update(ENABLE_FILTER=None, FILTER_RULES=len(self.rules),
-                       FILTER_MAX_RULES=MAX_RULES)
-        if self.sampling > 1:
-            out["SAMPLING"] = self.sampling
-        return out
-
-    def pack(self) -> list[bytes]:
-        """``struct filter_rule`` entries for filter_rules[0..n-1], in rule order."""
-        return [rule.pack() for rule in self.rules]
 
     def argv(self) -> list[str]:
         """Canonical flags that parse back to this set (for logs and the capture header)."""

@@ -1,6 +1,7 @@
-"""Terminal UI.
+"""Terminal UI: the Textual app, its widgets, views and messages.
 
-``stream`` (live-stream client) and ``columns`` (formatters) are plain Python; ``app``,
-``messages`` and ``widgets`` use Textual, which is imported nowhere else in the project.
-Importing this package imports neither.
+Textual is imported only in this package (an import contract in pyproject.toml). ``columns``,
+``views`` and ``view_columns`` are plain Python; ``app``, ``messages``, ``screens`` and
+``widgets`` use Textual.  Importing this package imports neither.  Captures are read and
+searched through :mod:`netobserv_tui.store`; the live stream is :mod:`netobserv_tui.model.stream`.
 """

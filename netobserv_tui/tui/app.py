@@ -35,11 +35,11 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
 from ..model.stream import FlowBatch, LiveStream, StatsUpdate, StreamError
+from ..store import FlowStore, Narrowing, Query, SearchResult
+from ..store.chips import FilterChips
 from .columns import Record
-from .filtering import FilterChips
 from .messages import FlowsReceived, StatsReceived, StopRequested, StreamConnected, StreamLost
 from .screens import DetailsScreen, HelpScreen
-from .store import FlowStore, Narrowing, Query, SearchResult
 from .views import ViewState
 from .widgets import CaptureHeader, FlowTable
 from .widgets.filter_bar import FilterBar, FilterInput

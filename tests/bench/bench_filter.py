@@ -11,7 +11,7 @@ import statistics
 import time
 from typing import Any
 
-from netobserv_tui.tui.filtering import FilterChips
+from netobserv_tui.store.chips import FilterChips
 
 N = 100_000
 

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from agg_helpers import DNS_COLUMNS, sample_rows  # noqa: E402
 
 from netobserv_tui.aggregator.writers import FlowWriter  # noqa: E402
-from netobserv_tui.tui.filtering import FilterChips  # noqa: E402
-from netobserv_tui.tui.store import FlowStore, JsonStore, SqliteStore  # noqa: E402
+from netobserv_tui.store import FlowStore, JsonStore, SqliteStore  # noqa: E402
+from netobserv_tui.store.chips import FilterChips  # noqa: E402
 
 N = 100_000
 BATCH = 2000

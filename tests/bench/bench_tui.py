@@ -95,10 +95,10 @@ from textual.pilot import Pilot  # noqa: E402
 from netobserv_tui.agent.exporter import Exporter  # noqa: E402
 from netobserv_tui.aggregator.writers import FlowWriter  # noqa: E402
 from netobserv_tui.model.fields import BASE_COLUMNS  # noqa: E402
+from netobserv_tui.store import SearchResult, SqliteStore  # noqa: E402
+from netobserv_tui.store.chips import FilterChips  # noqa: E402
 from netobserv_tui.tui import app as app_module  # noqa: E402
 from netobserv_tui.tui.app import FlowsApp  # noqa: E402
-from netobserv_tui.tui.filtering import FilterChips  # noqa: E402
-from netobserv_tui.tui.store import SearchResult, SqliteStore  # noqa: E402
 from netobserv_tui.tui.views import DNS, VIEWS  # noqa: E402
 from netobserv_tui.tui.widgets import FlowTable  # noqa: E402
 

@@ -25,11 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netobserv_tui.agent.bpf import FlowProgram
+from netobserv_tui.agent.filter_rules import RULE, defines, pack_rules
 from netobserv_tui.model.errors import KernelError
 from netobserv_tui.model.filters import (
     ACCEPT,
     MAX_RULES,
-    RULE,
     TCP_FLAGS,
     FilterRule,
     FilterSet,
@@ -135,8 +135,8 @@ class Programs:
 
     def get(self, count: int) -> FlowProgram:
         if count not in self._loaded:
-            defines = FilterSet(tuple(FilterRule() for _ in range(count)), 0, True).defines()
-            self._loaded[count] = FlowProgram(max_flows=64, defines=defines).load()
+            switches = defines(FilterSet(tuple(FilterRule() for _ in range(count)), 0, True))
+            self._loaded[count] = FlowProgram(max_flows=64, defines=switches).load()
         return self._loaded[count]
 
     def close(self) -> None:
@@ -154,9 +154,9 @@ def programs(bcc_ready: None) -> Iterator[Programs]:
 
 
 def load_rules(prog: FlowProgram, filters: FilterSet) -> None:
-    """What the agent does after loading: filter_rules[i] = pack()[i]."""
+    """What the agent does after loading: filter_rules[i] = pack_rules()[i]."""
     table = prog.bpf[b"filter_rules"]
-    for index, raw in enumerate(filters.pack()):
+    for index, raw in enumerate(pack_rules(filters)):
         table[table.Key(index)] = table.Leaf.from_buffer_copy(raw)
 
 

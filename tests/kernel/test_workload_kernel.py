@@ -29,6 +29,7 @@ from test_filter_program import VERIFIER_LIMIT, Pkt, load_rules, prog_test_run, 
 
 from netobserv_tui.agent.bpf import WORKLOAD_MAX_IPS, FlowProgram, workload_key
 from netobserv_tui.agent.exporter import Exporter
+from netobserv_tui.agent.filter_rules import defines as filter_defines
 from netobserv_tui.lab import Lab, Pod
 from netobserv_tui.lab.traffic import udp_send
 from netobserv_tui.model.errors import KernelError
@@ -160,7 +161,7 @@ def test_invalid_addresses_are_logged_and_skipped(
 def test_the_filter_rules_still_apply(bcc_ready: None) -> None:
     filters, rest = FilterSet.parse(["--enable_filter=true", "--protocol=tcp"])
     assert rest == []
-    prog = FlowProgram(max_flows=64, defines=filters.defines(), workload=True).load()
+    prog = FlowProgram(max_flows=64, defines=filter_defines(filters), workload=True).load()
     try:
         load_rules(prog, filters)
         prog.set_workload([A4])
@@ -196,7 +197,7 @@ def test_every_hook_compiles_and_verifies_with_the_workload(bcc_ready: None) -> 
     except KernelError as exc:
         pytest.skip(f"feature hooks unavailable: {exc}")
     filters = FilterSet(tuple(FilterRule() for _ in range(MAX_RULES)), 0, True)
-    prog = FlowProgram(max_flows=64, defines={**defines, **filters.defines()},
+    prog = FlowProgram(max_flows=64, defines={**defines, **filter_defines(filters)},
                        workload=True).load()
     try:
         for name in ("nobs_tc_ingress", "nobs_tc_egress"):

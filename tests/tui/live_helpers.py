@@ -18,8 +18,8 @@ from typing import Any
 from netobserv_tui.agent.exporter import Exporter
 from netobserv_tui.aggregator.server import Aggregator
 from netobserv_tui.model.fields import BASE_COLUMNS
+from netobserv_tui.store import SqliteStore
 from netobserv_tui.tui.app import FlowsApp
-from netobserv_tui.tui.store import SqliteStore
 
 TOKEN = "live-t0ken"
 HEADER = {"target": "local host", "capture": "flows", "output": "out/flow"}

@@ -302,7 +302,7 @@ async def test_a_chip_searches_a_remote_capture_through_its_aggregator(tmp_path:
     """A cluster capture's file is in the aggregator pod: the chips go to the aggregator."""
     from live_helpers import TOKEN
 
-    from netobserv_tui.tui.store import RemoteStore
+    from netobserv_tui.store import RemoteStore
 
     async with live_capture(tmp_path) as capture:
         store = RemoteStore("127.0.0.1", capture.aggregator.port, TOKEN)
@@ -326,7 +326,7 @@ async def test_the_start_progress_shows_then_the_capture_attaches(tmp_path: Path
     """A cluster rollout takes a while: the TUI shows its progress, then the live flows."""
     from live_helpers import HEADER, TOKEN
 
-    from netobserv_tui.tui.store import SqliteStore
+    from netobserv_tui.store import SqliteStore
 
     async with live_capture(tmp_path) as capture:
         app = FlowsApp(None, {"target": "cluster double", "output": "out"}, starting=True,

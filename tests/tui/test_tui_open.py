@@ -12,9 +12,9 @@ from tui_helpers import wait_until
 
 from netobserv_tui.aggregator.writers import FlowWriter
 from netobserv_tui.model.fields import BASE_COLUMNS
+from netobserv_tui.store import open_store
 from netobserv_tui.tui.app import FlowsApp
 from netobserv_tui.tui.screens import DetailsScreen
-from netobserv_tui.tui.store import open_store
 from netobserv_tui.tui.widgets import CaptureHeader, FlowTable
 from netobserv_tui.tui.widgets.filter_bar import FilterBar
 

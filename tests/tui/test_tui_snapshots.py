@@ -22,8 +22,8 @@ from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from tui_helpers import wait_until
 
+from netobserv_tui.store import open_store
 from netobserv_tui.tui.app import FlowsApp
-from netobserv_tui.tui.store import open_store
 from netobserv_tui.tui.widgets import FlowTable
 from netobserv_tui.tui.widgets.filter_bar import FilterBar
 

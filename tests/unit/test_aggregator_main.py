@@ -20,15 +20,26 @@ from netobserv_tui.model.protocol import FrameType, encode, read_frame_sync
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: Runs the aggregator as ``python -m`` does, in an interpreter where Textual and Rich
+#: cannot be imported (``sys.modules[name] = None`` makes every import of them fail, as if
+#: they were not installed): what the image's aggregator must survive.
+WITHOUT_TEXTUAL = (
+    "import runpy, sys\n"
+    "sys.modules['textual'] = sys.modules['rich'] = None\n"
+    "sys.argv[0] = 'netobserv_tui.aggregator'\n"
+    "runpy.run_module('netobserv_tui.aggregator', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def start(output: Path, *extra: str, token: str | None = TOKEN,
-          listen: str = "127.0.0.1:0") -> subprocess.Popen[str]:
+          listen: str = "127.0.0.1:0", textual: bool = True) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k != "NETOBSERV_TOKEN"}
     env["PYTHONPATH"] = str(ROOT)
     if token is not None:
         env["NETOBSERV_TOKEN"] = token
+    entry = ["-m", "netobserv_tui.aggregator"] if textual else ["-c", WITHOUT_TEXTUAL]
     return subprocess.Popen(
-        [sys.executable, "-m", "netobserv_tui.aggregator", "--listen", listen,
-         "--output", str(output), *extra],
+        [sys.executable, *entry, "--listen", listen, "--output", str(output), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -86,6 +97,48 @@ def test_run_feed_and_stop_with_a_signal(tmp_path: Path, signum: int) -> None:
         as_objects(DNS_COLUMNS, rows)
     assert sqlite_json(closed["files"]["db"], "SELECT count(*) AS n FROM flow") == [{"n": 1000}]
     assert TOKEN not in err and TOKEN not in out
+
+
+def test_the_entry_points_load_no_textual() -> None:
+    """The pods' entry points, and the store the aggregator searches with, import nothing
+    of the terminal UI (the import contracts in pyproject.toml say why)."""
+    code = (
+        "import sys\n"
+        "import netobserv_tui.aggregator.__main__, netobserv_tui.agent.main\n"
+        "import netobserv_tui.store\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')\n"
+        "               or m.startswith('netobserv_tui.tui'))\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_runs_where_textual_is_not_installed(tmp_path: Path) -> None:
+    """Ingest, a SEARCH session (the store) and a clean close, with Textual unimportable."""
+    proc = start(tmp_path / "out", "--grace", "2", textual=False)
+    try:
+        ready = ready_line(proc)
+        rows = sample_rows(300, seed=4)
+        assert send_batches(ready["port"], [rows]) == [{"seq": 0}]
+        with socket.create_connection(("127.0.0.1", ready["port"]), timeout=10) as sock:
+            rfile = sock.makefile("rb")
+            sock.sendall(encode(FrameType.SEARCH, {"token": TOKEN}))
+            assert read_frame_sync(rfile) == (FrameType.WELCOME, {"capture": ready["capture"]})
+            sock.sendall(encode(FrameType.SEARCH, {"chips": ["DstPort=53"], "fields": [],
+                                                   "limit": 1000, "after": 0}))
+            frame = read_frame_sync(rfile)
+            assert frame is not None and frame[0] is FrameType.RESULT, frame
+            port = DNS_COLUMNS.index("DstPort")
+            assert frame[1]["matched"] == sum(1 for r in rows if r[port] == 53) > 0
+            sock.sendall(encode(FrameType.BYE, {}))
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "ModuleNotFoundError" not in err
+    closed = json.loads(out)
+    assert closed["event"] == "closed" and closed["flows"] == 300
 
 
 def test_missing_token_is_a_usage_error(tmp_path: Path) -> None:

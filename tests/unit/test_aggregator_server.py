@@ -362,7 +362,7 @@ async def test_live_push_is_capped_to_the_most_recent_rows(
     for seq in range(3):
         await agent.flows(seq, ["Bytes"], [[seq * 1000 + i] for i in range(80)])
         await agent.expect(FrameType.ACK)
-    frames, skipped = agg._recent.take()  # the push the 30 s timer would do
+    frames, skipped = agg._live.recent.take()  # the push the 30 s timer would do
     assert skipped == 140 and [n for _, n in frames] == [100]
 
 
@@ -499,12 +499,12 @@ async def test_any_address_falls_back_to_ipv4_without_ipv6(
     make_aggregator: AggregatorFactory, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from netobserv_tui.aggregator import server
+    from netobserv_tui.aggregator import connection
 
     def no_ipv6(port: int) -> socket.socket:  # what socket(AF_INET6) says with ipv6.disable=1
         raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
 
-    monkeypatch.setattr(server, "_dual_stack_socket", no_ipv6)
+    monkeypatch.setattr(connection, "_dual_stack_socket", no_ipv6)
     with caplog.at_level(logging.INFO, logger="netobserv_tui.aggregator"):
         aggregator = await make_aggregator(host="*")
     assert aggregator.host == "0.0.0.0"
@@ -514,7 +514,7 @@ async def test_any_address_falls_back_to_ipv4_without_ipv6(
 
 
 def test_any_address_socket_reports_a_busy_port() -> None:
-    from netobserv_tui.aggregator.server import any_address_socket
+    from netobserv_tui.aggregator.connection import any_address_socket
 
     first = any_address_socket(0)
     first.listen()

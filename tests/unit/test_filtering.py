@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from netobserv_tui.tui.filtering import FilterChips, parse_chip, record_text
+from netobserv_tui.store.chips import FilterChips, parse_chip, record_text
 
 NODEJS: dict[str, Any] = {
     "SrcAddr": "10.129.0.48",

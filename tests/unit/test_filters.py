@@ -15,27 +15,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from netobserv_tui.agent import filter_rules
+from netobserv_tui.agent.filter_rules import RULE, pack_rules
 from netobserv_tui.model.errors import UsageError
 from netobserv_tui.model.filters import (
     ACK,
-    ETH_P_IP,
-    ETH_P_IPV6,
-    F_ADDR,
-    F_DIRECTION,
-    F_DPORT,
-    F_DROPS,
-    F_ICMP_CODE,
-    F_ICMP_TYPE,
-    F_PEER,
-    F_PORT,
-    F_PROTO,
-    F_SPORT,
-    F_TCP_FLAGS,
     FIN,
     MAX_RULES,
     PSH,
     RST,
-    RULE,
     SYN,
     TCP_FLAGS,
     FilterRule,
@@ -53,18 +41,6 @@ def rule(*args: str) -> FilterRule:
     assert rest == []
     assert len(filters.rules) == 1
     return filters.rules[0]
-
-
-def unpack(raw: bytes) -> dict[str, object]:
-    (addr, addr_mask, peer, peer_mask, *rest) = RULE.unpack(raw)
-    names = ("sport", "dport")
-    ports = {names[0]: tuple(rest[0:4]), names[1]: tuple(rest[4:8])}
-    (eth_protocol, flags, protocol, direction, icmp_type, icmp_code, tcp_mask, tcp_value,
-     action, addr_len, peer_len) = rest[8:]
-    return dict(addr=addr, addr_mask=addr_mask, peer=peer, peer_mask=peer_mask, **ports,
-                eth_protocol=eth_protocol, flags=flags, protocol=protocol, direction=direction,
-                icmp_type=icmp_type, icmp_code=icmp_code, tcp_mask=tcp_mask,
-                tcp_value=tcp_value, action=action, addr_len=addr_len, peer_len=peer_len)
 
 
 # -- every flag parses, in both spellings ----------------------------------------------
@@ -137,15 +113,15 @@ def test_options_may_be_given_with_a_space_or_an_equals_sign() -> None:
 def test_enable_filter_alone_records_everything() -> None:
     filters, rest = FilterSet.parse(["--enable_filter=true"])
     assert (filters.enabled, filters.rules, rest) == (True, (), [])
-    assert filters.defines() == {"ENABLE_FILTER": None, "FILTER_RULES": 0,
+    assert filter_rules.defines(filters) == {"ENABLE_FILTER": None, "FILTER_RULES": 0,
                                  "FILTER_MAX_RULES": MAX_RULES}
-    assert filters.pack() == []
+    assert pack_rules(filters) == []
 
 
 def test_no_filter_flags_means_no_filter() -> None:
     filters, rest = FilterSet.parse(["--max-time=30s"])
     assert filters == FilterSet() and rest == ["--max-time=30s"]
-    assert filters.defines() == {} and not filters.needs_drops
+    assert filter_rules.defines(filters) == {} and not filters.needs_drops
     assert FilterSet.parse(["--enable_filter=false"])[0] == FilterSet()
 
 
@@ -165,7 +141,7 @@ def test_sampling_needs_no_filter(
 ) -> None:
     filters, _ = FilterSet.parse(args)
     assert filters.sampling == sampling
-    assert filters.defines() == defines
+    assert filter_rules.defines(filters) == defines
 
 
 # -- every bad value is refused, naming the flag as typed ------------------------------
@@ -442,62 +418,8 @@ def test_any_rule_set_survives_json_and_flags(found: list[FilterRule], sampling:
     filters = FilterSet(tuple(found), sampling, enabled=True)
     assert FilterSet.from_json(filters.to_json()) == filters
     assert FilterSet.parse(filters.argv())[0] == filters
-    assert len(filters.pack()) == len(found)
-    assert all(len(raw) == RULE.size for raw in filters.pack())
-
-
-# -- the kernel struct -----------------------------------------------------------------
-
-V4_MAPPED = bytes(10) + b"\xff\xff"
-
-
-def test_pack_layout_of_a_full_ipv4_rule() -> None:
-    packed = rule("--direction=Egress", "--cidr=10.128.0.0/14", "--peer_cidr=10.129.0.0/23",
-                  "--protocol=tcp", "--sports=80,443", "--dport_range=1000-2000",
-                  "--tcp_flags=SYN-ACK", "--action=Reject", "--drops").pack()
-    assert len(packed) == RULE.size == 96
-    fields = unpack(packed)
-    assert fields["addr"] == V4_MAPPED + bytes([10, 128, 0, 0])
-    assert fields["addr_mask"] == b"\xff" * 12 + bytes([255, 252, 0, 0])
-    assert fields["peer"] == V4_MAPPED + bytes([10, 129, 0, 0])
-    assert fields["peer_mask"] == b"\xff" * 12 + bytes([255, 255, 254, 0])
-    assert (fields["addr_len"], fields["peer_len"]) == (14, 23)
-    assert fields["sport"] == (80, 80, 443, 443)
-    assert fields["dport"] == (1000, 2000, 1000, 2000)
-    assert fields["eth_protocol"] == ETH_P_IP
-    assert fields["flags"] == (F_ADDR | F_PEER | F_PROTO | F_DIRECTION | F_SPORT | F_DPORT
-                               | F_TCP_FLAGS | F_DROPS)
-    assert (fields["protocol"], fields["direction"], fields["action"]) == (6, 1, 0)
-    assert (fields["tcp_mask"], fields["tcp_value"]) == (SYN | ACK, SYN | ACK)
-
-
-def test_pack_layout_of_an_ipv6_icmp_rule() -> None:
-    fields = unpack(rule("--cidr=fd00:12:3400::/39", "--protocol=icmpv6", "--icmp_type=128",
-                         "--icmp_code=0", "--direction=ingress").pack())
-    assert fields["addr"] == ipaddress.ip_address("fd00:12:3400::").packed
-    assert fields["addr_mask"] == b"\xff" * 4 + b"\xfe" + bytes(11)
-    assert fields["peer_mask"] == bytes(16) and fields["peer_len"] == 0
-    assert fields["eth_protocol"] == ETH_P_IPV6
-    assert fields["flags"] == F_ADDR | F_PROTO | F_DIRECTION | F_ICMP_TYPE | F_ICMP_CODE
-    assert (fields["protocol"], fields["icmp_type"], fields["icmp_code"]) == (58, 128, 0)
-    assert (fields["direction"], fields["action"]) == (0, 1)
-
-
-def test_pack_port_either_side_and_defaults() -> None:
-    fields = unpack(rule("--port_range=8000-8080").pack())
-    assert fields["flags"] == F_PORT
-    assert fields["sport"] == fields["dport"] == (8000, 8080, 8000, 8080)
-    assert fields["eth_protocol"] == 0 and fields["addr_mask"] == bytes(16)
-    assert fields["action"] == 1
-
-
-def test_pack_family_only_and_any_address() -> None:
-    v6_only = unpack(rule("--cidr=::/0").pack())
-    assert (v6_only["flags"], v6_only["eth_protocol"]) == (0, ETH_P_IPV6)
-    peer_only = unpack(rule("--peer_ip=192.0.2.1").pack())
-    assert peer_only["flags"] == F_PEER and peer_only["eth_protocol"] == ETH_P_IP
-    assert peer_only["addr_mask"] == bytes(16)
-    assert peer_only["peer_mask"] == b"\xff" * 16
+    assert len(pack_rules(filters)) == len(found)
+    assert all(len(raw) == RULE.size for raw in pack_rules(filters))
 
 
 @pytest.mark.parametrize(

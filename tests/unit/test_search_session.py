@@ -9,7 +9,7 @@ import pytest
 from agg_helpers import DNS_COLUMNS, TOKEN, AggregatorFactory, Peer, sample_rows
 
 from netobserv_tui.model.protocol import FrameType
-from netobserv_tui.tui.store import Query, RemoteStore, SqliteStore, StoreError
+from netobserv_tui.store import Query, RemoteStore, SqliteStore, StoreError
 
 
 async def filled(make_aggregator: AggregatorFactory, rows: list[list[Any]]) -> Any:

@@ -18,9 +18,7 @@ from hypothesis import strategies as st
 from netobserv_tui.aggregator.writers import FlowWriter
 from netobserv_tui.model.errors import UsageError
 from netobserv_tui.model.fields import BY_NAME, FIELD_NAMES
-from netobserv_tui.tui import store as store_module
-from netobserv_tui.tui.filtering import FilterChips
-from netobserv_tui.tui.store import (
+from netobserv_tui.store import (
     FlowStore,
     JsonStore,
     Narrowing,
@@ -30,6 +28,8 @@ from netobserv_tui.tui.store import (
     Totals,
     open_store,
 )
+from netobserv_tui.store import base as store_module
+from netobserv_tui.store.chips import FilterChips
 
 Rows = list[list[Any]]
 

@@ -223,7 +223,7 @@ def test_numbers_are_right_aligned() -> None:
 def test_views_and_filtering_import_without_textual() -> None:
     code = (
         "import sys\n"
-        "import netobserv_tui.tui.views, netobserv_tui.tui.filtering\n"
+        "import netobserv_tui.tui.views, netobserv_tui.store.chips\n"
         "import netobserv_tui.tui.view_columns\n"
         "heavy = [m for m in ('textual', 'rich', 'netobserv_tui.tui.widgets', "
         "'netobserv_tui.tui.app') if m in sys.modules]\n"

@@ -1,6 +1,6 @@
 """The live-filter line: what is typed goes here; Enter turns it into a chip.
 
-The chips themselves (parsing, matching) are :class:`~netobserv_tui.tui.filtering.FilterChips`;
+The chips themselves (parsing, matching) are :class:`~netobserv_tui.store.chips.FilterChips`;
 this module is only the keyboard and the display:
 
 * Enter adds the typed text as a chip (an invalid one stays in the line, and the error shows);

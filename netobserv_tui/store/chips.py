@@ -1,4 +1,6 @@
-"""Live filter of the flow table: typed keywords become chips, and a record must match all.
+"""The live filter's chip language: typed keywords become chips, and a record must match all.
+Serves the TUI's filter line (which shows the chips) and every store's search, the
+aggregator's SEARCH sessions included (through :class:`~netobserv_tui.store.query.Query`).
 
 Plain Python without Textual.  Each chip is parsed and compiled once, when it is added; a
 parse error comes back as a message and leaves the chips unchanged (nothing raises).
