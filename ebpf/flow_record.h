@@ -64,7 +64,8 @@ enum agent_counter {
     COUNTER_MAP_FULL = 0,      /* packets that found the flow map full */
     COUNTER_RINGBUF_LOST = 1,  /* ... and also could not be sent through the ring buffer */
     COUNTER_EVENTS_FULL = 2,   /* drop/TCP events that found their map full */
-    COUNTER_MAX = 3,
+    COUNTER_PACKETS_LOST = 3,  /* captured packets the packets ring buffer had no room for */
+    COUNTER_MAX = 4,
 };
 
 #endif

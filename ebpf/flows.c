@@ -10,10 +10,13 @@
  *           full ring buffer, so a full map is never silent.
  *           workload_ips (hash, workload.h, only with ENABLE_WORKLOAD): the addresses of the
  *           workload a capture is narrowed to; a packet with neither end in it is not counted.
+ *           packets (ring buffer, packets.h, only with ENABLE_PACKETS): a copy of every
+ *           packet that is counted, for packet capture.
  * Fallback: none needed; TC BPF with bpf_skb_load_bytes works on every kernel BCC supports.
  * Minimum:  Linux 5.8 (BPF ring buffer), 5.12 for the atomic OR on flags.
  * Build:    compiled by BCC; -DMAX_FLOWS=<n> and -DOVERFLOW_PAGES=<n> come from the agent.
- *           Optional: -DENABLE_FILTER, -DENABLE_DNS, -DENABLE_WORKLOAD (see each header).
+ *           Optional: -DENABLE_FILTER, -DENABLE_DNS, -DENABLE_WORKLOAD, -DENABLE_PACKETS
+ *           (see each header).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -69,6 +72,10 @@ static __always_inline void count(u32 index)
     if (value)
         *value += 1;
 }
+
+#ifdef ENABLE_PACKETS
+#include "packets.h"  /* copy_packet(): the packet itself to user space, for packet capture */
+#endif
 
 /* Fills ports, flags and ICMP type/code from the transport header at l4_off. */
 static __always_inline void parse_transport(struct __sk_buff *skb, u32 l4_off,
@@ -235,6 +242,10 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
 #if SAMPLING > 1
     if (bpf_get_prandom_u32() % SAMPLING)
         return TC_ACT_OK;
+#endif
+#ifdef ENABLE_PACKETS
+    /* Exactly the packets counted below are copied: after every rule, before the map. */
+    copy_packet(skb, direction);
 #endif
 
     u64 now = bpf_ktime_get_ns();

@@ -13,12 +13,15 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .model.errors import NetobservError, UsageError
-from .model.filters import FilterSet, add_filter_arguments
+from .model.filters import PROTOCOLS, FilterSet, add_filter_arguments
 from .model.units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from .capture.run import PacketOptions
 
 log = logging.getLogger("netobserv_tui")
 
@@ -29,8 +32,9 @@ Syntax: netobserv [flows|packets|open|cleanup|lab|version|help] [options]
 
 commands:
   flows      Capture flows; shows them live and writes output/flow/<time>.json and .db.
-  packets    Capture packets (not available yet).
-  open       Browse a saved capture (.db or .json; default the newest in ./output/flow)
+  packets    Capture packets matching filters, such as `netobserv packets tcp,80`; shows
+             them live and writes output/pcap/<time>.pcapng (and the flows, as flows does).
+  open       Browse a saved capture (.db, .json or .pcapng; default the newest .db)
              with the same views and filters; needs no root and no agent.
   cleanup    Remove anything an interrupted capture left behind (TC programs).
   lab        Build or remove the network-namespace lab: lab up|down|status.
@@ -57,14 +61,46 @@ def _add(p: argparse._ActionsContainer, name: str, *args: Any, **kwargs: Any) ->
     p.add_argument(*names, *args, **kwargs)
 
 
-def _flows_parser(sub: Any) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "flows",
-        allow_abbrev=False,
-        help="capture flows",
-        description="Capture flows on every node (or this host), show them live, and keep "
-        "JSON and SQLite files under <output>/flow/.",
-    )
+def _capture_parser(sub: Any, command: str) -> argparse.ArgumentParser:
+    """``flows`` and ``packets``: the same options, plus the packet capture's own."""
+    if command == "flows":
+        p: argparse.ArgumentParser = sub.add_parser(
+            "flows",
+            allow_abbrev=False,
+            help="capture flows",
+            description="Capture flows on every node (or this host), show them live, and "
+            "keep JSON and SQLite files under <output>/flow/.",
+        )
+    else:
+        p = sub.add_parser(
+            "packets",
+            allow_abbrev=False,
+            help="capture packets",
+            usage="netobserv packets [PROTOCOL,PORT] [options] [filters]",
+            description="Capture whole packets matching the filters on every node (or this "
+            "host), show them live, and keep <output>/pcap/<time>.pcapng (with the flows "
+            "under <output>/flow/). PROTOCOL,PORT (such as tcp,80) is short for "
+            "--enable_filter=true --protocol=tcp --port=80; every filter flag of flows "
+            "works too. An unfiltered capture needs --all.",
+        )
+        p.add_argument("filter", nargs="?", metavar="PROTOCOL,PORT",
+                       help="a protocol and a port, such as tcp,80 or udp,53")
+        pk = p.add_argument_group("packets")
+        pk.add_argument("--all", action="store_true",
+                        help="capture every packet when no filter is given (costly: each "
+                        "packet is copied from the kernel and written whole)")
+        pk.add_argument("--snaplen", type=int, default=65535, metavar="BYTES",
+                        help="bytes kept of each packet, 1 to 65535 (default 65535: the "
+                        "whole packet)")
+        pk.add_argument("--tls-keylog", "--tls_keylog", type=Path, metavar="FILE",
+                        help="an NSS key log file (SSLKEYLOGFILE) whose secrets are put in "
+                        "the pcapng, so Wireshark and tshark decrypt TLS with no setting; "
+                        "read when the capture ends, and followed while it runs for -w -")
+        pk.add_argument("-w", dest="write", metavar="FILE",
+                        help="'-': also write the pcapng stream to stdout while capturing "
+                        "(implies --no-tui), e.g. `netobserv packets tcp,80 -w - | "
+                        "wireshark -k -i -`")
+        _add(pk, "--pcap_stdout", action="store_true", help="the same as -w -")
     target = p.add_argument_group("target")
     target.add_argument("--local", action="store_true",
                         help="capture on this host even when a kubeconfig is present")
@@ -150,17 +186,16 @@ def _flows_parser(sub: Any) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netobserv", add_help=False)
     sub = parser.add_subparsers(dest="command")
-    _flows_parser(sub)
-    packets = sub.add_parser("packets", help="capture packets (not available yet)")
-    packets.add_argument("filter", nargs="?", help="protocol,port such as tcp,80")
+    _capture_parser(sub, "flows")
+    _capture_parser(sub, "packets")
     opener = sub.add_parser(
-        "open", help="browse a saved capture (.db or .json) in the terminal UI",
+        "open", help="browse a saved capture (.db, .json or .pcapng) in the terminal UI",
         description="Browse a saved capture with the views, filters and details of the "
         "live UI. Needs no root and starts no agent.",
     )
     opener.add_argument("file", type=Path, nargs="?",
-                        help="a capture's .db or .json file (default: the newest .db in "
-                        "./output/flow)")
+                        help="a capture's .db, .json or .pcapng file (default: the newest "
+                        ".db in ./output/flow)")
     _add(opener, "--max_rows", type=int, default=1000, metavar="N",
          help="records the table keeps, newest first (default 1000)")
     cleaner = sub.add_parser(
@@ -185,6 +220,21 @@ def _kubeconfig_present() -> bool:
     return any(p.is_file() for p in candidates)
 
 
+def packets_shorthand(text: str, enable: bool = True) -> list[str]:
+    """``tcp,80`` -> ``--enable_filter=true --protocol=TCP --port=80``: the article's form,
+    a protocol and a port, as filter flags for the first rule (without --enable_filter when
+    the command line has it already: ``enable`` False)."""
+    proto, sep, port = text.partition(",")
+    names = {name.lower(): name for name in PROTOCOLS}
+    if not sep or proto.lower() not in names or not port.isdigit() \
+            or not 0 < int(port) < 65536:
+        raise UsageError(f"packets: {text!r} is not PROTOCOL,PORT; write it as tcp,80 or "
+                         f"udp,53 (protocols: {', '.join(sorted(names))}), or use the filter "
+                         "flags (see `netobserv packets --help`)")
+    flags = [f"--protocol={names[proto.lower()]}", f"--port={port}"]
+    return ["--enable_filter=true", *flags] if enable else flags
+
+
 def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
     from .capture.cluster import ClusterOptions
     from .capture.run import FlowsRequest, run_flows
@@ -199,6 +249,7 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
     ]
     if not 0 < args.dns_port < 65536:
         raise UsageError(f"--dns-port: {args.dns_port} is not a port; use 1 to 65535")
+    packets = _packet_options(args, filters) if args.command == "packets" else None
     capture = CaptureOptions(
         output=args.output,
         interfaces=args.interfaces,
@@ -209,6 +260,8 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
         features=features,
         dns_port=args.dns_port,
         filters_json=filters.to_json() if filters.enabled or filters.sampling else None,
+        packets=packets is not None,
+        snaplen=packets.snaplen if packets else 65535,
     )
     limits = Limits(
         max_time=parse_duration(args.max_time, "--max-time") if args.max_time else None,
@@ -235,12 +288,37 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
                          "they need a cluster (a kubeconfig, without --local); on this host "
                          "narrow the capture with --interfaces or the kernel filters "
                          "(--peer_ip, --cidr, ...)")
-    request = FlowsRequest(capture, limits, tui=not args.no_tui, lab=args.lab,
-                           cluster=cluster if in_cluster else None)
+    request = FlowsRequest(capture, limits, tui=not args.no_tui and not (
+                               packets and packets.stdout), lab=args.lab,
+                           cluster=cluster if in_cluster else None, packets=packets)
     if args.cache_max_flows < 1:
         raise UsageError("--cache-max-flows must be a positive number of flows")
     parse_duration(args.cache_active_timeout, "--cache-active-timeout")
     return asyncio.run(run_flows(request))
+
+
+def _packet_options(args: argparse.Namespace, filters: FilterSet) -> PacketOptions:
+    """What ``packets`` adds, checked: a filter or --all, the snapshot length, -w, the keys."""
+    from .capture.run import PacketOptions
+
+    if not filters.rules and not args.all:
+        raise UsageError(
+            "packets: no filter was given, so every packet on every interface would be "
+            "copied out of the kernel and written whole (a busy node makes gigabytes a "
+            "minute); give one, such as `netobserv packets tcp,80` or --protocol, --port, "
+            "--cidr, --peer_ip (see docs/filters.md), or add --all to capture everything")
+    if not 0 < args.snaplen <= 65535:
+        raise UsageError(f"--snaplen {args.snaplen}: keep 1 to 65535 bytes of each packet "
+                         "(65535, the default, keeps them whole)")
+    if args.write not in (None, "-"):
+        raise UsageError(f"-w {args.write}: only '-' (stdout) is supported; the file is "
+                         f"always written under --output ({args.output / 'pcap'})")
+    keylog = args.tls_keylog
+    if keylog is not None and keylog.exists() and not keylog.is_file():
+        raise UsageError(f"--tls-keylog {keylog}: not a file; give the file your "
+                         "application writes its TLS keys to (its SSLKEYLOGFILE)")
+    return PacketOptions(snaplen=args.snaplen, stdout=args.write == "-" or args.pcap_stdout,
+                         tls_keylog=keylog.resolve() if keylog else None)
 
 
 def _newest_capture(output: Path) -> Path:
@@ -256,6 +334,8 @@ def _open(args: argparse.Namespace) -> int:
 
     if args.max_rows < 1:
         raise UsageError("--max-rows must be a positive number of rows")
+    if args.file is not None and args.file.suffix == ".pcapng":
+        return _open_packets(args.file, args.max_rows)
     store = open_store(args.file or _newest_capture(Path("output")))
     try:
         if not sys.stdin.isatty() or not sys.stdout.isatty():
@@ -269,6 +349,23 @@ def _open(args: argparse.Namespace) -> int:
             FlowsApp(None, header, store=store, max_rows=args.max_rows).run()
     finally:
         store.close()
+    return 0
+
+
+def _open_packets(path: Path, max_rows: int) -> int:
+    """``netobserv open FILE.pcapng``: a saved packet capture in the packets UI."""
+    from .store.pcap import PacketFile
+
+    pcap = PacketFile(path)  # StoreError (a NetobservError) says what is wrong
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        pcap.close()
+        raise UsageError(f"open needs a terminal: run it in an interactive shell, or read "
+                         f"the file with tshark or wireshark ({path})")
+    from .tui.packets import PacketsApp
+    from .tui.terminal import sized_from_terminal
+
+    with sized_from_terminal():
+        PacketsApp(pcap, {"output": str(path)}, max_rows=max_rows).run()
     return 0
 
 
@@ -320,14 +417,19 @@ def main(argv: list[str] | None = None) -> int:
 
         return lab_main(argv[1:])
     filters = FilterSet(rules=(), sampling=0, enabled=False)
-    if argv[0] == "flows":
+    if argv[0] in ("flows", "packets"):
         try:
             filters, rest = FilterSet.parse(argv[1:])
+            args = parser.parse_args([argv[0], *rest])
+            if argv[0] == "packets" and args.filter is not None:
+                # PROTOCOL,PORT joins the first rule's flags, wherever it was written.
+                shorthand = packets_shorthand(args.filter, enable=not filters.enabled)
+                filters, _ = FilterSet.parse([*shorthand, *argv[1:]])
         except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
-        argv = ["flows", *rest]
-    args = parser.parse_args(argv)
+    else:
+        args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(args, "log_level", "warning").upper(),
         stream=sys.stderr,
@@ -337,14 +439,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "version":
             print(f"netobserv-tui version {__version__}")
             return 0
-        if args.command == "flows":
+        if args.command in ("flows", "packets"):
             return _flows(args, filters)
         if args.command == "open":
             return _open(args)
         if args.command == "cleanup":
             return _cleanup(args)
-        if args.command == "packets":
-            raise UsageError("packet capture is not available in this version yet; use flows")
         print(USAGE)
         return 2
     except NetobservError as exc:

@@ -18,12 +18,22 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from ..model.errors import KernelError
+from ..model.packets import Packet
+from .packets import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_RING_PAGES,
+    MAX_KERNEL_SNAPLEN,
+    PacketRing,
+    possible_cpus,
+    tai_clock_available,
+)
 from .records import (
     COUNTER_EVENTS_FULL,
     COUNTER_MAP_FULL,
+    COUNTER_PACKETS_LOST,
     COUNTER_RINGBUF_LOST,
     FLOW_ID,
     FLOW_METRICS,
@@ -81,16 +91,37 @@ class FlowProgram:
         defines: dict[str, int | str | None] | None = None,
         workload: bool = False,
         workload_max_ips: int = WORKLOAD_MAX_IPS,
+        packets: bool = False,
+        snaplen: int = 65535,
+        packet_ring_pages: int | None = None,
+        packet_clock: Literal["auto", "tai", "monotonic"] = "auto",
+        packet_max_pending: int | None = None,
     ) -> None:
         """``defines`` become ``-DNAME[=value]``: feature switches such as ENABLE_DNS.
 
         ``workload`` compiles the workload filter in (ebpf/workload.h): only packets with an
         end in the set given to :meth:`set_workload` are counted, and the set starts empty.
+
+        ``packets`` compiles packet capture in (ebpf/packets.h): every packet counted is also
+        copied, its first ``snaplen`` bytes (1 to 65535), into a ring buffer of
+        ``packet_ring_pages`` pages (a power of two; 2048 = 8 MiB by default), which
+        :attr:`packet_ring` reads once loaded. ``packet_clock`` "auto" stamps packets with
+        the TAI clock where the kernel has bpf_ktime_get_tai_ns() (6.1+), else with the
+        monotonic clock; ``packet_max_pending`` bounds the bytes read and not yet taken
+        (64 MiB by default; see packets.py).
         """
         if max_flows < 1:
             raise ValueError("max_flows must be positive")
         if workload and workload_max_ips < 1:
             raise ValueError("workload_max_ips must be positive")
+        pages = DEFAULT_RING_PAGES if packet_ring_pages is None else packet_ring_pages
+        if packets:
+            if not 1 <= snaplen <= MAX_KERNEL_SNAPLEN:
+                raise ValueError(f"snaplen must be between 1 and {MAX_KERNEL_SNAPLEN}")
+            if pages < 1 or pages & (pages - 1):
+                raise ValueError("packet_ring_pages must be a power of two")
+            if packet_clock not in ("auto", "tai", "monotonic"):
+                raise ValueError("packet_clock must be auto, tai or monotonic")
         self.max_flows = max_flows
         self.workload = workload
         self.workload_max_ips = workload_max_ips
@@ -101,6 +132,16 @@ class FlowProgram:
         ]
         if workload:
             self.cflags += ["-DENABLE_WORKLOAD", f"-DWORKLOAD_MAX_IPS={workload_max_ips}"]
+        self.packets = packets
+        self.snaplen = snaplen
+        self.packet_ring_pages = pages
+        self.packet_clock = packet_clock
+        self.packet_max_pending = (DEFAULT_MAX_PENDING if packet_max_pending is None
+                                   else packet_max_pending)
+        #: Whether packets are stamped with the TAI clock (decided at load()).
+        self.packet_tai = False
+        #: The captured packets, once loaded with ``packets=True``.
+        self.packet_ring: PacketRing | None = None
         for name, value in (defines or {}).items():
             self.cflags.append(f"-D{name}" if value is None else f"-D{name}={value}")
         self.bpf: Any = None
@@ -124,8 +165,9 @@ class FlowProgram:
     def load(self) -> FlowProgram:
         from bcc import BPF
 
+        cflags = self.cflags + (self._packet_cflags() if self.packets else [])
         try:
-            self.bpf = BPF(text=self.source().encode(), cflags=self.cflags)
+            self.bpf = BPF(text=self.source().encode(), cflags=cflags)
             for name in PROGRAMS:
                 self.fds[name] = self.bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
         except Exception as exc:
@@ -137,7 +179,41 @@ class FlowProgram:
             ) from exc
         self._flows_fd = self.bpf[b"flows"].map_fd
         self.bpf[b"overflow"].open_ring_buffer(self._on_overflow)
+        if self.packets:
+            try:
+                self.packet_ring = PacketRing(
+                    self.bpf[b"packets"].map_fd, tai=self.packet_tai,
+                    lost=self._packets_lost, max_pending_bytes=self.packet_max_pending,
+                )
+            except Exception as exc:
+                self.close()
+                raise KernelError(f"the packets ring buffer could not be opened: {exc}") from exc
         return self
+
+    def _packet_cflags(self) -> list[str]:
+        """The -D switches of packet capture, deciding the clock (probed once per process)."""
+        if self.packet_clock == "auto":
+            self.packet_tai = tai_clock_available()
+        else:
+            self.packet_tai = self.packet_clock == "tai"
+        flags = [
+            "-DENABLE_PACKETS",
+            f"-DSNAPLEN={self.snaplen}",
+            f"-DPACKET_RING_PAGES={self.packet_ring_pages}",
+            f"-DPACKET_CPUS={possible_cpus()}",
+        ]
+        if self.packet_tai:
+            flags.append("-DPACKET_CLOCK_TAI")
+        return flags
+
+    def _packets_lost(self) -> int:
+        return int(sum(self.bpf[b"counters"][ct.c_int(COUNTER_PACKETS_LOST)]))
+
+    def take_packets(self, max_packets: int | None = None) -> list[Packet]:
+        """The packets captured since the last call (see :class:`PacketRing`)."""
+        if self.packet_ring is None:
+            raise RuntimeError("the program was not loaded with packet capture")
+        return self.packet_ring.take(max_packets)
 
     def _on_overflow(self, _ctx: Any, data: Any, size: int) -> int:
         self._overflow.append(ct.string_at(data, size))
@@ -155,11 +231,12 @@ class FlowProgram:
 
     def counters(self) -> dict[str, int]:
         table = self.bpf[b"counters"]
-        total = {"map_full": 0, "overflow_lost": 0, "events_full": 0}
+        total = {"map_full": 0, "overflow_lost": 0, "events_full": 0, "packets_lost": 0}
         names = (
             (COUNTER_MAP_FULL, "map_full"),
             (COUNTER_RINGBUF_LOST, "overflow_lost"),
             (COUNTER_EVENTS_FULL, "events_full"),
+            (COUNTER_PACKETS_LOST, "packets_lost"),
         )
         for index, name in names:
             total[name] = sum(table[ct.c_int(index)])
@@ -229,6 +306,8 @@ class FlowProgram:
         return Drained(keys, values, total, time.perf_counter() - started)
 
     def close(self) -> None:
+        if self.packet_ring is not None:
+            self.packet_ring.close()  # packets read already can still be taken from it
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()

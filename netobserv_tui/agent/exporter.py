@@ -1,9 +1,12 @@
-"""Client side of the agent session: push FLOWS batches to the aggregator, at least once.
+"""Client side of the agent session: push FLOWS and PACKETS batches to the aggregator.
 
 Batches stay in a bounded buffer until the aggregator ACKs them. When the connection drops
 the agent keeps evicting; unacknowledged batches are re-sent after reconnecting (so a batch
 may be written twice if only its ACK was lost). When the buffer is over its row budget the
 oldest batches are dropped and counted in ``lost_rows``: memory is bounded, loss is visible.
+Packet batches (packet capture) share the sequence numbers and the ACKs, with a budget of
+their own in bytes (``max_pending_packet_bytes``); what is dropped over it is counted in
+``lost_packets``.
 
 Frames from the aggregator are handled where they are read, on the caller's thread (in
 ``connect()`` and ``pump()``): ACK/NACK, ERROR, and WORKLOAD, which goes to ``on_workload``.
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model.errors import CaptureError
+from ..model.packets import Packet, pack_packets
 from ..model.protocol import (
     HEADER_SIZE,
     FrameType,
@@ -28,6 +32,7 @@ from ..model.protocol import (
     decode_header,
     decode_payload,
     encode,
+    encode_raw,
     host_port,
 )
 
@@ -44,6 +49,9 @@ class _Batch:
     frame: bytes
     rows: int
     sent: bool = False
+    #: A PACKETS batch: its packets and their payload bytes (``rows`` is 0).
+    packets: int = 0
+    size: int = 0
 
 
 class Exporter:
@@ -55,12 +63,20 @@ class Exporter:
         agent: dict[str, str],
         batch_rows: int = 5000,
         max_pending_rows: int = 1_000_000,
+        batch_bytes: int = 4 << 20,
+        max_pending_packet_bytes: int = 256 << 20,
     ) -> None:
         self.address = (host, port)
         self.token = token
         self.agent = agent
         self.batch_rows = batch_rows
         self.max_pending_rows = max_pending_rows
+        self.batch_bytes = batch_bytes
+        self.max_pending_packet_bytes = max_pending_packet_bytes
+        self._pending_packet_bytes = 0
+        self.acked_packets = 0
+        self.lost_packets = 0
+        self.nacked_packets = 0
         self.sock: socket.socket | None = None
         self._buf = bytearray()
         self._pending: deque[_Batch] = deque()
@@ -68,6 +84,7 @@ class Exporter:
         self._seq = 0
         self._next_attempt = 0.0
         self.sent_rows = 0
+        self.sent_packets = 0
         self.acked_rows = 0
         self.lost_rows = 0
         self.nacked_rows = 0
@@ -179,11 +196,14 @@ class Exporter:
             while self._pending and self._pending[0].sent and self._pending[0].seq <= seq:
                 batch = self._pending.popleft()
                 self._pending_rows -= batch.rows
+                self._pending_packet_bytes -= batch.size
                 if batch.seq == seq and kind == FrameType.NACK:
                     self.nacked_rows += batch.rows
+                    self.nacked_packets += batch.packets
                     log.error("The aggregator rejected batch %d: %s.", seq, payload.get("reason"))
                 else:
                     self.acked_rows += batch.rows
+                    self.acked_packets += batch.packets
         elif kind == FrameType.ERROR:
             log.error("The aggregator reported an error: %s.", payload.get("reason"))
         elif kind == FrameType.WORKLOAD:
@@ -217,6 +237,29 @@ class Exporter:
             self.lost_rows += batch.rows
             log.warning("Export buffer full: dropped a batch of %d flows.", batch.rows)
 
+    def submit_packets(self, packets: list[Packet]) -> None:
+        """Queue captured packets for sending, in batches of about ``batch_bytes``."""
+        start = 0
+        while start < len(packets):
+            end, size = start, 0
+            while end < len(packets) and (end == start or size < self.batch_bytes):
+                size += len(packets[end].data) + 40
+                end += 1
+            self._seq += 1
+            frame = encode_raw(FrameType.PACKETS, pack_packets(self._seq, packets[start:end]))
+            self._pending.append(_Batch(self._seq, frame, 0, packets=end - start,
+                                        size=len(frame)))
+            self._pending_packet_bytes += len(frame)
+            start = end
+        while self._pending_packet_bytes > self.max_pending_packet_bytes:
+            oldest = next((b for b in self._pending if b.packets and not b.sent), None)
+            if oldest is None or oldest is self._pending[-1]:
+                break
+            self._pending.remove(oldest)
+            self._pending_packet_bytes -= oldest.size
+            self.lost_packets += oldest.packets
+            log.warning("Export buffer full: dropped a batch of %d packets.", oldest.packets)
+
     def send_stats(self, stats: dict[str, Any]) -> None:
         if self.sock is not None:
             try:
@@ -235,6 +278,7 @@ class Exporter:
                     self.sock.sendall(batch.frame)
                     batch.sent = True
                     self.sent_rows += batch.rows
+                    self.sent_packets += batch.packets
             if not self._recv(wait):
                 raise ConnectionError("closed by the aggregator")
             for kind, payload in self._parse_frames():
@@ -263,5 +307,8 @@ class Exporter:
         self._drop_connection()
         if not done:
             self.lost_rows += self._pending_rows
-            log.error("%d flows could not be delivered to the aggregator.", self._pending_rows)
+            left = sum(batch.packets for batch in self._pending)
+            self.lost_packets += left
+            log.error("%d flows and %d packets could not be delivered to the aggregator.",
+                      self._pending_rows, left)
         return done

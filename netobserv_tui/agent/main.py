@@ -68,6 +68,9 @@ class AgentConfig:
     filter_rules: list[bytes] = field(default_factory=list)
     #: Count only flows with an end in the aggregator's WORKLOAD set (ebpf/workload.h).
     workload: bool = False
+    #: Packet capture: copy every counted packet (its first ``snaplen`` bytes) and send it.
+    packets: bool = False
+    snaplen: int = 65535
 
 
 @dataclass
@@ -134,10 +137,14 @@ class Agent:
         if rows:
             exporter.submit(self._columns, rows)
         counters = prog.counters()
-        workload = {"workload_ips": prog.workload_ips} if prog.workload else {}
+        extra = {"workload_ips": prog.workload_ips} if prog.workload else {}
+        if prog.packet_ring is not None:
+            extra.update({"packets_lost": counters["packets_lost"],
+                             "export_lost_packets": exporter.lost_packets,
+                             "sent_packets": exporter.sent_packets})
         exporter.send_stats(
             {
-                **workload,
+                **extra,
                 "evictions": self.stats.evictions,
                 "evicted_flows": self.stats.evicted_flows,
                 "overflow_flows": self.stats.overflow_flows,
@@ -159,6 +166,14 @@ class Agent:
                 counters["overflow_lost"],
             )
         return len(rows)
+
+    @staticmethod
+    def _send_packets(prog: FlowProgram, exporter: Exporter) -> None:
+        """Hand the packets the kernel copied so far to the exporter (packet capture)."""
+        if prog.packet_ring is not None:
+            packets = prog.packet_ring.take()
+            if packets:
+                exporter.submit_packets(packets)
 
     def _on_workload(self, ips: list[str]) -> None:
         """The exporter's WORKLOAD callback (on this thread, see the module docstring)."""
@@ -237,7 +252,8 @@ class Agent:
 
     def _program(self, defines: dict[str, int | str | None]) -> FlowProgram:
         prog = FlowProgram(
-            max_flows=self.config.max_flows, defines=defines, workload=self.config.workload
+            max_flows=self.config.max_flows, defines=defines, workload=self.config.workload,
+            packets=self.config.packets, snaplen=self.config.snaplen,
         ).load()
         if self.config.filter_rules:
             table = prog.bpf[b"filter_rules"]
@@ -274,6 +290,8 @@ class Agent:
         with self._load() as prog:
             for feature, why in self.config.features.off.items():
                 log.warning("Feature %s is off: %s.", feature, why)
+            if prog.packet_ring is not None:
+                prog.packet_ring.ifname = watcher.name
             attacher = TcAttacher(prog.fds["nobs_tc_ingress"], prog.fds["nobs_tc_egress"])
             try:
                 if self.config.workload:
@@ -305,6 +323,7 @@ class Agent:
                 attacher.close()
                 self._prog = None  # WORKLOAD frames from now on change nothing
             builder.is_local = watcher.local_addrs.__contains__
+            self._send_packets(prog, exporter)
             self._evict(prog, builder, exporter)
         delivered = exporter.finish(self.config.finish_timeout)
         watcher.close()
@@ -313,6 +332,8 @@ class Agent:
             "delivered": delivered,
             "flows": exporter.acked_rows,
             "lost_flows": exporter.lost_rows,
+            "packets": exporter.acked_packets,
+            "lost_packets": exporter.lost_packets,
             "evictions": self.stats.evictions,
             "max_rss_kib": peak_rss_kib(),
         }
@@ -356,6 +377,7 @@ class Agent:
                 self._sync_links(watcher, attacher)
                 builder.is_local = watcher.local_addrs.__contains__
             self._collect_overflow(prog)
+            self._send_packets(prog, exporter)
             now = time.monotonic()
             if now >= next_evict:
                 self._evict(prog, builder, exporter)
@@ -430,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
                    default=env("WORKLOAD_FILTER", "").strip().lower() in ("1", "true"),
                    help="count only flows with an end in the address set the aggregator "
                         "sends (WORKLOAD frames); nothing until the first set")
+    p.add_argument("--packets", action="store_true",
+                   default=env("PACKETS", "").strip().lower() in ("1", "true"),
+                   help="packet capture: also copy every packet counted and send it")
+    p.add_argument("--snaplen", type=int, default=int(env("SNAPLEN", "65535")),
+                   help="with --packets: bytes kept of each packet, 1 to 65535 (default)")
     p.add_argument("--print-c", action="store_true", help="print the eBPF C source and exit")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     return p
@@ -492,7 +519,12 @@ def main(argv: list[str] | None = None) -> int:
             filter_defines=filter_defines,
             filter_rules=filter_rules,
             workload=args.workload_filter,
+            packets=args.packets,
+            snaplen=args.snaplen,
         )
+        if not 0 < args.snaplen <= 65535:
+            print(f"error: --snaplen {args.snaplen}: use 1 to 65535", file=sys.stderr)
+            return 2
         agent = Agent(config)
 
         def _on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -19,6 +19,7 @@ FLOW_METRICS: Final = struct.Struct("<QQQQQ6s6sB3x")
 COUNTER_MAP_FULL: Final = 0
 COUNTER_RINGBUF_LOST: Final = 1
 COUNTER_EVENTS_FULL: Final = 2
+COUNTER_PACKETS_LOST: Final = 3
 
 _V4_MAPPED: Final = b"\x00" * 10 + b"\xff\xff"
 ETH_P_IP: Final = 0x0800

@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on stop, how long to wait for agents to finish (default: 5)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--packets", action="store_true",
+                        default=os.environ.get("PACKETS", "").lower() in ("1", "true"),
+                        help="a packet capture: agents also send packets, written to "
+                             "DIR/pcap/<UTC time>.pcapng")
+    parser.add_argument("--snaplen", type=int, default=int(os.environ.get("SNAPLEN", 65535)),
+                        metavar="BYTES",
+                        help="the snapshot length the packet file declares (default 65535)")
     parser.add_argument("--enrich", choices=["kubernetes"], default=None,
                         help="add metadata to the flows: 'kubernetes' watches pods, services, "
                              "nodes and replicasets (in-cluster service account by default)")
@@ -148,7 +155,9 @@ async def run(args: argparse.Namespace, token: str) -> int:
             own = os.environ.get("POD_NAMESPACE", "")
             enricher = Enricher(watch.inventory, infra_prefixes=(*INFRA_PREFIXES, own))
         aggregator = Aggregator(args.output, token, host=host, port=port, enricher=enricher,
-                                files_wait=args.files_wait)
+                                files_wait=args.files_wait, packets=args.packets,
+                                snaplen=args.snaplen,
+                                lookup=watch.inventory.lookup if watch is not None else None)
         if workload is None or watch is None:
             return await _serve(aggregator, args)
         from .workload import WorkloadUpdater

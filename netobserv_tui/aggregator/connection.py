@@ -54,6 +54,7 @@ class Frame:
 async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
     """Read one frame (``None`` at a clean end of stream); framing errors raise ProtocolError.
 
+    A PACKETS payload is not JSON: it is returned as it came (``body``, empty ``payload``).
     FLOWS payloads are decoded by orjson when it accepts them (see
     :func:`~.ingest._check_flows`); every other payload, and a FLOWS payload orjson refuses,
     by the ``json`` module, whose verdict is the reference.  Unlike
@@ -66,6 +67,8 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
     if raw is None:
         return None
     kind, body = raw
+    if kind is FrameType.PACKETS:  # raw bytes, parsed by model.packets
+        return Frame(kind, {}, False, body, True)
     if kind is FrameType.FLOWS:
         payload, strict = decode_payload_strict(body)
     else:

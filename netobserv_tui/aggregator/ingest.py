@@ -1,4 +1,4 @@
-"""Ingest from agents: HELLO, FLOWS, STATS, BYE; the row-bounded queue, the writer, ACK/NACK.
+"""Ingest from agents: HELLO, FLOWS, PACKETS, STATS, BYE; the bounded queue, the writer, ACKs.
 
 Serves the agents (``python -m netobserv_tui.agent``) for the
 :class:`~.server.Aggregator`, which owns the files and the connections and hands each
@@ -7,7 +7,9 @@ queued (a NACKed batch never reaches the files), queued in a :class:`RowQueue` b
 rows (a full queue stops the agent's handler reading its socket: TCP backpressure), written
 in order by the single consumer :meth:`Ingest.write_loop`, then ACKed (NACKed on a write
 error).  Agents also get the WORKLOAD frame (:meth:`Ingest.set_workload`), and each agent's
-own counters from its STATS are kept in its :class:`AgentRecord`.
+own counters from its STATS are kept in its :class:`AgentRecord`.  A PACKETS batch (packet
+capture) is parsed whole before it is queued, weighs one row per KiB in the queue, and is
+written by the same consumer to the :class:`~.packets.PacketSink`.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ..model.packets import Packet, PacketsError, packets_seq, unpack_packets
 from ..model.protocol import FrameType, ProtocolError, decode_payload_reference, encode
 from .batch import Batch, BatchError, flows_seq, parse_flows
 from .connection import Frame, read_frame
+from .packets import PacketSink
 from .writers import FlowWriter
 
 log = logging.getLogger(__name__)
@@ -40,9 +44,18 @@ FLOWS_KEYS: Final = frozenset({"seq", "columns", "rows"})
 class _Job:
     session: _AgentSession | None
     seq: int
-    batch: Batch
+    batch: Batch | None
     bytes: int
     packets: int
+    #: A PACKETS batch instead of a FLOWS one.
+    captured: list[Packet] | None = None
+
+    @property
+    def weight(self) -> int:
+        """Its place in the queue: rows, or one per KiB of captured packets."""
+        if self.batch is not None:
+            return self.batch.nrows
+        return max(1, self.bytes >> 10)
 
 
 @dataclass(slots=True)
@@ -57,13 +70,20 @@ class AgentRecord:
     bytes: int = 0
     packets: int = 0
     rejected: int = 0
+    captured_packets: int = 0
     #: The agent's own counters from its latest STATS (they are cumulative on its side).
     counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def node(self) -> str:
+        """The agent's node as the packet file names it: its hostname, else its key."""
+        return self.info.get("hostname") or self.key
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.info, "connected": self.connections > 0, "batches": self.batches,
                 "flows": self.flows, "bytes": self.bytes, "packets": self.packets,
-                "rejected": self.rejected, "stats": dict(self.counters)}
+                "rejected": self.rejected, "captured_packets": self.captured_packets,
+                "stats": dict(self.counters)}
 
 
 class _AgentSession:
@@ -115,7 +135,7 @@ class RowQueue:
         self._cond = asyncio.Condition()
 
     async def put(self, job: _Job) -> None:
-        weight = job.batch.nrows
+        weight = job.weight
         async with self._cond:
             await self._cond.wait_for(lambda: not self.rows or self.rows + weight <= self.capacity)
             self._items.append((job, weight))
@@ -185,10 +205,13 @@ class Ingest:
         self._writer: FlowWriter | None = None
         self._capture = ""
         self._queue: RowQueue | None = None
+        self._packets: PacketSink | None = None
 
-    def open(self, writer: FlowWriter) -> None:
-        """The files exist: create the queue; agents are welcome to this capture."""
+    def open(self, writer: FlowWriter, packets: PacketSink | None = None) -> None:
+        """The files exist: create the queue; agents are welcome to this capture.  With a
+        ``packets`` sink, the capture takes PACKETS batches too."""
         self._writer = writer
+        self._packets = packets
         self._capture = writer.json_path.stem
         self._queue = RowQueue(self._queue_rows)
 
@@ -264,6 +287,11 @@ class Ingest:
                 frame = None
                 if job is not None:
                     await self._enqueue(job)
+            elif frame.kind is FrameType.PACKETS:
+                job = self._on_packets(session, frame.body)
+                frame = None
+                if job is not None:
+                    await self._enqueue(job)
             elif frame.kind is FrameType.STATS:
                 if frame.bad_text:
                     raise ProtocolError("STATS holds an unpaired UTF-16 surrogate")
@@ -298,6 +326,23 @@ class Ingest:
             self._enrich(batch)
         return _Job(session, seq, batch, batch.total("Bytes"), batch.total("Packets"))
 
+    def _on_packets(self, session: _AgentSession, body: bytes) -> _Job | None:
+        """Parse a PACKETS frame: the job to queue, or None once the batch is NACKed."""
+        try:
+            if self._packets is None:
+                raise PacketsError("this capture records flows, not packets")
+            seq, packets = unpack_packets(body)
+        except PacketsError as exc:
+            seq_or_none = packets_seq(body)
+            self._counts["batches_rejected"] += 1
+            session.record.rejected += 1
+            log.warning("Rejected packet batch %s from agent %s: %s", seq_or_none,
+                        session.record.key, exc)
+            session.send(FrameType.NACK, {"seq": seq_or_none, "reason": str(exc)})
+            return None
+        size = sum(p.orig_len for p in packets)
+        return _Job(session, seq, None, size, len(packets), captured=packets)
+
     def _enrich(self, batch: Batch) -> None:
         assert self.enricher is not None
         try:
@@ -328,13 +373,19 @@ class Ingest:
             if job is None:
                 return
             try:
-                if self.write_in_thread:
+                if job.batch is None:
+                    assert self._packets is not None and job.captured is not None
+                    node = job.session.record.node if job.session else ""
+                    await loop.run_in_executor(self._executor, self._packets.write, node,
+                                               job.captured)
+                elif self.write_in_thread:
                     await loop.run_in_executor(self._executor, self._writer.write, job.batch)
                 else:
                     self._writer.write(job.batch)
             except Exception as exc:  # an I/O error: disk full, file removed...
                 self._counts["write_errors"] += 1
-                log.error("Could not write batch %d (%d rows): %s", job.seq, job.batch.nrows, exc)
+                log.error("Could not write batch %d (%d %s): %s", job.seq, job.weight,
+                          "rows" if job.batch is not None else "KiB of packets", exc)
                 self._reply(job, FrameType.NACK, {"seq": job.seq,
                                                   "reason": f"the aggregator cannot write: {exc}"})
             else:
@@ -349,8 +400,16 @@ class Ingest:
             await asyncio.sleep(0)
 
     def _written(self, job: _Job) -> None:
-        n = job.batch.nrows
         counts = self._counts
+        if job.batch is None:
+            counts["captured_packets"] += job.packets
+            counts["captured_bytes"] += job.bytes
+            counts["batches"] += 1
+            if job.session is not None:
+                job.session.record.batches += 1
+                job.session.record.captured_packets += job.packets
+            return
+        n = job.batch.nrows
         counts["flows"] += n
         counts["bytes"] += job.bytes
         counts["packets"] += job.packets

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model.errors import CaptureError
+from ..model.packets import MAX_SNAPLEN
 from ..model.protocol import FrameType, ProtocolError, host_port
 from .batch import Batch
 from .connection import (
@@ -57,6 +58,7 @@ from .connection import (
 )
 from .files import FileHandover
 from .ingest import Ingest, RowQueue
+from .packets import PacketSink
 from .search import search_session
 from .subscribers import Subscribers
 from .writers import FlowWriter
@@ -68,7 +70,9 @@ class Aggregator:
     """Ingest server for one capture.  Use ``await start()`` then ``await stop(grace)``.
 
     ``token`` is the capture token agents and subscribers must present.  Files go to
-    ``<output>/flow/<UTC time>.{json,db}`` (see :mod:`.writers`).
+    ``<output>/flow/<UTC time>.{json,db}`` (see :mod:`.writers`); with ``packets`` (a
+    packet capture), the packets agents send go to ``<output>/pcap/<UTC time>.pcapng``
+    (see :mod:`.packets`), named by the Kubernetes inventory when ``lookup`` is given.
     """
 
     def __init__(
@@ -88,10 +92,17 @@ class Aggregator:
         write_in_thread: bool = False,
         enricher: Callable[[Batch], None] | None = None,
         files_wait: float = 300.0,
+        packets: bool = False,
+        snaplen: int = MAX_SNAPLEN,
+        lookup: Callable[[str], Any] | None = None,
     ) -> None:
         if not token:
             raise ValueError("the capture token is empty: agents could not be authenticated")
         self.output = Path(output)
+        self.packets = packets
+        self.snaplen = snaplen
+        self._lookup = lookup
+        self._sink: PacketSink | None = None
         self._check_token = TokenCheck(token)
         self.host, self.port = host, port
         self.handshake_timeout = handshake_timeout
@@ -100,7 +111,8 @@ class Aggregator:
         self._sessions: set[asyncio.Task[None]] = set()
         self._counts = dict.fromkeys(
             ("flows", "bytes", "packets", "batches", "batches_rejected",
-             "connections_rejected", "protocol_errors", "write_errors", "live_rows_dropped"), 0)
+             "connections_rejected", "protocol_errors", "write_errors", "live_rows_dropped",
+             "captured_packets", "captured_bytes"), 0)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow-writer")
         self._live = Subscribers(
             self._counts, self.stats, self._check_token, self._sessions, live_rows=live_rows,
@@ -224,8 +236,15 @@ class Aggregator:
             self._writer = await loop.run_in_executor(
                 self._executor, FlowWriter, self.output, datetime.now(UTC)
             )
+            if self.packets:
+                path = self.output / "pcap" / f"{self._writer.json_path.stem}.pcapng"
+                self._sink = await loop.run_in_executor(
+                    self._executor, lambda: PacketSink(path, snaplen=self.snaplen,
+                                                       lookup=self._lookup))
         except BaseException as exc:
             server.close()
+            if self._writer is not None:
+                self._writer.close()
             self._executor.shutdown(wait=False)
             if isinstance(exc, OSError):
                 raise CaptureError(
@@ -235,7 +254,7 @@ class Aggregator:
         self._server = server
         sockname = server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
-        self._ingest.open(self._writer)
+        self._ingest.open(self._writer, self._sink)
         self._live.capture = self.capture
         self._started = time.monotonic()
         self._tasks = [
@@ -255,9 +274,11 @@ class Aggregator:
 
     @property
     def files(self) -> dict[str, str]:
-        """``{"json": path, "db": path}`` of this capture."""
+        """``{"json": path, "db": path}`` of this capture, and ``"pcapng"`` with packets."""
         assert self._writer is not None, "start() first"
-        return self._writer.paths
+        if self._sink is None:
+            return self._writer.paths
+        return {**self._writer.paths, "pcapng": str(self._sink.path)}
 
     @property
     def capture(self) -> str:
@@ -319,6 +340,9 @@ class Aggregator:
         await self._live.close()
         loop = asyncio.get_running_loop()
         files = await loop.run_in_executor(self._executor, self._writer.close)
+        if self._sink is not None:
+            await loop.run_in_executor(self._executor, self._sink.close)
+            files = {**files, "pcapng": str(self._sink.path)}
         self._executor.shutdown(wait=True)
         return self._summary(files)
 
@@ -326,8 +350,9 @@ class Aggregator:
         stats = self.stats()
         return {
             "capture": self._writer.json_path.stem if self._writer else None,
-            "files": {"json": files["json"], "db": files["db"]},
+            "files": {k: files[k] for k in ("json", "db", "pcapng") if k in files},
             **{k: stats[k] for k in ("flows", "bytes", "packets", "batches",
+                                      "captured_packets", "captured_bytes",
                                       "batches_rejected", "connections_rejected",
                                       "protocol_errors", "write_errors", "live_rows_dropped",
                                       "agents_seen", "elapsed")},

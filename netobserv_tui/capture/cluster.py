@@ -38,7 +38,7 @@ from ..k8s.preflight import check_reachable, preflight
 from ..k8s.rollout import wait_ready
 from ..model.errors import CaptureError, UsageError
 from ..model.fetch import FetchError, finish_and_fetch
-from .target import CaptureOptions, CaptureResult, StreamEndpoint
+from .target import CaptureOptions, CaptureResult, StreamEndpoint, packet_loss_warnings
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,15 @@ def agent_env(options: CaptureOptions, workload: bool = False) -> dict[str, str]
         env["EXCLUDE_INTERFACES"] = ",".join(options.exclude_interfaces)
     if workload:
         env["WORKLOAD_FILTER"] = "1"
+    if options.packets:
+        env["PACKETS"] = "1"
+        env["SNAPLEN"] = str(options.snaplen)
     return env
+
+
+def packet_args(options: CaptureOptions) -> tuple[str, ...]:
+    """The aggregator's flags for a packet capture (none for flows)."""
+    return ("--packets", "--snaplen", str(options.snaplen)) if options.packets else ()
 
 
 def deploy_options(capture: CaptureOptions, cluster: ClusterOptions, capture_id: str,
@@ -112,7 +120,8 @@ def deploy_options(capture: CaptureOptions, cluster: ClusterOptions, capture_id:
             image=cluster.image, pull_policy=cluster.pull_policy,
             agent_env=agent_env(capture, cluster.workload),
             node_selector=dict(cluster.node_selector), openshift=openshift,
-            log_level=capture.log_level, aggregator_args=cluster.aggregator_args())
+            log_level=capture.log_level,
+            aggregator_args=cluster.aggregator_args() + packet_args(capture))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -227,8 +236,10 @@ class KubernetesTarget:
             if self.cluster.copy:
                 try:
                     host, port = self._local
+                    kinds = ("json", "db", "pcapng") if self.options.packets else ("json", "db")
                     summary = await finish_and_fetch(host, port, self.token,
-                                                     self.options.output, progress=say)
+                                                     self.options.output, files=kinds,
+                                                     progress=say)
                 except FetchError as exc:
                     problems.append(f"the files could not be copied from the cluster: {exc}")
             else:
@@ -240,10 +251,13 @@ class KubernetesTarget:
         if agent_stats.get("export_lost_flows"):
             warnings.append(f"{agent_stats['export_lost_flows']} flows could not be "
                             "delivered by the agents")
+        warnings += packet_loss_warnings(agent_stats)
         return CaptureResult(files=dict(local), flows=int(summary.get("flows", 0)),
                              bytes=int(summary.get("bytes", 0)),
-                             packets=int(summary.get("packets", 0)), problems=problems,
-                             warnings=warnings)
+                             packets=int(summary.get("packets", 0)),
+                             captured_packets=int(summary.get("captured_packets", 0)),
+                             captured_bytes=int(summary.get("captured_bytes", 0)),
+                             problems=problems, warnings=warnings)
 
     async def _agents_gone(self) -> None:
         """Delete the DaemonSet and wait until its pods are gone (their agents flushed)."""

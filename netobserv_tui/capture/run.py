@@ -1,4 +1,5 @@
-"""``netobserv flows``: glue between the command line, a target, the lifecycle and the UI."""
+"""``netobserv flows`` and ``packets``: glue between the command line, a target, the
+lifecycle, the UI and, for packets, the pcapng stream on stdout and the TLS secrets."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..agent.kernel import check_privileges
-from ..model.errors import CaptureError
+from ..model.errors import CaptureError, UsageError
+from .pcap_stream import PcapngFollower, stdout_binary
 from .session import Limits, Progress, headless, run_capture
 from .target import CaptureOptions, CaptureResult, LocalTarget, StreamEndpoint
 
@@ -22,6 +24,17 @@ if TYPE_CHECKING:
     from .cluster import ClusterOptions, KubernetesTarget
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PacketOptions:
+    """What ``netobserv packets`` adds to a capture."""
+
+    snaplen: int = 65535
+    #: ``-w -``: the pcapng stream on stdout while capturing.
+    stdout: bool = False
+    #: An NSS key log file whose secrets go into the pcapng (``--tls-keylog``).
+    tls_keylog: Path | None = None
 
 
 @dataclass
@@ -34,6 +47,8 @@ class FlowsRequest:
     lab: bool = False
     #: Capture on a Kubernetes cluster instead of this host.
     cluster: ClusterOptions | None = None
+    #: A packet capture (``netobserv packets``).
+    packets: PacketOptions | None = None
 
 
 @contextlib.contextmanager
@@ -74,19 +89,47 @@ def _logs_to_file(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def _report(result: CaptureResult, reason: str) -> None:
+def _report(result: CaptureResult, reason: str, packets: PacketOptions | None = None) -> None:
     print(f"Capture ended: {reason}.", file=sys.stderr)
     for problem in result.problems:
         print(f"error: {problem}", file=sys.stderr)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{result.flows} flows, {result.bytes} bytes, {result.packets} packets.", file=sys.stderr)
+    if packets is not None:
+        print(f"{result.captured_packets} packets ({result.captured_bytes} bytes) written to "
+              "the packet file.", file=sys.stderr)
     if result.peak_rss_kib:
         peaks = ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in sorted(result.peak_rss_kib.items()))
         print(f"Peak memory: {peaks}.", file=sys.stderr)
-    for kind in ("json", "db"):
+    # The files' paths, one per line, on stdout, unless stdout carries the pcapng stream.
+    out = sys.stderr if packets is not None and packets.stdout else sys.stdout
+    for kind in ("pcapng", "json", "db"):
         if kind in result.files:
-            print(result.files[kind])
+            print(result.files[kind], file=out)
+
+
+def _add_secrets(result: CaptureResult, keylog: Path) -> None:
+    """Put the key log's secrets at the front of the saved pcapng (a warning if it cannot)."""
+    from ..aggregator.pcapng import with_secrets_first
+
+    path = result.files.get("pcapng")
+    if path is None:
+        return
+    try:
+        secrets = keylog.read_bytes()
+    except OSError as exc:
+        result.warnings.append(f"--tls-keylog {keylog}: {exc.strerror or exc}; the packet "
+                               "file has no TLS secrets")
+        return
+    if not secrets.strip():
+        result.warnings.append(f"--tls-keylog {keylog} is empty: no TLS secrets were logged "
+                               "(is SSLKEYLOGFILE set for the application?)")
+        return
+    try:
+        with_secrets_first(Path(path), secrets)
+    except (OSError, ValueError) as exc:
+        result.warnings.append(f"could not add the TLS secrets to {path}: {exc}")
 
 
 async def run_flows(request: FlowsRequest) -> int:
@@ -95,6 +138,17 @@ async def run_flows(request: FlowsRequest) -> int:
     limits = request.limits
     if request.cluster is None:
         check_privileges()
+    packets = request.packets
+    stream: BinaryIO | None = None
+    if packets is not None and packets.stdout:
+        if request.cluster is not None:
+            raise UsageError("-w - streams the packets of a capture on this host (--local or "
+                             "--lab); a cluster capture's pcapng is copied at the end: open "
+                             "it then with wireshark or `netobserv open`")
+        try:
+            stream = stdout_binary()
+        except OSError as exc:
+            raise UsageError(f"-w -: {exc}") from None
     with _maybe_lab(request.lab):
         target: LocalTarget | KubernetesTarget
         if request.cluster is not None:
@@ -108,19 +162,36 @@ async def run_flows(request: FlowsRequest) -> int:
         else:
             print(f"Starting the capture on the {target.description}...", file=sys.stderr)
 
+            follower: PcapngFollower | None = None
+
             async def foreground(
                 endpoint: StreamEndpoint, stop: asyncio.Event, progress: Progress
             ) -> str:
+                nonlocal follower
+                what = "packets" if packets is not None else "flows"
                 print(
-                    f"Capturing flows on {', '.join(target.interfaces) or 'no interface'}"
+                    f"Capturing {what} on {', '.join(target.interfaces) or 'no interface'}"
                     f"{_features_text(target.features)}; press Ctrl+C to stop.",
                     file=sys.stderr,
                     flush=True,
                 )
+                if stream is not None and endpoint.pcapng:
+                    assert packets is not None
+                    follower = PcapngFollower(Path(endpoint.pcapng), stream, packets.tls_keylog)
+                    follower.start()
                 return await headless(endpoint, stop, progress)
 
-            result, reason = await run_capture(target, limits, foreground)
-    _report(result, reason)
+            try:
+                result, reason = await run_capture(target, limits, foreground)
+            finally:
+                if follower is not None:
+                    await asyncio.to_thread(follower.finish)
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+    if packets is not None and packets.tls_keylog is not None:
+        _add_secrets(result, packets.tls_keylog)
+    _report(result, reason, packets)
     if request.cluster is not None and not request.cluster.copy and not result.problems:
         return 0  # the user declined the files
     if not result.files:
@@ -145,12 +216,21 @@ async def _with_tui(
     target: LocalTarget | KubernetesTarget, limits: Limits, request: FlowsRequest
 ) -> tuple[CaptureResult, str]:
     from ..tui.app import FlowsApp
+    from ..tui.packets import PacketsApp
     from ..tui.terminal import sized_from_terminal
 
     # The TUI opens at once and shows the start's progress (a cluster rollout takes a
-    # while); it follows the stream once the target has started.
-    app = FlowsApp(None, {"target": target.description, "capture": "flows",
-                          "output": str(request.capture.output)}, starting=True)
+    # while); it follows the stream once the target has started.  A packet capture on this
+    # host shows its packets (read from the growing pcapng); on a cluster, whose pcapng
+    # comes home at the end, its flows: the per 5-tuple packet and byte counts.
+    what = "packets" if request.packets is not None else "flows"
+    first = {"target": target.description, "capture": what,
+             "output": str(request.capture.output)}
+    app: FlowsApp | PacketsApp
+    if request.packets is not None and request.cluster is None:
+        app = PacketsApp(None, first, starting=True)
+    else:
+        app = FlowsApp(None, first, starting=True)
     if hasattr(target, "say"):
         target.say = app.show_progress
 
@@ -163,7 +243,7 @@ async def _with_tui(
     async def foreground(endpoint: StreamEndpoint, stop: asyncio.Event, _p: Progress) -> str:
         header = {
             "target": target.description + (" + lab" if request.lab else ""),
-            "capture": "flows on " + (", ".join(target.interfaces) or "every interface")
+            "capture": f"{what} on " + (", ".join(target.interfaces) or "every interface")
             + _features_text(target.features),
             "output": str(request.capture.output),
         }
@@ -171,9 +251,13 @@ async def _with_tui(
             header["max_time"] = str(limits.max_time)
         if limits.max_bytes is not None:
             header["max_bytes"] = str(limits.max_bytes)
+        stream = (endpoint.host, endpoint.port, endpoint.token)
+        if isinstance(app, PacketsApp):
+            app.attach(stream, endpoint.pcapng or "", header)
+            return str(await asyncio.shield(app_task) or "stopped")
         store = _live_store(endpoint)
         try:
-            app.attach((endpoint.host, endpoint.port, endpoint.token), store, header)
+            app.attach(stream, store, header)
             outcome = await asyncio.shield(app_task)
         finally:
             store.close()

@@ -29,6 +29,8 @@ class StreamEndpoint:
     token: str
     #: The capture's SQLite file when the front end can read it (same host), else None.
     db: str | None = None
+    #: The packet capture's pcapng file, likewise.
+    pcapng: str | None = None
 
 
 @dataclass
@@ -42,6 +44,9 @@ class CaptureOptions:
     features: list[str] = field(default_factory=list)
     dns_port: int = 53
     filters_json: str | None = None
+    #: A packet capture: agents copy the matching packets, the aggregator writes pcapng.
+    packets: bool = False
+    snaplen: int = 65535
 
 
 @dataclass
@@ -50,6 +55,9 @@ class CaptureResult:
     flows: int = 0
     bytes: int = 0
     packets: int = 0
+    #: Packet capture: packets and bytes written to the pcapng file.
+    captured_packets: int = 0
+    captured_bytes: int = 0
     #: Something failed: the exit status is non-zero.
     problems: list[str] = field(default_factory=list)
     #: Worth knowing, but the files are complete.
@@ -80,7 +88,8 @@ class LocalTarget:
         self.aggregator = Child(
             "aggregator",
             "netobserv_tui.aggregator",
-            ["--listen", "127.0.0.1:0", "--output", str(options.output)],
+            ["--listen", "127.0.0.1:0", "--output", str(options.output),
+             *(["--packets", "--snaplen", str(options.snaplen)] if options.packets else [])],
             env,
         )
         self.agent: Child | None = None
@@ -102,6 +111,8 @@ class LocalTarget:
                          "--dns-port", str(self.options.dns_port)]
             if self.options.filters_json:
                 args += ["--filters", self.options.filters_json]
+            if self.options.packets:
+                args += ["--packets", "--snaplen", str(self.options.snaplen)]
             for item in self.options.interfaces:
                 args += ["--interfaces", item]
             for item in self.options.exclude_interfaces:
@@ -119,8 +130,9 @@ class LocalTarget:
         except BaseException:
             await self.stop()
             raise
-        db = (self.ready.get("files") or {}).get("db")
-        return StreamEndpoint(host, port, self.token, db=db)
+        files = self.ready.get("files") or {}
+        return StreamEndpoint(host, port, self.token, db=files.get("db"),
+                              pcapng=files.get("pcapng"))
 
     async def stop(self, say: Callable[[str], None] = lambda _step: None) -> CaptureResult:
         problems: list[str] = []
@@ -171,12 +183,15 @@ class LocalTarget:
             warnings.append(
                 f"{agent_stats['export_lost_flows']} flows could not be delivered by the agents"
             )
+        warnings += packet_loss_warnings(agent_stats)
         files = closed.get("files") or self.ready.get("files") or {}
         result = CaptureResult(
             files={k: str(v) for k, v in files.items()},
             flows=int(closed.get("flows", 0)),
             bytes=int(closed.get("bytes", 0)),
             packets=int(closed.get("packets", 0)),
+            captured_packets=int(closed.get("captured_packets", 0)),
+            captured_bytes=int(closed.get("captured_bytes", 0)),
             problems=problems,
             warnings=warnings,
             peak_rss_kib=peak,
@@ -184,6 +199,20 @@ class LocalTarget:
         if problems:
             log.error("Capture ended with problems: %s.", "; ".join(problems))
         return result
+
+
+def packet_loss_warnings(agent_stats: dict[str, Any]) -> list[str]:
+    """What a packet capture lost, from the agents' summed counters: never silent."""
+    warnings = []
+    if agent_stats.get("packets_lost"):
+        warnings.append(
+            f"{agent_stats['packets_lost']} packets did not fit in the kernel's packet ring "
+            "buffer and are not in the file; capture fewer packets (a narrower filter, "
+            "--sampling, a smaller --snaplen)")
+    if agent_stats.get("export_lost_packets"):
+        warnings.append(f"{agent_stats['export_lost_packets']} packets could not be delivered "
+                        "by the agents")
+    return warnings
 
 
 def _last_event(child: Child, kind: str) -> dict[str, Any]:

@@ -43,6 +43,10 @@ class FetchError(CaptureError):
         self.retryable = retryable
 
 
+#: Where each kind of file goes under the output directory (default ``flow``).
+FOLDERS: Final = {"pcapng": "pcap"}
+
+
 async def finish_and_fetch(
     host: str,
     port: int,
@@ -56,7 +60,8 @@ async def finish_and_fetch(
     attempts: int = 4,
     retry_delay: float = 2.0,
 ) -> dict[str, Any]:
-    """FINISH, then FETCH each of ``files`` into ``dest/flow/``; returns the FINISHED summary
+    """FINISH, then FETCH each of ``files`` into ``dest/flow/`` (a ``pcapng`` into
+    ``dest/pcap/``); returns the FINISHED summary
     with ``local_files`` (kind -> path) added.  Raises :class:`FetchError`.
 
     A session that breaks (a port-forward dropped, bytes damaged) is tried again, up to
@@ -95,8 +100,6 @@ async def _session(host: str, port: int, token: str, dest: Path, files: Sequence
         await writer.drain()
         progress("Completing the files in the aggregator: last batches, SQLite indexes...")
         kind, summary = await _expect(reader, FrameType.FINISHED, FINISH_TIMEOUT, address)
-        flow_dir = dest / "flow"
-        flow_dir.mkdir(parents=True, exist_ok=True)
         for name in files:
             if name in local:
                 continue
@@ -108,7 +111,9 @@ async def _session(host: str, port: int, token: str, dest: Path, files: Sequence
             if not isinstance(size, int) or size < 0 or not _safe_name(remote):
                 raise FetchError(f"the aggregator at {address} sent a bad FILE header: {header}")
             progress(f"Copying {remote} ({size:,} bytes)...")
-            target = await _receive(reader, flow_dir, remote, size, address)
+            folder = dest / FOLDERS.get(name, "flow")
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            target = await _receive(reader, folder, remote, size, address)
             local[name] = str(target)
         writer.write(encode(FrameType.BYE, {}))
         await writer.drain()
@@ -149,7 +154,8 @@ async def _receive(reader: asyncio.StreamReader, flow_dir: Path, name: str, size
     part = flow_dir / f"{name}.part"
     digest = hashlib.sha256()
     try:
-        with open(part, "wb") as out:
+        # Only its owner reads a capture (flows and DNS names, packets and their payloads).
+        with open(part, "wb", opener=lambda path, flags: os.open(path, flags, 0o600)) as out:
             left = size
             while left:
                 try:

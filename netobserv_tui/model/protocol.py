@@ -7,7 +7,7 @@ Every message is one *frame*::
     2       1     protocol version (1)
     3       1     frame type (see ``FrameType``)
     4       4     payload length, unsigned big-endian, at most ``MAX_PAYLOAD``
-    8       n     payload: UTF-8 JSON object
+    8       n     payload: UTF-8 JSON object (PACKETS: raw bytes, see model/packets.py)
 
 Agent session (agent -> aggregator unless noted)::
 
@@ -16,6 +16,8 @@ Agent session (agent -> aggregator unless noted)::
     FLOWS   {"seq": int, "columns": [field names], "rows": [[values in column order], ...]}
     <- ACK  {"seq": int}        once the batch is written to every file
     <- NACK {"seq": int, "reason": str}  the batch was rejected; nothing of it was written
+    PACKETS binary (packet capture: seq, count, then each packet's header and bytes;
+            see :mod:`netobserv_tui.model.packets`), acknowledged like FLOWS, same seq space
     STATS   {"evicted": int, "map_full": int, ...}  agent counters, cumulative
     BYE     {}                  the agent is done; the aggregator closes after the last ACK
     <- WORKLOAD {"ips": [str, ...]}  at any time after WELCOME, when the capture is narrowed
@@ -93,6 +95,7 @@ class FrameType(enum.IntEnum):
     WORKLOAD = 15
     SEARCH = 16
     RESULT = 17
+    PACKETS = 18
 
 
 class ProtocolError(Exception):
@@ -111,6 +114,13 @@ def host_port(host: str, port: int) -> str:
 
 def encode(ftype: FrameType, payload: dict[str, Any]) -> bytes:
     body = _DUMPS(payload).encode()
+    if len(body) > MAX_PAYLOAD:
+        raise ProtocolError(f"payload of {len(body)} bytes exceeds the {MAX_PAYLOAD} limit")
+    return HEADER.pack(MAGIC, VERSION, ftype, len(body)) + body
+
+
+def encode_raw(ftype: FrameType, body: bytes) -> bytes:
+    """A frame whose payload is ``body`` as it is (PACKETS)."""
     if len(body) > MAX_PAYLOAD:
         raise ProtocolError(f"payload of {len(body)} bytes exceeds the {MAX_PAYLOAD} limit")
     return HEADER.pack(MAGIC, VERSION, ftype, len(body)) + body

@@ -239,3 +239,78 @@ async def test_netobserv_flows_no_tui_on_a_cluster_end_to_end(
     assert [Path(p).suffix for p in paths] == [".json", ".db"]
     assert len(json.loads(Path(paths[0]).read_text())) == 12
     assert cluster.leftovers() == []
+
+
+def frame(i: int, payload: int) -> bytes:
+    """An Ethernet/IPv4/UDP frame to port 53 of ``payload`` bytes (real header bytes)."""
+    import dpkt
+
+    udp = dpkt.udp.UDP(sport=41000 + i, dport=53, data=bytes(payload))
+    udp.ulen = len(udp)
+    ip = dpkt.ip.IP(src=bytes([198, 18, 0, 10]), dst=bytes([198, 18, 0, 11]), p=17, data=udp)
+    ip.len = len(ip)
+    eth = dpkt.ethernet.Ethernet(src=b"\x0a\x58\xc6\x12\x00\x0a", dst=b"\x0a\x58\xc6\x12\x00\x0b",
+                                 type=0x0800, data=ip)
+    return bytes(eth)
+
+
+async def test_netobserv_packets_on_a_cluster_copies_the_pcapng_home(
+    cluster: ApiServerDouble, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`netobserv packets udp,53 --no-tui` with a kubeconfig: the agents' pods get PACKETS,
+    the aggregator --packets, and its pcapng comes home through FINISH/FETCH."""
+    import subprocess
+
+    from netobserv_tui.capture import cluster as cluster_module
+    from netobserv_tui.cli import main
+    from netobserv_tui.model.packets import Packet
+
+    monkeypatch.setattr(cluster_module.secrets, "token_urlsafe", lambda _n: "pk-e2e-token")
+    cluster.run_controllers(PodOutcome.running())
+    pod = Aggregator(tmp_path / "pod", "pk-e2e-token", live_interval=0.02, packets=True)
+    await pod.start()
+    cluster.forward(NAMESPACE, "netobserv-aggregator", 9990, ("127.0.0.1", pod.port))
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
+    output = tmp_path / "output"
+    argv = ["packets", "udp,53", "--no-tui", "--max-time=3s", f"--kubeconfig={kubeconfig}",
+            f"--output={output}"]
+    packets = [Packet(1_795_633_800_000_000_000 + i * 1001, 3, "eth0", i % 2, 42 + 10 * i,
+                      frame(i, 10 * i)) for i in range(25)]
+
+    def push() -> None:
+        exporter = Exporter("127.0.0.1", pod.port, "pk-e2e-token",
+                            {"hostname": "node-a", "ip": "10.0.0.1"})
+        exporter.connect()
+        exporter.submit_packets(packets)
+        assert exporter.finish(10)
+
+    try:
+        run = asyncio.create_task(asyncio.to_thread(main, argv))
+        await cluster.wait_for(lambda: cluster.get("daemonsets", "netobserv-agent", NAMESPACE)
+                               is not None, timeout=10)
+        daemonset = cluster.get("daemonsets", "netobserv-agent", NAMESPACE)
+        assert daemonset is not None
+        env = {e["name"]: e.get("value") for e in
+               daemonset["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert (env["PACKETS"], env["SNAPLEN"]) == ("1", "65535")
+        aggregator = cluster.get("pods", "netobserv-aggregator", NAMESPACE)
+        assert aggregator is not None
+        assert "--packets" in aggregator["spec"]["containers"][0]["args"]
+        await asyncio.to_thread(push)
+        status = await run
+    finally:
+        await pod.stop(grace=0)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "25 packets (" in captured.err
+    paths = [Path(p) for p in captured.out.split()]
+    assert [p.suffix for p in paths] == [".pcapng", ".json", ".db"]
+    assert paths[0].parent == output / "pcap"
+    assert oct(paths[0].stat().st_mode & 0o777) == "0o600"
+    read = subprocess.run(["tshark", "-r", str(paths[0]), "-T", "fields", "-e", "frame.len",
+                           "-e", "frame.interface_description"],
+                          capture_output=True, text=True, timeout=60)
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.splitlines() == [f"{42 + 10 * i}\teth0 on node-a" for i in range(25)]
+    assert cluster.leftovers() == []

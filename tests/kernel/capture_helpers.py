@@ -20,17 +20,19 @@ READY_MARK = "Capturing flows on"
 
 
 class Capture:
-    """``netobserv flows --local --no-tui`` as a child process, stopped by a signal."""
+    """``netobserv flows --local --no-tui`` (or ``packets``) as a child process, stopped by
+    a signal."""
 
     def __init__(
         self, output: Path, *extra: str, interfaces: str = "nobs-*",
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, command: str = "flows",
     ) -> None:
+        self.command = command
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.output = output
         self.argv = [
             *NETOBSERV,
-            "flows",
+            command,
             "--local",
             "--no-tui",
             "--output",
@@ -54,7 +56,7 @@ class Capture:
         )
         threading.Thread(target=self._pump, daemon=True).start()
         try:
-            self.wait_for(READY_MARK, timeout)
+            self.wait_for(f"Capturing {self.command} on", timeout)
         except BaseException:
             self.proc.kill()  # __exit__ does not run when __enter__ fails
             self.proc.wait()
@@ -111,9 +113,10 @@ class Capture:
         found = {}
         for line in self.stdout.splitlines():
             path = Path(line.strip())
-            if path.suffix in (".json", ".db"):
+            if path.suffix in (".json", ".db", ".pcapng"):
                 found[path.suffix[1:]] = path
-        assert set(found) == {"json", "db"}, f"file paths not printed; stdout: {self.stdout!r}"
+        kinds = {"json", "db"} | ({"pcapng"} if self.command == "packets" else set())
+        assert set(found) == kinds, f"file paths not printed; stdout: {self.stdout!r}"
         return found
 
     def __enter__(self) -> Capture:

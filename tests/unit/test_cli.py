@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,9 +74,87 @@ def test_version_and_help() -> None:
     assert "flows" in out.stdout and "cleanup" in out.stdout and out.returncode == 0
 
 
-def test_packets_says_it_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["packets", "tcp,80"]) == 2
-    assert "not available in this version" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "rules"),
+    [
+        (["tcp,80"], [(6, [[80, 80]], None)]),
+        (["--max-time=5s", "UDP,53"], [(17, [[53, 53]], None)]),
+        (["--enable-filter=true", "--direction=Egress", "sctp,9", "or", "--protocol=udp",
+          "--dport=5"], [(132, [[9, 9]], None), (17, None, [[5, 5]])]),
+    ],
+)
+def test_packets_takes_the_articles_protocol_port(
+    argv: list[str], rules: list[tuple[int, Any, Any]], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    assert main(["packets", *argv, "--yaml", f"--output={tmp_path}"]) == 0
+    import yaml
+
+    text = Path(capsys.readouterr().out.strip()).read_text()
+    objects = [o for o in yaml.safe_load_all(text) if o]
+    agent = next(o for o in objects if o["kind"] == "DaemonSet")
+    values = {e["name"]: e.get("value") for e in
+              agent["spec"]["template"]["spec"]["containers"][0]["env"]}
+    got = json.loads(values["FLOW_FILTER_RULES"])["rules"]
+    assert [(r["protocol"], r["port"], r["dport"]) for r in got] == rules
+
+
+@pytest.mark.parametrize("bad", ["tcp", "tcp,", "tcp,http", "ftp,21", "tcp,0", "tcp,65536",
+                                 "80,tcp"])
+def test_packets_refuses_a_bad_protocol_port(bad: str, capsys: pytest.CaptureFixture[str],
+                                             tmp_path: Path) -> None:
+    assert main(["packets", bad, "--local", f"--output={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad!r} is not PROTOCOL,PORT" in err and "tcp,80" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_unfiltered_packet_capture_needs_all(capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path) -> None:
+    assert main(["packets", "--local", f"--output={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "no filter was given" in err and "--all" in err and "tcp,80" in err
+    # Sampling alone is no filter; --enable_filter=true with no rule keeps everything.
+    assert main(["packets", "--local", "--sampling=10", f"--output={tmp_path}"]) == 2
+    assert main(["packets", "--local", "--enable_filter=true", f"--output={tmp_path}"]) == 2
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--snaplen=0"], "--snaplen 0: keep 1 to 65535"),
+     (["--snaplen=65536"], "--snaplen 65536"),
+     (["-w", "out.pcapng"], "-w out.pcapng: only '-'")],
+)
+def test_bad_packet_flags_exit_2_before_anything(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["packets", "--all", "--local", f"--output={tmp_path}", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_packet_capture_reaches_the_agents_and_aggregator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kubernetes_validate
+    import yaml
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    assert main(["packets", "udp,53", "--yaml", f"--output={tmp_path}", "--snaplen=200"]) == 0
+    objects = [o for o in yaml.safe_load_all(Path(capsys.readouterr().out.strip()).read_text())
+               if o]
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.33", strict=True)
+    pod = next(o for o in objects if o["kind"] == "Pod")
+    assert pod["spec"]["containers"][0]["args"][-3:] == ["--packets", "--snaplen", "200"]
+    agent = next(o for o in objects if o["kind"] == "DaemonSet")
+    env = {e["name"]: e.get("value") for e in
+           agent["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PACKETS"] == "1" and env["SNAPLEN"] == "200"
+    rules = json.loads(env["FLOW_FILTER_RULES"])["rules"]
+    assert [(r["protocol"], r["port"]) for r in rules] == [(17, [[53, 53]])]
 
 
 def test_open_refuses_a_missing_file_with_a_hint(
@@ -236,3 +316,19 @@ def test_kubectl_and_oc_plugins_are_the_same_program(tmp_path: Path) -> None:
             outputs.add((tuple(args[:1]), done.returncode,
                          done.stdout.strip(), done.stderr.strip()))
     assert len(outputs) == 2, outputs  # one answer per command, whatever the name
+
+
+def test_open_a_packet_capture_checks_the_file_then_needs_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netobserv_tui.aggregator.pcapng import PcapngWriter
+
+    bad = tmp_path / "bad.pcapng"
+    bad.write_bytes(b"not a capture at all")
+    assert main(["open", str(bad)]) == 2
+    assert "bad.pcapng" in capsys.readouterr().err
+    good = tmp_path / "good.pcapng"
+    PcapngWriter.create(good, application="test").close()
+    assert main(["open", str(good)]) == 2  # pytest's stdin is no terminal
+    err = capsys.readouterr().err
+    assert "open needs a terminal" in err and "tshark" in err

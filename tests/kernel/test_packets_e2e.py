@@ -1,0 +1,217 @@
+"""``netobserv packets`` through the real command line, with lab traffic, read back by tshark.
+
+Numbers come from outside the tool: the datagrams the lab's generator sent and their frame
+sizes (payload + UDP + IP + Ethernet headers). A datagram from pod-a to pod-b crosses two
+captured interfaces: pod-a's host end (ingress) and pod-b's (egress).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from capture_helpers import NETOBSERV, Capture, our_tc_objects, sql_totals
+
+from netobserv_tui.lab import Lab
+from netobserv_tui.lab.traffic import udp_send
+
+pytestmark = pytest.mark.kernel
+
+FIELDS = ("frame.time_epoch", "frame.len", "frame.cap_len", "frame.interface_name",
+          "frame.interface_description", "udp.dstport", "ip.src", "frame.comment")
+
+
+@pytest.fixture(autouse=True)
+def _root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("packet capture needs root (eBPF, TC): run the tests as root")
+    if shutil.which("tshark") is None:
+        pytest.fail("tshark is missing: scripts/bootstrap installs it (apt package tshark)")
+
+
+def warnings(stderr: bytes) -> list[str]:
+    """tshark's complaints, but for the one it prints whenever it runs as root."""
+    return [line for line in stderr.decode().splitlines()
+            if line.strip() and not line.startswith('Running as user "root"')]
+
+
+def tshark(path: Path | str, *extra: str, stdin: bytes | None = None) -> list[list[str]]:
+    """tshark's fields per frame; fails on any warning on stderr."""
+    argv = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|", "-E",
+            "occurrence=f", *extra]
+    for field in FIELDS:
+        argv += ["-e", field]
+    done = subprocess.run(argv, input=stdin, capture_output=True, timeout=120)
+    assert done.returncode == 0 and not warnings(done.stderr), done.stderr.decode()
+    return [line.split("|") for line in done.stdout.decode().splitlines()]
+
+
+def test_the_file_holds_exactly_the_matching_packets(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    with Capture(tmp_path, "udp,7101", command="packets") as cap:
+        started = time.time_ns()
+        small = udp_send(lab, a, b, 40, 100, dst_port=7101, src_port=47101)
+        large = udp_send(lab, a, b, 20, 1400, dst_port=7101, src_port=47102)
+        v6 = udp_send(lab, a, b, 10, 300, dst_port=7101, src_port=47103, family=6)
+        udp_send(lab, a, b, 30, 100, dst_port=7102, src_port=47104)  # not matched
+        ended = time.time_ns()
+        assert cap.stop() == 0, cap.stderr_lines
+    files = cap.files()
+    pcap = files["pcapng"]
+    assert pcap.parent == tmp_path / "pcap" and pcap.stem == files["db"].stem
+    assert stat.S_IMODE(pcap.stat().st_mode) == 0o600
+    frames = tshark(pcap)
+    # Every datagram, once per interface it crossed, and nothing else.
+    assert all(f[5] == "7101" for f in frames), {f[5] for f in frames}
+    host = socket.gethostname()
+    expected = {}
+    for sent in (small, large, v6):
+        assert sent.sent == sent.received
+        for ifname, direction in ((a.host_ifname, "ingress"), (b.host_ifname, "egress")):
+            expected[(ifname, sent.frame_bytes)] = sent.sent
+            matching = [f for f in frames if f[3] == ifname and int(f[1]) == sent.frame_bytes]
+            assert len(matching) == sent.sent
+            for f in matching:
+                assert f[2] == f[1]  # whole frames: captured length = frame length
+                assert f[4] == f"{ifname} on {host}"
+                assert f"Host={host}; Interface={ifname}; Direction={direction}" in f[7]
+    assert len(frames) == 2 * (small.sent + large.sent + v6.sent) == 140
+    # Nanosecond timestamps, within the send window, increasing per interface.
+    for ifname in (a.host_ifname, b.host_ifname):
+        stamps = [f[0] for f in frames if f[3] == ifname]
+        assert all(len(s.partition(".")[2]) == 9 for s in stamps), stamps[:3]
+        ns = [int(s.replace(".", "")) for s in stamps]
+        assert ns == sorted(ns) and started <= ns[0] and ns[-1] <= ended
+    # The flows of the same capture agree with the packets.
+    flows = sql_totals(files["db"], DstPort=7101)
+    assert sum(p for p, _ in flows.values()) == len(frames)
+    assert "written to the packet file" in "\n".join(cap.stderr_lines)
+    assert "140 packets" in "\n".join(cap.stderr_lines)
+    assert our_tc_objects() == []
+
+
+def test_snaplen_keeps_the_first_bytes_and_the_length(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    with Capture(tmp_path, "udp,7111", "--snaplen=64", command="packets") as cap:
+        sent = udp_send(lab, a, b, 25, 1000, dst_port=7111)
+        assert cap.stop() == 0, cap.stderr_lines
+    frames = tshark(cap.files()["pcapng"])
+    assert len(frames) == 2 * sent.sent
+    assert {(f[1], f[2]) for f in frames} == {(str(sent.frame_bytes), "64")}
+
+
+def test_live_stream_to_tshark_on_stdout(lab: Lab, tmp_path: Path) -> None:
+    """``-w - | tshark -r -``: the stream carries every packet; messages go to stderr."""
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    argv = [*NETOBSERV, "packets", "udp,7121", "--local", "--interfaces=nobs-*",
+            "--output", str(tmp_path), "-w", "-"]
+    reader = subprocess.Popen(["tshark", "-l", "-r", "-", "-T", "fields", "-e", "frame.len",
+                               "-e", "frame.interface_name"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    assert reader.stdin is not None
+    proc = subprocess.Popen(argv, stdout=reader.stdin, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    reader.stdin.close()  # the capture holds the pipe now
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "Capturing packets on" in line:
+                break
+        else:
+            pytest.fail("the capture did not start:\n" + "".join(lines))
+        sent = udp_send(lab, a, b, 30, 200, dst_port=7121)
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read()
+        assert proc.wait(120) == 0, err
+        assert reader.stdout is not None and reader.stderr is not None
+        out, tshark_err = reader.stdout.read(), reader.stderr.read()
+        reader.wait(120)
+    finally:
+        for p in (proc, reader):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert reader.returncode == 0 and not warnings(tshark_err), tshark_err
+    rows = [line.split("\t") for line in out.decode().splitlines()]
+    assert len(rows) == 2 * sent.sent
+    assert {r[0] for r in rows} == {str(sent.frame_bytes)}
+    assert {r[1] for r in rows} == {a.host_ifname, b.host_ifname}
+    assert "packets (" in err and str(tmp_path / "pcap") in err  # the paths go to stderr
+    (saved,) = (tmp_path / "pcap").glob("*.pcapng")
+    assert len(tshark(saved)) == 2 * sent.sent
+
+
+TLS_SERVER = """
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], 443))
+srv.listen()
+print("ready", flush=True)
+conn, _ = srv.accept()
+tls = ctx.wrap_socket(conn, server_side=True)
+tls.recv(4096)
+tls.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok")
+tls.close()
+"""
+
+TLS_CLIENT = """
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.keylog_filename = sys.argv[2]
+tls = ctx.wrap_socket(socket.create_connection((sys.argv[1], 443), timeout=10))
+tls.sendall(b"GET /netobserv-secret-path HTTP/1.1\\r\\nHost: lab\\r\\n\\r\\n")
+print(tls.recv(4096).decode().split("\\r\\n")[0], flush=True)
+tls.close()
+"""
+
+
+def test_tls_keylog_makes_tshark_decrypt_with_no_setting(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    cert, key, keylog = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "keys.log"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=lab", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    out = tmp_path / "out"
+    with Capture(out, "tcp,443", f"--tls-keylog={keylog}", command="packets") as cap:
+        server = subprocess.Popen(["ip", "netns", "exec", b.netns, sys.executable, "-c",
+                                   TLS_SERVER, b.v4, str(cert), str(key)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            client = subprocess.run(["ip", "netns", "exec", a.netns, sys.executable, "-c",
+                                     TLS_CLIENT, b.v4, str(keylog)],
+                                    capture_output=True, text=True, timeout=60)
+            assert client.stdout.strip() == "HTTP/1.1 200 OK", client.stderr
+            assert server.wait(30) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+        assert cap.stop() == 0, cap.stderr_lines
+    pcap = cap.files()["pcapng"]
+    raw = pcap.read_bytes()
+    assert b"netobserv-secret-path" not in raw  # on the wire, only ciphertext
+    assert keylog.read_bytes() in raw  # the secrets travel in the file
+    done = subprocess.run(["tshark", "-r", str(pcap), "-Y", "http.request", "-T", "fields",
+                           "-e", "http.request.uri", "-e", "frame.interface_name"],
+                          capture_output=True, text=True, timeout=120)
+    assert not warnings(done.stderr.encode()), done.stderr
+    # Decrypted where the request was first seen, pod-a's host end (tshark takes the copy
+    # from pod-b's for a retransmission of the same TCP stream).
+    assert done.stdout.splitlines() == [f"/netobserv-secret-path\t{a.host_ifname}"]

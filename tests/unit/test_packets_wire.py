@@ -1,0 +1,126 @@
+"""PACKETS batches: the binary codec, and the aggregator taking, refusing and writing them."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agg_helpers import DNS_COLUMNS, TOKEN, AggregatorFactory, Peer, sample_rows
+
+from netobserv_tui.agent.exporter import Exporter
+from netobserv_tui.model.packets import (
+    BATCH_HEAD,
+    RECORD_HEAD,
+    Packet,
+    PacketsError,
+    pack_packets,
+    unpack_packets,
+)
+from netobserv_tui.model.protocol import FrameType, encode_raw
+
+FRAME = bytes(range(60))
+
+
+def packet(i: int, size: int = 60, name: str = "eth0") -> Packet:
+    data = (FRAME * (size // 60 + 1))[:size]
+    return Packet(1_795_633_800_000_000_000 + i, 3, name, i % 2, size + i % 3, data)
+
+
+def test_a_batch_goes_round_trip_exactly() -> None:
+    packets = [packet(i, 60 + 37 * i, name=f"veth{i}") for i in range(40)]
+    body = pack_packets(77, packets)
+    assert len(body) == 8 + sum(24 + len(p.ifname) + len(p.data) for p in packets)
+    assert unpack_packets(body) == (77, packets)
+    assert unpack_packets(pack_packets(1, [])) == (1, [])
+
+
+def _record(caplen: int = 4, orig: int = 4, direction: int = 0, name: bytes = b"eth0",
+            reserved: int = 0) -> bytes:
+    return RECORD_HEAD.pack(1, 3, orig, caplen, direction, len(name), reserved) + name
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\x00\x00\x00\x01", "less than its 8-byte header"),
+        (BATCH_HEAD.pack(1, 2) + _record() + b"abcd", "record 1 of 2 starts past the end"),
+        (BATCH_HEAD.pack(1, 1) + _record() + b"ab", "record 0 of 1 ends past the end"),
+        (BATCH_HEAD.pack(1, 1) + _record() + b"abcdEXTRA", "5 bytes follow the last"),
+        (BATCH_HEAD.pack(1, 1) + _record(direction=2) + b"abcd", "direction 2"),
+        (BATCH_HEAD.pack(1, 1) + _record(caplen=5, orig=4) + b"abcde", "5 bytes captured"),
+        (BATCH_HEAD.pack(1, 1) + _record(caplen=70000, orig=70000), "at most 65535"),
+        (BATCH_HEAD.pack(1, 1) + _record(name=b"") + b"abcd", "an interface name of 0 bytes"),
+        (BATCH_HEAD.pack(1, 1) + _record(name=b"x" * 16) + b"abcd", "name of 16 bytes"),
+        (BATCH_HEAD.pack(1, 1) + _record(name=b"\xff\xfe") + b"abcd", "not UTF-8"),
+        (BATCH_HEAD.pack(1, 1) + _record(reserved=1) + b"abcd", "reserved field"),
+    ],
+)
+def test_a_malformed_batch_says_where(body: bytes, reason: str) -> None:
+    with pytest.raises(PacketsError, match=reason):
+        unpack_packets(body)
+
+
+async def _packets_frame(peer: Peer, seq: int, body: bytes) -> dict[str, Any]:
+    await peer.send_raw(encode_raw(FrameType.PACKETS, body))
+    frame = await peer.recv()
+    assert frame is not None
+    return {"kind": frame[0], **frame[1], "seq_sent": seq}
+
+
+async def test_the_aggregator_writes_good_batches_and_nacks_bad_ones(
+    make_aggregator: AggregatorFactory, tmp_path: Path
+) -> None:
+    agg = await make_aggregator(packets=True)
+    pcap = Path(agg.files["pcapng"])
+    assert pcap.parent == tmp_path / "output" / "pcap" and pcap.stat().st_mode & 0o777 == 0o600
+    peer = await Peer.connect(agg.port)
+    await peer.hello("node-7")
+    good = [packet(i, 60 + i) for i in range(30)]
+    ack = await _packets_frame(peer, 5, pack_packets(5, good))
+    assert (ack["kind"], ack["seq"]) == (FrameType.ACK, 5)
+    broken = pack_packets(6, good[:3])[:-1]  # one byte short
+    nack = await _packets_frame(peer, 6, broken)
+    assert (nack["kind"], nack["seq"]) == (FrameType.NACK, 6)
+    assert "ends past the end" in nack["reason"]
+    # The session goes on after a NACK; flows still go to the flow files.
+    await peer.flows(7, DNS_COLUMNS, sample_rows(4))
+    assert (await peer.expect(FrameType.ACK))["seq"] == 7
+    await peer.close()
+    summary = await agg.stop(grace=1)
+    assert summary["captured_packets"] == 30
+    assert summary["captured_bytes"] == sum(p.orig_len for p in good)
+    assert summary["batches_rejected"] == 1 and summary["flows"] == 4
+    assert summary["files"]["pcapng"] == str(pcap)
+    read = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "frame.len",
+                           "-e", "frame.cap_len", "-e", "frame.interface_description"],
+                          capture_output=True, text=True, timeout=60)
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.splitlines() == [
+        f"{p.orig_len}\t{len(p.data)}\teth0 on node-7" for p in good]
+
+
+async def test_a_flows_capture_refuses_packets(make_aggregator: AggregatorFactory) -> None:
+    agg = await make_aggregator()
+    assert "pcapng" not in agg.files
+    peer = await Peer.connect(agg.port)
+    await peer.hello()
+    nack = await _packets_frame(peer, 3, pack_packets(3, [packet(1)]))
+    assert (nack["kind"], nack["seq"]) == (FrameType.NACK, 3)
+    assert nack["reason"] == "this capture records flows, not packets"
+    await peer.close()
+
+
+def test_the_exporter_batches_by_bytes_and_counts_what_it_drops() -> None:
+    exporter = Exporter("127.0.0.1", 9, TOKEN, {}, batch_bytes=10_000,
+                        max_pending_packet_bytes=50_000)
+    exporter.submit_packets([packet(i, 1000) for i in range(100)])
+    # ~1 KiB each in batches of ~10 KB; over 50 KB pending, the oldest unsent batches go.
+    kept = sum(b.packets for b in exporter._pending)
+    assert exporter.lost_packets == 100 - kept and 40 <= kept <= 50
+    frames = [b.frame for b in exporter._pending]
+    seqs = [struct.unpack_from("!I", f, 8)[0] for f in frames]
+    assert seqs == sorted(seqs) and seqs[-1] == 10
+    assert all(unpack_packets(f[8:])[0] == s for f, s in zip(frames, seqs, strict=True))
