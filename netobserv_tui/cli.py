@@ -250,6 +250,8 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
     if not 0 < args.dns_port < 65536:
         raise UsageError(f"--dns-port: {args.dns_port} is not a port; use 1 to 65535")
     packets = _packet_options(args, filters) if args.command == "packets" else None
+    if packets is not None and not filters.rules:  # --all: no filter program at all
+        filters = FilterSet(rules=(), sampling=filters.sampling, enabled=False)
     capture = CaptureOptions(
         output=args.output,
         interfaces=args.interfaces,
@@ -419,12 +421,17 @@ def main(argv: list[str] | None = None) -> int:
     filters = FilterSet(rules=(), sampling=0, enabled=False)
     if argv[0] in ("flows", "packets"):
         try:
-            filters, rest = FilterSet.parse(argv[1:])
+            # A packet capture filters by default (with no rule, it would take everything,
+            # which needs --all): `packets udp,53 or --dport=5353` needs no --enable_filter.
+            given = {a.split("=")[0] for a in argv[1:]}
+            pre = ["--enable_filter=true"] if argv[0] == "packets" and not (
+                given & {"--enable_filter", "--enable-filter"}) else []
+            filters, rest = FilterSet.parse([*pre, *argv[1:]])
             args = parser.parse_args([argv[0], *rest])
             if argv[0] == "packets" and args.filter is not None:
                 # PROTOCOL,PORT joins the first rule's flags, wherever it was written.
                 shorthand = packets_shorthand(args.filter, enable=not filters.enabled)
-                filters, _ = FilterSet.parse([*shorthand, *argv[1:]])
+                filters, _ = FilterSet.parse([*pre, *shorthand, *argv[1:]])
         except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code

@@ -71,6 +71,8 @@ class AgentConfig:
     #: Packet capture: copy every counted packet (its first ``snaplen`` bytes) and send it.
     packets: bool = False
     snaplen: int = 65535
+    #: Pages of the kernel's packet ring buffer (a power of two; None: 2048, 8 MiB).
+    packet_ring_pages: int | None = None
 
 
 @dataclass
@@ -254,6 +256,7 @@ class Agent:
         prog = FlowProgram(
             max_flows=self.config.max_flows, defines=defines, workload=self.config.workload,
             packets=self.config.packets, snaplen=self.config.snaplen,
+            packet_ring_pages=self.config.packet_ring_pages,
         ).load()
         if self.config.filter_rules:
             table = prog.bpf[b"filter_rules"]
@@ -457,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="packet capture: also copy every packet counted and send it")
     p.add_argument("--snaplen", type=int, default=int(env("SNAPLEN", "65535")),
                    help="with --packets: bytes kept of each packet, 1 to 65535 (default)")
+    p.add_argument("--packet-ring-pages", type=int,
+                   default=int(v) if (v := env("PACKET_RING_PAGES")) else None,
+                   help="with --packets: pages of the kernel's packet ring buffer, a power "
+                        "of two (default 2048: 8 MiB); what does not fit is counted as lost")
     p.add_argument("--print-c", action="store_true", help="print the eBPF C source and exit")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     return p
@@ -521,9 +528,15 @@ def main(argv: list[str] | None = None) -> int:
             workload=args.workload_filter,
             packets=args.packets,
             snaplen=args.snaplen,
+            packet_ring_pages=args.packet_ring_pages,
         )
         if not 0 < args.snaplen <= 65535:
             print(f"error: --snaplen {args.snaplen}: use 1 to 65535", file=sys.stderr)
+            return 2
+        pages = args.packet_ring_pages
+        if pages is not None and (pages < 1 or pages & (pages - 1)):
+            print(f"error: --packet-ring-pages {pages}: use a power of two such as 2048",
+                  file=sys.stderr)
             return 2
         agent = Agent(config)
 

@@ -21,7 +21,8 @@ import pytest
 from capture_helpers import NETOBSERV, Capture, our_tc_objects, sql_totals
 
 from netobserv_tui.lab import Lab
-from netobserv_tui.lab.traffic import udp_send
+from netobserv_tui.lab.topology import Pod
+from netobserv_tui.lab.traffic import ping, udp_send
 
 pytestmark = pytest.mark.kernel
 
@@ -152,6 +153,24 @@ def test_live_stream_to_tshark_on_stdout(lab: Lab, tmp_path: Path) -> None:
     assert len(tshark(saved)) == 2 * sent.sent
 
 
+def exchange(server_pod: Pod, server: list[str], client_pod: Pod, client: list[str]) -> str:
+    """Run a one-request Python server in one lab pod and its client in another; the
+    client's output. The server says "ready" once it listens, and exits after one answer."""
+    proc = subprocess.Popen(["ip", "netns", "exec", server_pod.netns, sys.executable, "-c",
+                             *server], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        done = subprocess.run(["ip", "netns", "exec", client_pod.netns, sys.executable, "-c",
+                               *client], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return done.stdout.strip()
+
+
 TLS_SERVER = """
 import socket, ssl, sys
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -174,14 +193,21 @@ ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 ctx.keylog_filename = sys.argv[2]
+if sys.argv[3] == "1.2":
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+else:
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
 tls = ctx.wrap_socket(socket.create_connection((sys.argv[1], 443), timeout=10))
 tls.sendall(b"GET /netobserv-secret-path HTTP/1.1\\r\\nHost: lab\\r\\n\\r\\n")
-print(tls.recv(4096).decode().split("\\r\\n")[0], flush=True)
+print(tls.version(), tls.recv(4096).decode().split("\\r\\n")[0], flush=True)
 tls.close()
 """
 
 
-def test_tls_keylog_makes_tshark_decrypt_with_no_setting(lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_tls_keylog_makes_tshark_decrypt_with_no_setting(
+    lab: Lab, tmp_path: Path, version: str
+) -> None:
     a, b = lab.pod("pod-a"), lab.pod("pod-b")
     cert, key, keylog = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "keys.log"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -189,20 +215,9 @@ def test_tls_keylog_makes_tshark_decrypt_with_no_setting(lab: Lab, tmp_path: Pat
                    check=True, capture_output=True, timeout=60)
     out = tmp_path / "out"
     with Capture(out, "tcp,443", f"--tls-keylog={keylog}", command="packets") as cap:
-        server = subprocess.Popen(["ip", "netns", "exec", b.netns, sys.executable, "-c",
-                                   TLS_SERVER, b.v4, str(cert), str(key)],
-                                  stdout=subprocess.PIPE, text=True)
-        try:
-            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-            client = subprocess.run(["ip", "netns", "exec", a.netns, sys.executable, "-c",
-                                     TLS_CLIENT, b.v4, str(keylog)],
-                                    capture_output=True, text=True, timeout=60)
-            assert client.stdout.strip() == "HTTP/1.1 200 OK", client.stderr
-            assert server.wait(30) == 0
-        finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
+        answer = exchange(b, [TLS_SERVER, b.v4, str(cert), str(key)],
+                          a, [TLS_CLIENT, b.v4, str(keylog), version])
+        assert answer == f"TLSv{version} HTTP/1.1 200 OK"
         assert cap.stop() == 0, cap.stderr_lines
     pcap = cap.files()["pcapng"]
     raw = pcap.read_bytes()
@@ -215,3 +230,93 @@ def test_tls_keylog_makes_tshark_decrypt_with_no_setting(lab: Lab, tmp_path: Pat
     # Decrypted where the request was first seen, pod-a's host end (tshark takes the copy
     # from pod-b's for a retransmission of the same TCP stream).
     assert done.stdout.splitlines() == [f"/netobserv-secret-path\t{a.host_ifname}"]
+
+
+HTTP_SERVER = """
+import socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], 80))
+srv.listen()
+print("ready", flush=True)
+conn, _ = srv.accept()
+conn.recv(4096)
+conn.sendall(b"HTTP/1.1 204 No Content\\r\\nConnection: close\\r\\n\\r\\n")
+conn.close()
+"""
+
+HTTP_CLIENT = """
+import socket, sys
+with socket.create_connection((sys.argv[1], 80), timeout=10) as c:
+    c.sendall(b"GET /orders/42?lab=1 HTTP/1.1\\r\\nHost: lab\\r\\n\\r\\n")
+    print(c.recv(4096).decode().split("\\r\\n")[0], flush=True)
+"""
+
+
+def test_an_http_request_on_port_80_is_decoded(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    with Capture(tmp_path, "tcp,80", command="packets") as cap:
+        answer = exchange(b, [HTTP_SERVER, b.v4], a, [HTTP_CLIENT, b.v4])
+        assert answer == "HTTP/1.1 204 No Content"
+        assert cap.stop() == 0, cap.stderr_lines
+    done = subprocess.run(["tshark", "-r", str(cap.files()["pcapng"]), "-Y", "http.request",
+                           "-T", "fields", "-e", "http.request.uri"],
+                          capture_output=True, text=True, timeout=60)
+    assert not warnings(done.stderr.encode()), done.stderr
+    assert done.stdout.splitlines() == ["/orders/42?lab=1"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "kept", "dropped"),
+    [
+        (["udp,7161", "or", "--protocol=udp", "--dport=7162"], [7161, 7162], [7163]),
+        (["--enable_filter=true", "--protocol=udp", "--port_range=7164-7165"], [7164, 7165],
+         [7166]),
+        (["--enable_filter=true", "--action=Reject", "--dport=7167"], [7168], [7167]),
+        (["--enable_filter=true", "--protocol=icmp"], [], [7169]),
+    ],
+)
+def test_traffic_outside_the_filter_is_absent(
+    lab: Lab, tmp_path: Path, flags: list[str], kept: list[int], dropped: list[int]
+) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    with Capture(tmp_path, *flags, command="packets") as cap:
+        sent = {port: udp_send(lab, a, b, 12, 80, dst_port=port) for port in kept + dropped}
+        echoes = ping(lab, a, b, count=4, interval=0.05) if "--protocol=icmp" in flags else None
+        assert cap.stop() == 0, cap.stderr_lines
+    frames = tshark(cap.files()["pcapng"])
+    ports = [int(f[5]) for f in frames if f[5]]
+    for port in kept:
+        assert ports.count(port) == 2 * sent[port].sent
+    for port in dropped:
+        assert ports.count(port) == 0
+    if echoes is not None:  # requests and replies, each on both host ends
+        assert echoes.received == echoes.transmitted == 4
+        assert len(frames) == 4 * 4 and not ports
+    elif "--action=Reject" not in flags:
+        assert len(frames) == len(ports)  # nothing but the kept datagrams
+
+
+def test_loss_is_counted_and_shown(lab: Lab, tmp_path: Path) -> None:
+    """A one-page kernel ring (4 KiB) cannot hold a burst of 1400-byte frames: what is not
+    in the file is in the reported loss, exactly."""
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    with Capture(tmp_path, "udp,7181", command="packets",
+                 env={"PACKET_RING_PAGES": "1"}) as cap:
+        sent = udp_send(lab, a, b, 3000, 1400, dst_port=7181)
+        assert cap.stop() == 0, cap.stderr_lines
+    written = len(tshark(cap.files()["pcapng"]))
+    err = "\n".join(cap.stderr_lines)
+    lost = next(int(line.split()[1]) for line in cap.stderr_lines
+                if "did not fit in the kernel's packet ring buffer" in line)
+    assert lost > 0 and written + lost == 2 * sent.sent, err
+    assert f"{written} packets (" in err
+
+
+def test_all_takes_every_packet(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    with Capture(tmp_path, "--all", command="packets") as cap:
+        sent = [udp_send(lab, a, b, 9, 50, dst_port=port) for port in (7191, 7192)]
+        assert cap.stop() == 0, cap.stderr_lines
+    ports = [f[5] for f in tshark(cap.files()["pcapng"])]
+    assert ports.count("7191") == ports.count("7192") == 2 * sent[0].sent == 18
