@@ -75,17 +75,11 @@ def class_lab() -> Iterator[Lab]:
     yield from _build(3)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_lab_leftovers() -> Iterator[None]:
-    """At the end of the session, assert that no lab namespace, interface or worker remains.
+def _remove_lab_leftovers() -> tuple[list[str], list[int], list[int]] | None:
+    """Remove every lab namespace, interface and worker; return what there was.
 
-    Only names the lab owns are checked (``nobs-lab-*`` namespaces, ``nobs-br0``,
-    ``nobs-pod-*``): other tools on a shared machine may use ``nobs-`` names of their own.
-    Leftovers are removed before the assertion fails, so the machine stays clean.
+    Returns None (with a warning) if the lab lock stays taken by another run.
     """
-    yield
-    if lab_skip_reason():
-        return
     try:
         with lab_lock(timeout=60.0):
             status = lab_status()
@@ -93,7 +87,7 @@ def no_lab_leftovers() -> Iterator[None]:
             workers = worker_pids()
     except LabError as exc:
         warnings.warn(f"lab leftovers not checked: {exc}", stacklevel=1)
-        return
+        return None
     leftovers = [*status.namespaces, *status.host_ifnames]
     if status.bridge:
         leftovers.append(status.bridge)
@@ -104,6 +98,36 @@ def no_lab_leftovers() -> Iterator[None]:
             except ProcessLookupError:
                 pass
         cleanup_all()
+    return leftovers, pids, workers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_lab_leftovers() -> Iterator[None]:
+    """Start without a lab, and assert at the end that no lab namespace, interface or worker
+    remains.
+
+    A run that was killed (a CI timeout, a lost machine) cannot remove its lab, and every lab
+    test of the next run would then fail on "a lab already exists". So a lab found before the
+    first test, with no other run holding the lab lock, is removed with a warning naming it.
+    Only names the lab owns are checked (``nobs-lab-*`` namespaces, ``nobs-br0``,
+    ``nobs-pod-*``): other tools on a shared machine may use ``nobs-`` names of their own.
+    Leftovers at the end are removed before the assertion fails, so the machine stays clean.
+    """
+    if not lab_skip_reason():
+        found = _remove_lab_leftovers()
+        if found and any(found):
+            warnings.warn(
+                f"removed a lab left by an earlier run: objects {found[0]}, processes in its "
+                f"namespaces {found[1]}, workers {found[2]}",
+                stacklevel=1,
+            )
+    yield
+    if lab_skip_reason():
+        return
+    found = _remove_lab_leftovers()
+    if found is None:
+        return
+    leftovers, pids, workers = found
     assert not leftovers, f"lab objects left behind after the tests: {leftovers}"
     assert not pids, f"processes left inside lab namespaces: {pids}"
     assert not workers, f"lab worker processes left running: {workers}"

@@ -268,6 +268,7 @@ def test_cleanup_all_removes_the_leftovers_of_a_lost_lab(lab_host: None) -> None
     with lab_lock(timeout=120) as fd:
         child = run_child([sys.executable, "-c", CRASHING_CHILD], fd)
         assert child.returncode == 1, child.stderr
+        assert child.stdout.strip().isdigit(), child.stderr
         orphan = int(child.stdout.strip())
         try:
             status = lab_status()
