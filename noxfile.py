@@ -41,6 +41,7 @@ def bench(session: nox.Session) -> None:
     session.run(PY, "tests/bench/bench_ingest.py", *session.posargs)
     session.run(PY, "tests/bench/bench_eviction.py")
     session.run(PY, "tests/bench/bench_datapath.py")
+    session.run(PY, "tests/bench/bench_packets.py")
     session.run(PY, "tests/bench/bench_filter.py")
     session.run(PY, "tests/bench/bench_store.py")
     session.run(PY, "tests/bench/bench_tui.py")

@@ -221,6 +221,14 @@ class PacketRing:
 
         return on_record
 
+    def fileno(self) -> int:
+        """An epoll descriptor that turns readable when the kernel ring has records (for
+        ``select``): the kernel wakes it when a record lands in a ring read to its end."""
+        if self._rb is None:
+            raise ValueError("the packet ring is closed")
+        fd: int = self._lib.ring_buffer__epoll_fd(ct.c_void_p(self._rb))
+        return fd
+
     @property
     def pending(self) -> int:
         """Records read from the kernel and not taken yet."""

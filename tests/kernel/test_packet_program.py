@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import os
+import select
 import shutil
 import socket
 import struct
@@ -327,6 +328,23 @@ def test_snaplen_truncates_and_keeps_the_length(pair: Pair) -> None:
         check_frames(packets, sent, 4, 128, (start, end))
         assert {len(p.data) for p in packets} == {43, 106, 128}
         assert max(p.orig_len for p in packets) == 14 + 20 + 8 + 9000
+
+
+def test_the_ring_wakes_a_select_when_packets_arrive(pair: Pair) -> None:
+    """The agent's loop sleeps in select() on the ring: it must turn readable when a packet
+    lands and stay quiet once everything was taken."""
+    with capture(udp_filter()) as prog:
+        ring = prog.packet_ring
+        assert ring is not None
+        assert select.select([ring], [], [], 0.2)[0] == []
+        sent = payloads([100], 3, tag=77)
+        pair.send(4, PORT, sent)
+        assert pair.received(4, PORT, len(sent)) == sent
+        assert select.select([ring], [], [], 2.0)[0] == [ring]
+        assert len(take_all(prog, 2 * len(sent))) == 2 * len(sent)
+        assert select.select([ring], [], [], 0.2)[0] == []
+        pair.send(4, OTHER_PORT, payloads([100], 2, tag=78))  # outside the filter
+        assert select.select([ring], [], [], 0.3)[0] == []
 
 
 def test_sampling_copies_exactly_the_sampled_packets(pair: Pair) -> None:

@@ -84,3 +84,60 @@ def test_tui_shows_lab_flows_and_ctrl_c_leaves_readable_files(
                           f"AND Interface = '{a.host_ifname}'")
     assert got[0]["p"] == 20
     assert our_tc_objects() == []
+
+
+def test_packets_tui_shows_lab_packets_and_ctrl_c_leaves_a_readable_pcapng(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """`netobserv packets` with its TUI in a real terminal: the lab's datagrams appear, a real
+    Ctrl+C ends the capture, the pcapng holds each datagram once per interface it crossed and
+    the host keeps no TC object."""
+    if shutil.which("tshark") is None:
+        pytest.fail("tshark is missing: scripts/bootstrap installs it (apt package tshark)")
+    session = f"nobs-tui-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", session]
+    stdout, status = tmp_path / "stdout.txt", tmp_path / "status.txt"
+    command = (
+        f"cd {tmp_path} && {sys.executable} -m netobserv_tui packets udp,7788 --local "
+        f"--interfaces='nobs-*' >{stdout}; echo $? >{status}"
+    )
+
+    def pane() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session],
+                              capture_output=True, text=True).stdout
+
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
+                    "sh", "-c", command], check=True)
+    try:
+        wait_for(lambda: "Stop capture" in pane(), "the TUI", on_timeout=pane)
+        wait_for(lambda: "● live" in pane(), "the live capture", on_timeout=pane)
+        a, b = lab.pod("pod-a"), lab.pod("pod-b")
+        sent = udp_send(lab, a, b, 15, 120, dst_port=7788, src_port=41288)
+        udp_send(lab, a, b, 10, 120, dst_port=7789, src_port=41289)  # outside the filter
+        assert sent.sent == sent.received == 15
+        wait_for(lambda: f"written {2 * sent.sent} packets" in pane(), "the packets in the header",
+                 on_timeout=pane)
+        screen = pane()
+        assert f"{a.v4}:41288" in screen and f"{b.v4}:7788" in screen
+        assert ":41289" not in screen
+        subprocess.run([*tmux, "send-keys", "-t", session, "C-c"], check=True)
+        wait_for(status.exists, "the capture to end", on_timeout=pane)
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+    assert status.read_text().strip() == "0"
+    paths = [Path(p) for p in stdout.read_text().split()]
+    pcap = next(p for p in paths if p.suffix == ".pcapng")
+    assert pcap.parent == tmp_path / "output" / "pcap"
+    assert oct(pcap.stat().st_mode & 0o777) == "0o600"
+    done = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "udp.dstport",
+                           "-e", "frame.len", "-e", "frame.interface_name"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    complaints = [line for line in done.stderr.splitlines()
+                  if line.strip() and not line.startswith('Running as user "root"')]
+    assert complaints == []
+    frames = [line.split("\t") for line in done.stdout.splitlines()]
+    assert len(frames) == 2 * sent.sent
+    assert {(f[0], int(f[1])) for f in frames} == {("7788", sent.frame_bytes)}
+    assert sorted({f[2] for f in frames}) == sorted({a.host_ifname, b.host_ifname})
+    assert our_tc_objects() == []
