@@ -39,6 +39,7 @@ from ..store import FlowStore, Narrowing, Query, SearchResult
 from ..store.chips import FilterChips
 from .columns import Record
 from .messages import FlowsReceived, StatsReceived, StopRequested, StreamConnected, StreamLost
+from .plain import PlainNotifications
 from .screens import DetailsScreen, HelpScreen
 from .views import ViewState
 from .widgets import CaptureHeader, FlowTable
@@ -52,7 +53,7 @@ PROGRESS_LINES = 12
 Predicate = Callable[[Mapping[str, Any]], bool]
 
 
-class FlowsApp(App[str]):
+class FlowsApp(PlainNotifications, App[str]):
     """Live view of a flow capture, or of a saved one.  Returns ``"stopped"`` or the reason
     given to ``request_stop``."""
 

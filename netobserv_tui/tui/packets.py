@@ -77,6 +77,7 @@ from ..store.pcap import Layer, PacketFile, PacketSummary, decode_layers, hexdum
 from .app import PROGRESS_LINES, STOPPED
 from .columns import duration, endpoint, human_bytes
 from .messages import StatsReceived, StopRequested, StreamConnected, StreamLost
+from .plain import PlainNotifications
 from .screens import HelpScreen
 from .widgets.capture_header import (
     _UNKNOWN,
@@ -684,7 +685,7 @@ class PacketsHelpScreen(ModalScreen[None]):
 # ------------------------------------------------------------------------- the app
 
 
-class PacketsApp(App[str | None]):
+class PacketsApp(PlainNotifications, App[str | None]):
     """Packets and conversations of a packet capture, live or saved.  Returns ``"stopped"``
     (Ctrl+C, Ctrl+Q) or the reason given to ``request_stop``."""
 

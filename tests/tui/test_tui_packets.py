@@ -400,3 +400,23 @@ def test_the_app_needs_a_file_or_a_start() -> None:
         assert "starting=True" in str(exc)
     else:
         raise AssertionError("PacketsApp(None, {}) did not raise")
+
+
+async def test_brackets_in_chips_and_messages_are_text_not_markup(tmp_path: Path) -> None:
+    """Packet chips are keywords: ``[/`` is searched as typed; and a message quoting data
+    (an interface or file name with brackets) is shown as is, never parsed as markup."""
+    path = saved(tmp_path / "capture.pcapng")
+    app = PacketsApp(PacketFile(path), {"output": str(path)}, refresh_interval=0.05)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await loaded(pilot, app, 6)
+        bar = app.query_one(FilterBar)
+        bar.input.focus()
+        bar.input.value = "/[/"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: bar.chips_text() == "filter:  /[/ ", "the chip")
+        app.notify("cannot read [/x] [b]eth0[/b]", title="Packet file", severity="error")
+        for _ in range(5):
+            await pilot.pause(0.05)
+        assert app.is_running
+        (note,) = list(app._notifications)
+        assert note.message == "cannot read [/x] [b]eth0[/b]" and not note.markup
