@@ -279,9 +279,11 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
         workload_selector=args.selector,
     )
     if args.yaml:
-        from .capture.cluster import output_yaml
+        from .capture.cluster import output_yaml, yaml_token_hint
 
-        print(output_yaml(capture, cluster))
+        path = output_yaml(capture, cluster)
+        print(path)
+        print(yaml_token_hint(path, cluster.namespace), file=sys.stderr)
         return 0
     in_cluster = not args.local and not args.lab and (
         bool(args.kubeconfig or args.context) or _kubeconfig_present())

@@ -320,11 +320,28 @@ async def cleanup_cluster(kubeconfig: str | None, context: str | None,
 
 def output_yaml(capture: CaptureOptions, cluster: ClusterOptions) -> Path:
     """``--yaml``: every manifest the capture would apply, in one file under the output
-    directory; no cluster is contacted (OpenShift objects only with ``--openshift``)."""
+    directory; no cluster is contacted (OpenShift objects only with ``--openshift``).
+
+    The Secret holds a fresh random token, as a real capture's does: a fixed placeholder
+    would let anyone who read this code send flows to a hand-applied capture. The file
+    holds that token, so it is created readable by its owner only (0600).
+    """
     capture_id = new_capture_id()
-    deploy = deploy_options(capture, cluster, capture_id, "<generated per capture>",
+    deploy = deploy_options(capture, cluster, capture_id, secrets.token_urlsafe(24),
                             bool(cluster.openshift))
     path = capture.output / f"netobserv-{capture_id}.yaml"
     capture.output.mkdir(parents=True, exist_ok=True)
-    path.write_text(manifests.to_yaml(manifests.render(deploy)))
+    text = manifests.to_yaml(manifests.render(deploy)).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(text)
     return path
+
+
+def yaml_token_hint(path: Path, namespace: str | None) -> str:
+    """How to read the token of a ``--yaml`` file back, once applied (for stderr)."""
+    namespace = namespace or manifests.DEFAULT_NAMESPACE
+    return (f"The Secret {manifests.SECRET_NAME} in {path.name} holds a random token made "
+            f"for this file. Once applied, read it with: kubectl -n {namespace} get secret "
+            f"{manifests.SECRET_NAME} -o jsonpath='{{.data.{manifests.SECRET_KEY}}}' | "
+            "base64 -d")

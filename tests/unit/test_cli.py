@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from contextlib import nullcontext
@@ -222,8 +223,12 @@ def test_yaml_writes_every_manifest_and_contacts_no_cluster(
             "--netobserv-namespace=obs", "--node-selector=zone=a", "--enable_dns",
             "--interfaces=eth0", "--enable_filter=true", "--protocol=tcp", "--port=80"]
     assert main(argv) == 0
-    path = Path(capsys.readouterr().out.strip())
+    said = capsys.readouterr()
+    path = Path(said.out.strip())
     assert path.parent == tmp_path and path.name.startswith("netobserv-c")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds the token
+    assert ("kubectl -n obs get secret netobserv-tui-token -o jsonpath='{.data.token}' | "
+            "base64 -d") in said.err
     objects = [o for o in yaml.safe_load_all(path.read_text()) if o]
     assert [o["kind"] for o in objects][0] == "Namespace"
     for obj in objects:
@@ -236,6 +241,19 @@ def test_yaml_writes_every_manifest_and_contacts_no_cluster(
     assert spec["containers"][0]["image"] == "registry.test/nobs:2"
     assert env["FEATURES"] == "dns" and env["INTERFACES"] == "eth0"
     assert '"protocol": "TCP"' in env["FLOW_FILTER_RULES"] or "tcp" in env["FLOW_FILTER_RULES"]
+
+    # A fresh random token in every file, as a real capture makes: never a fixed string.
+    def token(p: Path) -> str:
+        secret = next(o for o in yaml.safe_load_all(p.read_text()) if o and o["kind"] == "Secret")
+        value: str = secret["stringData"]["token"]
+        return value
+
+    assert main(argv) == 0
+    second = Path(capsys.readouterr().out.strip())
+    assert second != path
+    first_token, second_token = token(path), token(second)
+    assert first_token != second_token
+    assert len(first_token) >= 32 and "<" not in first_token and first_token.isascii()
 
 
 @pytest.mark.parametrize(
