@@ -23,11 +23,13 @@ The writer is the aggregator's hot path, so it works on whole column-major batch
   a filtered dict per row, and cheaper than ``orjson.dumps`` of a dict per row, whose cost
   is building the dicts.
 
-SQLite journal and durability: ``journal_mode=WAL`` with ``synchronous=OFF`` while the capture
-runs, so that readers (the TUI searches the file being written) never block a batch's COMMIT
-and a COMMIT never waits for a reader.  Every committed batch is in the operating system's
-page cache, so a crash of the aggregator loses nothing that was acknowledged; only a power
-loss of the node could, and a capture does not outlive its node.  :meth:`FlowWriter.close`
+SQLite journal and durability: ``journal_mode=WAL`` with ``synchronous=NORMAL`` while the
+capture runs, so that readers (the TUI searches the file being written) never block a batch's
+COMMIT and a COMMIT never waits for a reader.  A COMMIT writes to the ``-wal`` file without an
+fsync, so every committed batch is in the operating system's page cache: a crash of the
+aggregator (even SIGKILL) loses nothing that was acknowledged.  The ``-wal`` file is synced
+before each checkpoint copies it into the database, so a power loss can lose the last
+batches but never corrupts the file (with ``synchronous=OFF`` it could).  :meth:`FlowWriter.close`
 builds the indexes, then switches back to ``journal_mode=DELETE``, which folds the ``-wal``
 file into the database: the kept ``.db`` is one self-contained file.  Leaving WAL needs the
 file to itself, so close retries while a reader has it open (a search takes well under a
@@ -160,7 +162,7 @@ class FlowWriter:
             if mode != "wal":  # e.g. a file system without shared memory for the -shm file
                 log.warning("%s: journal_mode=WAL refused (%s): readers of the file may "
                             "delay batch commits", self.db_path.name, mode)
-            self._conn.execute("PRAGMA synchronous=OFF")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             create_schema(sqlite_utils.Database(self._conn))
         except BaseException:

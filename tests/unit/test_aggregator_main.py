@@ -182,3 +182,40 @@ def test_bad_listen_address_is_a_usage_error(tmp_path: Path) -> None:
 ])
 def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
     assert parse_listen(text) == expected
+
+
+def test_sigkill_mid_capture_keeps_every_acknowledged_row(tmp_path: Path) -> None:
+    """The aggregator killed with SIGKILL while an agent is still connected: every batch it
+    acknowledged is in the SQLite file (read back by the sqlite3 tool, which replays the
+    ``-wal`` file), and the JSON file holds the same rows once recovered."""
+    from netobserv_tui.aggregator.writers import recover
+
+    proc = start(tmp_path / "out")
+    try:
+        ready = ready_line(proc)
+        batches = [sample_rows(250, seed=seed) for seed in range(8)]
+        with socket.create_connection(("127.0.0.1", ready["port"]), timeout=10) as sock:
+            rfile = sock.makefile("rb")
+            sock.sendall(encode(FrameType.HELLO, {"token": TOKEN, "agent": {"hostname": "n1"}}))
+            welcome = read_frame_sync(rfile)
+            assert welcome is not None and welcome[0] is FrameType.WELCOME
+            for seq, rows in enumerate(batches):
+                sock.sendall(encode(FrameType.FLOWS, {"seq": seq, "columns": list(DNS_COLUMNS),
+                                                      "rows": rows}))
+                ack = read_frame_sync(rfile)
+                assert ack is not None and ack[0] is FrameType.ACK and ack[1] == {"seq": seq}
+            proc.send_signal(signal.SIGKILL)  # no BYE, no close: the connection is still up
+            proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    db, json_path = ready["files"]["db"], ready["files"]["json"]
+    assert Path(db + "-wal").exists()  # the kill left the journal: sqlite3 must replay it
+    rows = [row for batch in batches for row in batch]
+    got = sqlite_json(db, "SELECT count(*) AS n, sum(Bytes) AS b FROM flow")
+    assert got == [{"n": len(rows), "b": sum(r[DNS_COLUMNS.index("Bytes")] for r in rows)}]
+    recover(json_path, db)
+    written = load_json(json_path)
+    assert [{k: v for k, v in o.items() if k != "TimeReceived"} for o in written] == \
+        as_objects(DNS_COLUMNS, rows)
+    assert sqlite_json(db, "SELECT count(*) AS n FROM flow") == [{"n": len(rows)}]

@@ -467,3 +467,15 @@ def test_any_valid_batch_round_trips(tmp_path_factory: pytest.TempPathFactory,
                     if isinstance(v, list) else v
             expected_db_rows.append(full)
     assert everything == expected_db_rows
+
+
+def test_the_journal_is_wal_with_synchronous_normal(tmp_path: Path) -> None:
+    """WAL with synchronous=NORMAL: commits never wait for an fsync, and a power loss can
+    lose the last batches but not corrupt the file (synchronous=OFF could)."""
+    writer = FlowWriter(tmp_path)
+    try:
+        conn = writer._conn
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # 1 = NORMAL
+    finally:
+        writer.close()
