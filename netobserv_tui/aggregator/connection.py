@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..model.protocol import (
+    MAX_PAYLOAD,
     FrameType,
     ProtocolError,
     decode_payload_reference,
@@ -34,6 +35,11 @@ log = logging.getLogger(__name__)
 #: How long a connection closed on an error keeps being read, so the ERROR frame is not
 #: lost to a TCP reset caused by unread data.
 LINGER_SECONDS: Final = 1.0
+#: The largest first frame (HELLO, SUBSCRIBE, SEARCH, FINISH: a token and a few fields),
+#: read before the peer is authenticated: a stranger cannot make the aggregator hold more.
+FIRST_FRAME_MAX: Final = 16 * 1024
+#: How many connections may be between accept and a checked first frame at once.
+MAX_HANDSHAKES: Final = 64
 
 
 class AuthError(ProtocolError):
@@ -51,7 +57,8 @@ class Frame:
     strict: bool
 
 
-async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
+async def read_frame(reader: asyncio.StreamReader, max_payload: int = MAX_PAYLOAD
+                     ) -> Frame | None:
     """Read one frame (``None`` at a clean end of stream); framing errors raise ProtocolError.
 
     A PACKETS payload is not JSON: it is returned as it came (``body``, empty ``payload``).
@@ -63,7 +70,7 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
     encoded as UTF-8, so it would fail in SQLite after validation.  orjson refuses them, so
     only payloads it refused are checked.
     """
-    raw = await read_raw_frame(reader)
+    raw = await read_raw_frame(reader, max_payload)
     if raw is None:
         return None
     kind, body = raw

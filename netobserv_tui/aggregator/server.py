@@ -49,6 +49,8 @@ from ..model.protocol import FrameType, ProtocolError, host_port
 from .batch import Batch
 from .connection import (
     ANY_ADDRESS,
+    FIRST_FRAME_MAX,
+    MAX_HANDSHAKES,
     AuthError,
     TokenCheck,
     any_address_socket,
@@ -89,6 +91,7 @@ class Aggregator:
         subscriber_frames: int = 4,
         handshake_timeout: float = 10.0,
         max_connections: int = 1024,
+        max_handshakes: int = MAX_HANDSHAKES,
         write_in_thread: bool = False,
         enricher: Callable[[Batch], None] | None = None,
         files_wait: float = 300.0,
@@ -107,6 +110,10 @@ class Aggregator:
         self.host, self.port = host, port
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
+        #: Connections not past their first frame may number this many at once; each may
+        #: make the aggregator read up to FIRST_FRAME_MAX bytes before its token is checked.
+        self.max_handshakes = max_handshakes
+        self._handshakes = 0
         #: Every open connection, whatever it serves (``max_connections`` bounds them).
         self._sessions: set[asyncio.Task[None]] = set()
         self._counts = dict.fromkeys(
@@ -440,8 +447,16 @@ class Aggregator:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      peer: str, task: asyncio.Task[None]) -> None:
-        async with asyncio.timeout(self.handshake_timeout):
-            first = await read_frame(reader)
+        if self._handshakes >= self.max_handshakes:
+            self._counts["connections_rejected"] += 1
+            raise ProtocolError(f"{self._handshakes} connections are already being "
+                                "authenticated; try again")
+        self._handshakes += 1
+        try:
+            async with asyncio.timeout(self.handshake_timeout):
+                first = await read_frame(reader, FIRST_FRAME_MAX)
+        finally:
+            self._handshakes -= 1
         if first is None:
             return
         if self._stopping is not None and first.kind in (FrameType.HELLO, FrameType.SUBSCRIBE):

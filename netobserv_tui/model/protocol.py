@@ -184,8 +184,13 @@ def decode_payload_reference(body: bytes) -> dict[str, Any]:
     return obj
 
 
-async def read_raw_frame(reader: asyncio.StreamReader) -> tuple[FrameType, bytes] | None:
-    """Read one frame's type and undecoded payload; ``None`` on a clean end of stream."""
+async def read_raw_frame(
+    reader: asyncio.StreamReader, max_payload: int = MAX_PAYLOAD
+) -> tuple[FrameType, bytes] | None:
+    """Read one frame's type and undecoded payload; ``None`` on a clean end of stream.
+
+    A payload longer than ``max_payload`` is refused from its header, before any of it is
+    read (a server reads a first frame, not yet authenticated, with a small limit)."""
     try:
         header = await reader.readexactly(HEADER_SIZE)
     except asyncio.IncompleteReadError as exc:
@@ -193,6 +198,9 @@ async def read_raw_frame(reader: asyncio.StreamReader) -> tuple[FrameType, bytes
             return None
         raise ProtocolError("connection closed inside a frame header") from None
     kind, length = decode_header(header)
+    if length > max_payload:
+        raise ProtocolError(f"a {kind.name} frame of {length} bytes is over the {max_payload} "
+                            "bytes allowed here")
     try:
         return kind, await reader.readexactly(length)
     except asyncio.IncompleteReadError:

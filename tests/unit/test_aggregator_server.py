@@ -277,6 +277,37 @@ async def test_truncated_frames_and_silent_peers(make_aggregator: AggregatorFact
     assert agg.stats()["flows"] == 0
 
 
+async def test_a_stranger_cannot_make_the_aggregator_hold_a_large_first_frame(
+        make_aggregator: AggregatorFactory) -> None:
+    """Before its token is checked a peer may send 16 KiB, not 32 MiB: a first frame
+    announcing more is refused from its header, with none of its payload read, and
+    only 64 connections may be in their handshake at once."""
+    agg = await make_aggregator(handshake_timeout=2.0)
+    big = await Peer.connect(agg.port)
+    await big.send_raw(HEADER.pack(MAGIC, VERSION, FrameType.HELLO, 16 * 1024 + 1))
+    reason = (await big.expect(FrameType.ERROR))["reason"]
+    assert "HELLO frame of 16385 bytes is over the 16384 bytes allowed here" in reason
+    await big.expect_closed()
+    # A HELLO of exactly the limit is read (and judged on its token).
+    payload = json.dumps({"token": "x" * (16 * 1024 - 13)}).encode()
+    assert len(payload) == 16 * 1024
+    exact = await Peer.connect(agg.port)
+    await exact.send_raw(frame(FrameType.HELLO, payload))
+    assert "wrong capture token" in (await exact.expect(FrameType.ERROR))["reason"]
+    # 64 silent peers hold every handshake slot: the 65th is refused at once, and a
+    # real agent gets in as soon as the slots free up (the silent ones time out).
+    silent = [await Peer.connect(agg.port) for _ in range(64)]
+    await asyncio.sleep(0.2)
+    extra = await Peer.connect(agg.port)
+    assert "already being authenticated" in (await extra.expect(FrameType.ERROR))["reason"]
+    for peer in silent:
+        assert "within" in (await peer.expect(FrameType.ERROR))["reason"]
+    agent = await Peer.connect(agg.port)
+    await agent.hello("late")
+    await agent.flows(1, DNS_COLUMNS, sample_rows(3))
+    assert await agent.expect(FrameType.ACK) == {"seq": 1}
+
+
 async def test_agent_stats_are_kept_per_agent_and_summed(aggregator: Aggregator) -> None:
     a, b = await Peer.connect(aggregator.port), await Peer.connect(aggregator.port)
     await a.hello("node-a")
