@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from ..model.protocol import FrameType, ProtocolError, encode, read_frame
 from ..store import Query, SqliteStore, StoreError
+from ..store.chips import RegexTimeout
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ async def search_session(reader: asyncio.StreamReader, writer: asyncio.StreamWri
             limit = max(0, min(limit, MAX_LIMIT))
             result = await asyncio.to_thread(store.search, match, limit, after=after,
                                              narrow=narrow)
+        except RegexTimeout as exc:  # the TUI drops that chip
+            writer.write(encode(FrameType.ERROR, {"reason": str(exc), "kind": "regex_timeout"}))
         except (ValueError, StoreError) as exc:
             writer.write(encode(FrameType.ERROR, {"reason": str(exc)}))
         else:

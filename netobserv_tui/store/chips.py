@@ -11,6 +11,11 @@ Chip forms, for the text the user typed (surrounding spaces stripped):
     Python regular expression, case-insensitive, searched in the text of every field.
     The fields are joined one per line and ``re.MULTILINE`` is on, so ``^`` and ``$``
     anchor at a field's start and end: ``/^10\\.129\\./`` finds an address prefix.
+    Run by the ``regex`` module (the syntax of ``re``, version 0), which can stop a match:
+    a pattern that backtracks without end (``/(a+)+$/``) gets :data:`REGEX_TIMEOUT` per
+    record, then the search fails with :class:`RegexTimeout` and a message saying why.
+    It also lets go of the GIL while it matches, so a search thread in the aggregator
+    never holds up ingest or FINISH.
 ``Field=value``
     Exact match on one field of ``model.fields``; the name is case-insensitive
     (``dstport=53``).  Numeric fields compare as numbers (``Proto=17``, ``Proto=017``,
@@ -33,18 +38,29 @@ with text chips, 20 ms with field chips only (CPython 3.11).
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
+import regex
+
 from netobserv_tui.model.fields import BY_NAME, PROTO_NAMES
+
+from .base import StoreError
 
 Record: TypeAlias = Mapping[str, Any]
 Predicate: TypeAlias = Callable[[Record], bool]
 ChipKind: TypeAlias = Literal["keyword", "field", "regex"]
 
 _FIELD_BY_LOWER: Final = {name.lower(): name for name in BY_NAME}
+#: Seconds one regex chip may spend on one record's text (a few hundred characters: a sane
+#: pattern takes microseconds).
+REGEX_TIMEOUT: Final = 0.2
+_REGEX_FLAGS: Final = regex.IGNORECASE | regex.MULTILINE | regex.VERSION0
+
+
+class RegexTimeout(StoreError):
+    """A regex chip took longer than :data:`REGEX_TIMEOUT` on one record."""
 _PROTO_BY_NAME: Final = {name.lower(): number for number, name in PROTO_NAMES.items()}
 
 
@@ -75,7 +91,7 @@ class Chip:
     #: Lower-cased keyword (keyword chips).
     keyword: str = ""
     #: Compiled expression (regex chips).
-    pattern: re.Pattern[str] | None = None
+    pattern: regex.Pattern[str] | None = None
     #: Field test (field chips).
     predicate: Predicate | None = field(default=None, compare=False)
     #: ``(field, number)`` of an integer field chip: what a store may check in SQL.
@@ -103,8 +119,8 @@ def _parse_regex(text: str) -> tuple[Chip | None, str | None]:
     if not source:
         return None, f"{text!r}: empty regular expression"
     try:
-        pattern = re.compile(source, re.IGNORECASE | re.MULTILINE)
-    except re.error as exc:
+        pattern = regex.compile(source, _REGEX_FLAGS)
+    except (regex.error, ValueError, OverflowError) as exc:
         return None, f"{text!r}: invalid regular expression: {exc}"
     return Chip(text, "regex", pattern=pattern), None
 
@@ -178,7 +194,7 @@ class FilterChips:
     chips: tuple[Chip, ...] = ()
     _predicates: tuple[Predicate, ...] = field(init=False, repr=False, compare=False)
     _keywords: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    _patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    _patterns: tuple[regex.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Precompiled, by kind: field tests are cheapest and run first; the record's text
@@ -235,7 +251,14 @@ class FilterChips:
                 if keyword not in lowered:
                     return False
         for pattern in self._patterns:
-            if pattern.search(text) is None:
+            try:
+                found = pattern.search(text, timeout=REGEX_TIMEOUT, concurrent=True)
+            except TimeoutError:
+                raise RegexTimeout(
+                    f"/{pattern.pattern}/ ran over {REGEX_TIMEOUT:g} s on one flow and was "
+                    "stopped: it backtracks too much (nested repeats such as (a+)+ do); "
+                    "remove it with Backspace and try a simpler one") from None
+            if found is None:
                 return False
         return True
 

@@ -12,6 +12,7 @@ from typing import Any
 from netobserv_tui.model.protocol import FrameType, encode, read_frame_sync
 
 from .base import Match, Narrowing, SearchResult, StoreError, Totals
+from .chips import RegexTimeout
 from .query import Query
 
 
@@ -46,8 +47,10 @@ class RemoteStore:
             raise StoreError(f"the aggregator at {self.path} closed the search connection")
         got, payload = frame
         if got is FrameType.ERROR:
-            raise StoreError(f"the aggregator at {self.path} refused the search: "
-                             f"{payload.get('reason', 'no reason given')}")
+            reason = payload.get("reason", "no reason given")
+            if payload.get("kind") == "regex_timeout":
+                raise RegexTimeout(str(reason))
+            raise StoreError(f"the aggregator at {self.path} refused the search: {reason}")
         if got is not kind:
             raise StoreError(f"the aggregator at {self.path} answered {got.name} to a search")
         return payload
@@ -62,6 +65,8 @@ class RemoteStore:
                 self._sock.sendall(encode(FrameType.SEARCH, request))
                 payload = self._expect(FrameType.RESULT)
                 break
+            except RegexTimeout:
+                raise  # a verdict on the query: asking again would take as long
             except (OSError, StoreError):
                 self.close()
                 if attempt == 2:

@@ -35,8 +35,8 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
 from ..model.stream import FlowBatch, LiveStream, StatsUpdate, StreamError
-from ..store import FlowStore, Narrowing, Query, SearchResult
-from ..store.chips import FilterChips
+from ..store import FlowStore, Narrowing, Query, SearchResult, StoreError
+from ..store.chips import FilterChips, RegexTimeout
 from .columns import Record
 from .messages import FlowsReceived, StatsReceived, StopRequested, StreamConnected, StreamLost
 from .plain import PlainNotifications
@@ -280,6 +280,11 @@ class FlowsApp(PlainNotifications, App[str]):
         self._filter_bar.show_chips(chips.texts)
         self._refilter()
 
+    def _chip_failed(self, error: StoreError) -> None:
+        """A chip could not be applied (a regex out of time): say why, drop the last chip."""
+        self.notify(str(error), title="Filter removed", severity="error", timeout=10)
+        self._set_chips(self.chips.remove_last())
+
     def _query(self) -> Query:
         """The view and the chips as data (what a remote store searches with)."""
         return Query(self.chips.texts, self.view_state.view.fields)
@@ -300,7 +305,11 @@ class FlowsApp(PlainNotifications, App[str]):
             self._table.show_ring()
             return
         if self._store is None:
-            matches = [record for record in self._table.ring() if predicate(record)]
+            try:
+                matches = [record for record in self._table.ring() if predicate(record)]
+            except StoreError as exc:  # a regex chip that ran out of time
+                self._chip_failed(exc)
+                return
             self._table.show_results(matches, len(matches))
             return
         self._searching = self._first_search = True
@@ -382,6 +391,9 @@ class FlowsApp(PlainNotifications, App[str]):
         error = event.worker.error
         if event.worker.group == "search":
             self._searching = self._first_search = False
+            if isinstance(error, RegexTimeout):
+                self._chip_failed(error)
+                return
             self.notify(f"{error}", title="Search failed", severity="error", timeout=10)
             return
         if event.worker.group != "stream":
@@ -401,7 +413,11 @@ class FlowsApp(PlainNotifications, App[str]):
             if predicate is not None:
                 columns = message.columns
                 records = (dict(zip(columns, row, strict=False)) for row in message.rows)
-                matches = [record for record in records if predicate(record)]
+                try:
+                    matches = [record for record in records if predicate(record)]
+                except StoreError as exc:
+                    self._chip_failed(exc)
+                    return
                 matches.reverse()
                 table.add_results(matches, len(matches))
 

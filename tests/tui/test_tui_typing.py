@@ -76,3 +76,26 @@ async def test_typed_text_never_ends_the_app(tmp_path: Path) -> None:
             # Every error quoted the text as typed: nothing was eaten as markup.
             assert any("Foo=[x]" in message for message in said), said[:5]
             assert app._notifications and all(not n.markup for n in app._notifications)
+
+
+async def test_a_runaway_regex_chip_is_removed_with_the_reason(tmp_path: Path) -> None:
+    """/(b|b)+$/ on a 'bbbb...!' interface name would backtrack for hours (no other field
+    ends in b): the search is stopped after its budget, the chip removed, and the message
+    says why; the app stays."""
+    async with live_capture(tmp_path) as capture:
+        app = capture.app(max_rows=5, refresh_interval=0.05)
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await wait_until(pilot, lambda: app.connected, "the live stream")
+            await capture.send([base_record(i, Interface="b" * 32 + "!") for i in range(3)])
+            bar = app.query_one(FilterBar)
+            bar.input.focus()
+            bar.input.insert_text_at_cursor("/(b|b)+$/")
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: any("ran over" in n.message
+                                                for n in app._notifications),
+                             "the reason", timeout=10)
+            await wait_until(pilot, lambda: len(app.chips) == 0, "the chip removed")
+            assert app.is_running and bar.chips_text().strip() == "filter:"
+            (note,) = [n for n in app._notifications if "ran over" in n.message]
+            assert note.title == "Filter removed"
+            assert "/(b|b)+$/ ran over 0.2 s on one flow" in note.message
