@@ -249,6 +249,9 @@ def _tune_gc() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The files hold flows, DNS names and packets: readable by their owner only (0600, in
+    # 0700 folders), whoever started this process and whatever its umask was.
+    os.umask(0o077)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = os.environ.get(args.token_env, "")

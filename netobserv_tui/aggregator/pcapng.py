@@ -36,6 +36,8 @@ from typing import BinaryIO, Final
 
 from dpkt import pcapng as dp
 
+from ..model.private import make_private_dirs
+
 #: Block types this module writes by hand or looks for.
 SHB_TYPE: Final = dp.PCAPNG_BT_SHB
 EPB_TYPE: Final = dp.PCAPNG_BT_EPB
@@ -108,7 +110,7 @@ class PcapngWriter:
 
         ``FileExistsError`` if it exists: a capture never overwrites another.
         """
-        _make_dirs(path.parent)
+        make_private_dirs(path.parent)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
         out = os.fdopen(fd, "wb", buffering=_BUFFER)
         try:
@@ -182,17 +184,6 @@ class PcapngWriter:
     def _write(self, block: bytes) -> None:
         self._out.write(block)
         self.bytes_written += len(block)
-
-
-def _make_dirs(directory: Path) -> None:
-    """``mkdir -p`` with mode 0700 for every directory it creates (``Path.mkdir`` gives
-    the parents it makes the default mode)."""
-    missing = []
-    while not directory.exists():
-        missing.append(directory)
-        directory = directory.parent
-    for d in reversed(missing):
-        d.mkdir(mode=0o700, exist_ok=True)
 
 
 def _section_end(path: Path, view: mmap.mmap) -> int:

@@ -56,6 +56,7 @@ from typing import Any, Final
 import sqlite_utils
 
 from ..model.fields import BY_NAME, FIELD_NAMES, FIELDS, INDEXED
+from ..model.private import create_private, make_private_dirs
 from .batch import Batch
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class FlowWriter:
 
     def __init__(self, output: Path | str, started: datetime | None = None) -> None:
         self.flow_dir = Path(output) / "flow"
-        self.flow_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.flow_dir)
         stem = _unique_stem(self.flow_dir, started or datetime.now(UTC))
         self.db_path = (self.flow_dir / f"{stem}.db").resolve()
         self.json_path = (self.flow_dir / f"{stem}.json").resolve()
@@ -149,12 +150,14 @@ class FlowWriter:
         self._closed = False
         self._first = True
         self._summary: dict[str, Any] = {}
-        # The JSON file first: open(..., "x") fails on an unwritable directory before an
-        # empty database is left behind.
-        self._json = open(self.json_path, "xb")  # noqa: SIM115 - closed by close()
+        # The JSON file first: creating it fails on an unwritable directory before an
+        # empty database is left behind. Both files 0600 (SQLite gives its -wal and -shm
+        # files the database file's mode).
+        self._json = create_private(self.json_path)
         try:
             self._json.write(b"[\n")
             self._json.flush()
+            create_private(self.db_path).close()
             self._conn = sqlite3.connect(
                 self.db_path, isolation_level=None, check_same_thread=False
             )

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ..agent.kernel import check_privileges
 from ..model.errors import CaptureError, UsageError
+from .owner import OURS, hand_over, invoking_user, private_files
 from .pcap_stream import PcapngFollower, stdout_binary
 from .session import Limits, Progress, headless, run_capture
 from .target import CaptureOptions, CaptureResult, LocalTarget, StreamEndpoint
@@ -80,6 +82,8 @@ def _logs_to_file(path: Path) -> Iterator[None]:
     saved = root.handlers[:]
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
+    with contextlib.suppress(OSError):
+        path.chmod(0o600)  # it quotes addresses and names; older versions made it 0644
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root.handlers = [handler]
     try:
@@ -133,8 +137,37 @@ def _add_secrets(result: CaptureResult, keylog: Path) -> None:
 
 
 async def run_flows(request: FlowsRequest) -> int:
+    """Run a capture to its end; its files are private to whoever ran it (see owner.py)."""
     options = dataclasses.replace(request.capture, output=request.capture.output.resolve())
     request = dataclasses.replace(request, capture=options)
+    user = invoking_user()
+    started = time.time()
+    with private_files(options.output) as created:
+        try:
+            return await _run_flows(request)
+        finally:
+            hand_over([*created, *_written_since(options.output, started)], user)
+
+
+def _written_since(output: Path, started: float) -> list[Path]:
+    """Our folders and log under ``output``, and the files in them changed since
+    ``started``: what a capture that started then may have written."""
+    found: list[Path] = []
+    for name in OURS:
+        path = output / name
+        if not path.exists():
+            continue
+        found.append(path)
+        if path.is_dir():
+            for item in path.iterdir():
+                with contextlib.suppress(OSError):
+                    if item.stat().st_mtime >= started - 1:
+                        found.append(item)
+    return found
+
+
+async def _run_flows(request: FlowsRequest) -> int:
+    options = request.capture
     limits = request.limits
     if request.cluster is None:
         check_privileges()

@@ -320,3 +320,25 @@ def test_all_takes_every_packet(lab: Lab, tmp_path: Path) -> None:
         assert cap.stop() == 0, cap.stderr_lines
     ports = [f[5] for f in tshark(cap.files()["pcapng"])]
     assert ports.count("7191") == ports.count("7192") == 2 * sent[0].sent == 18
+
+
+def test_files_are_private_and_given_to_the_sudo_user(lab: Lab, tmp_path: Path) -> None:
+    """Run as `sudo netobserv packets ...` by uid 65534: every folder the capture made is
+    0700, every file 0600, and all of them belong to that user, not to root."""
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    out = tmp_path / "mine" / "out"
+    sudo = {"SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"}
+    with Capture(out, "udp,7141", command="packets", env=sudo) as cap:
+        sent = udp_send(lab, a, b, 10, 100, dst_port=7141)
+        assert cap.stop() == 0, cap.stderr_lines
+    files = cap.files()
+    assert len(tshark(files["pcapng"])) == 2 * sent.sent
+    made = [tmp_path / "mine", out, out / "flow", out / "pcap"]
+    kept = [files["db"], files["json"], files["pcapng"]]
+    assert sorted(p.name for p in (out / "flow").iterdir()) == sorted(
+        [files["db"].name, files["json"].name])
+    for path in made + kept:
+        info = path.stat()
+        assert (info.st_uid, info.st_gid) == (65534, 65534), path
+        assert stat.S_IMODE(info.st_mode) == (0o700 if path.is_dir() else 0o600), path
+    assert tmp_path.stat().st_uid == 0  # what existed before the capture is left alone

@@ -479,3 +479,22 @@ def test_the_journal_is_wal_with_synchronous_normal(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # 1 = NORMAL
     finally:
         writer.close()
+
+
+def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Flows and DNS names are private: 0700 folders, 0600 files, also with umask 022."""
+    previous = os.umask(0o022)
+    try:
+        writer = FlowWriter(tmp_path / "out")
+        writer.write_batch(list(DNS_COLUMNS), sample_rows(3))
+        modes = {p.name[-7:]: stat_mode(p) for p in writer.flow_dir.iterdir()}
+        writer.close()
+    finally:
+        os.umask(previous)
+    assert stat_mode(tmp_path / "out") == stat_mode(tmp_path / "out" / "flow") == 0o700
+    assert sorted(modes.values()) == [0o600] * 4 and len(modes) == 4  # .db, -wal, -shm, .json
+    assert {stat_mode(p) for p in (tmp_path / "out" / "flow").iterdir()} == {0o600}
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777

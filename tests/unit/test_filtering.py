@@ -106,8 +106,7 @@ def test_remove_last_and_clear() -> None:
         ("/abc", "'/abc': a regular expression ends with '/', as in /^10\\.129\\./"),
         ("//", "'//': empty regular expression"),
         ("a\nb", "'a\\nb': a chip is one line; press Enter after each keyword"),
-        ("/a(/", "'/a(/': invalid regular expression: missing ), unterminated subpattern"
-                 " at position 1"),
+        ("/a(/", "'/a(/': invalid regular expression: missing ) at position 2"),
     ],
 )
 def test_errors_are_messages(text: str, message: str) -> None:

@@ -107,7 +107,7 @@ async def test_a_runaway_regex_is_stopped_and_never_holds_up_ingest(
     took = time.monotonic() - began
     remote.close()
     assert "/(a|a)+$/ ran over 4 s on one flow and was stopped" in reason
-    assert budget <= took < 2 * budget  # stopped once, not asked again
+    assert 0.9 * budget <= took < 2 * budget  # stopped once (its own clock), not asked twice
     assert acked < budget / 2, f"the batch was acknowledged {acked:.2f} s into the search"
     assert aggregator.stats()["flows"] == 80
 
