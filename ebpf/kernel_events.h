@@ -62,6 +62,8 @@ struct drop_record {
     u8 latest_state;     /* TCP state of the socket, 0 when there is none */
     u8 latest_flags;     /* TCP flags of the latest dropped packet */
     u8 pad[2];
+    u32 latest_ifindex;  /* skb->dev's ifindex, 0 without a device */
+    u32 latest_netns;    /* inode number of that device's network namespace, 0 if unknown */
 };
 BPF_HASH(drops, struct flow_5tuple, struct drop_record, EVENT_MAX_FLOWS);
 
@@ -153,6 +155,19 @@ TRACEPOINT_PROBE(skb, kfree_skb)
     bpf_probe_read_kernel(&sk, sizeof(sk), skb + SKB_OFF_SK);
     if (sk && key.transport_protocol == IPPROTO_TCP)
         bpf_probe_read_kernel(&state, sizeof(state), sk + SK_OFF_STATE);
+    /* The device, as user space names interfaces: its ifindex, and its namespace (an
+     * ifindex alone is ambiguous: every pod's namespace has its own lo at 1). */
+    u8 *dev = 0;
+    u8 *net = 0;
+    u32 ifindex = 0;
+    u32 netns = 0;
+    bpf_probe_read_kernel(&dev, sizeof(dev), skb + SKB_OFF_DEV);
+    if (dev) {
+        bpf_probe_read_kernel(&ifindex, sizeof(ifindex), dev + NETDEV_OFF_IFINDEX);
+        bpf_probe_read_kernel(&net, sizeof(net), dev + NETDEV_OFF_NET);
+        if (net)
+            bpf_probe_read_kernel(&netns, sizeof(netns), net + NET_OFF_NS_INUM);
+    }
 
     struct drop_record *rec = drops.lookup(&key);
     if (!rec) {
@@ -173,6 +188,8 @@ TRACEPOINT_PROBE(skb, kfree_skb)
     rec->latest_reason = args->reason;
     rec->latest_state = state;
     rec->latest_flags = flags;
+    rec->latest_ifindex = ifindex;
+    rec->latest_netns = netns;
     return 0;
 }
 #endif /* ENABLE_PKTDROP */

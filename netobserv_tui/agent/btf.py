@@ -144,9 +144,17 @@ SKB_OFFSETS = (
     ("SKB_OFF_TRANSPORT_HEADER", "sk_buff", "transport_header"),
     ("SKB_OFF_SK", "sk_buff", "sk"),
     ("SK_OFF_STATE", "sock_common", "skc_state"),
+    ("SKB_OFF_DEV", "sk_buff", "dev"),
+    ("NETDEV_OFF_IFINDEX", "net_device", "ifindex"),
+    # possible_net_t nd_net holds one member, struct net *net, at its start.
+    ("NETDEV_OFF_NET", "net_device", "nd_net"),
 )
 
 
 def drop_hook_defines(btf: Btf | None = None) -> dict[str, int]:
     btf = btf or kernel_btf()
-    return {macro: btf.offset(struct_name, member) for macro, struct_name, member in SKB_OFFSETS}
+    defines = {macro: btf.offset(struct_name, member)
+               for macro, struct_name, member in SKB_OFFSETS}
+    # struct net's ns (struct ns_common) holds the namespace's inode number.
+    defines["NET_OFF_NS_INUM"] = btf.offset("net", "ns") + btf.offset("ns_common", "inum")
+    return defines

@@ -31,7 +31,13 @@ TRACEFS: Final = Path(os.environ.get("NETOBSERV_TRACEFS", "/sys/kernel/tracing")
 FIVE_TUPLE: Final = struct.Struct("<16s16sHHHBx")
 PREFIX: Final = 39  # bytes of flow_id that form the 5-tuple
 
-DROP_RECORD: Final = struct.Struct("<QQIBB2x")
+DROP_RECORD: Final = struct.Struct("<QQIBB2xII")
+#: Where a drop happened, kept with its fields under these keys (not columns): the device's
+#: ifindex and the inode number of its network namespace.
+DROP_IFINDEX: Final = "_ifindex"
+DROP_NETNS: Final = "_netns"
+#: The Interface of a record made from a kernel event whose packet had no device.
+NO_DEVICE: Final = "-"
 TCP_RECORD: Final = struct.Struct("<QQQQ")
 
 PKTDROP: Final = "pktdrop"
@@ -163,14 +169,24 @@ def drain_map(bpf: Any, name: str, key_size: int, value_size: int, max_entries: 
 
 
 def drop_fields(value: bytes) -> dict[str, Any]:
-    packets, nbytes, reason, state, flags = DROP_RECORD.unpack(value)
+    packets, nbytes, reason, state, flags, ifindex, netns = DROP_RECORD.unpack(value)
     return {
         "PktDropBytes": nbytes,
         "PktDropPackets": packets,
         "PktDropLatestState": tcp_states().get(state, str(state)) if state else None,
         "PktDropLatestDropCause": drop_reasons().get(reason, f"SKB_DROP_REASON_{reason}"),
         "PktDropLatestFlags": flags,
+        DROP_IFINDEX: ifindex,
+        DROP_NETNS: netns,
     }
+
+
+def own_netns() -> int:
+    """The inode number of this process's network namespace (where its interfaces are)."""
+    try:
+        return os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return 0
 
 
 def tcp_fields(value: bytes) -> dict[str, Any]:
@@ -185,16 +201,34 @@ def tcp_fields(value: bytes) -> dict[str, Any]:
 
 @dataclass
 class Joiner:
-    """Adds feature fields to flow rows; makes rows of drops no TC hook saw."""
+    """Adds feature fields to flow rows; makes rows of drops no TC hook saw.
+
+    Nothing drained is thrown away. A DNS or RTT entry whose flow has no row in this
+    eviction (its packet was counted just before the previous drain) is kept for the next
+    one; if no row takes it then either, it becomes a row of its own, like a drop no TC
+    hook saw. Such rows carry the eviction window as TimeFlowStartMs/TimeFlowEndMs and,
+    as Interface, the device the kernel named (a drop), or :data:`NO_DEVICE`; a drop on an
+    interface the capture excludes (``lo`` by default) is left out like its flows.
+    """
 
     base_columns: tuple[str, ...]
     features: FeatureSet
     agent_ip: str
     columns: tuple[str, ...] = ()
+    #: ifindex -> name in this namespace (the agent's link watcher).
+    ifname: Callable[[int], str] | None = None
+    #: Whether the capture takes an interface (``--interfaces``/``--exclude_interfaces``).
+    wants: Callable[[str], bool] | None = None
+    #: Inode of the namespace ``ifname`` knows (a drop elsewhere has another).
+    netns: int = field(default_factory=own_netns)
 
     def __post_init__(self) -> None:
         self.columns = self.base_columns + self.features.columns()
         self._index = {c: i for i, c in enumerate(self.columns)}
+        #: DNS/RTT entries no row took, by feature: kept for one more eviction.
+        self._carried: dict[str, dict[bytes, dict[str, Any]]] = {}
+        #: Drops on excluded interfaces left out (the ``lo`` traffic of the host).
+        self.excluded_drops = 0
 
     def join(
         self,
@@ -202,12 +236,21 @@ class Joiner:
         key_size: int,
         rows: list[list[Any]],
         tables: dict[str, dict[bytes, dict[str, Any]]],
+        window: tuple[int, int] | None = None,
     ) -> list[list[Any]]:
         """``tables`` maps a feature to {39-byte 5-tuple: fields}. Drops are additive, so
-        they go to one record per 5-tuple (the first); the others go to every record."""
+        they go to one record per 5-tuple (the first); the others go to every record.
+        ``window`` is the eviction's (start, end) in epoch ms, for rows of their own."""
         extra = len(self.columns) - len(self.base_columns)
         drops = tables.get(PKTDROP, {})
-        shared = [t for f, t in tables.items() if f != PKTDROP and t]
+        shared: dict[str, dict[bytes, dict[str, Any]]] = {}
+        for feature in {*tables, *self._carried} - {PKTDROP}:
+            # This eviction's entries win over the ones carried from the previous one.
+            merged = {**self._carried.get(feature, {}), **tables.get(feature, {})}
+            if merged:
+                shared[feature] = merged
+        carried_before = self._carried
+        used: set[bytes] = set()
         used_drops: set[bytes] = set()
         out: list[list[Any]] = []
         view = memoryview(keys)
@@ -215,32 +258,78 @@ class Joiner:
         for i, row in enumerate(rows):
             row.extend([None] * extra)
             prefix = view[i * key_size : i * key_size + PREFIX].tobytes()
-            for table in shared:
+            for table in shared.values():
                 fields = table.get(prefix)
                 if fields:
+                    used.add(prefix)
                     for name, value in fields.items():
                         row[index[name]] = value
             fields = drops.get(prefix)
             if fields is not None and prefix not in used_drops:
                 used_drops.add(prefix)
                 for name, value in fields.items():
-                    row[index[name]] = value
+                    if name in index:
+                        row[index[name]] = value
             if self.features.only_drops and fields is None:
                 continue
             out.append(row)
         for prefix, fields in drops.items():
             if prefix not in used_drops:
-                out.append(self._drop_only_row(prefix, fields))
+                own = self._own_row(prefix, fields, window, drop=True)
+                if own is not None:
+                    out.append(own)
+        # Entries no row took: once more at the next eviction, then rows of their own.
+        self._carried = {}
+        for feature, table in shared.items():
+            for prefix, fields in table.items():
+                if prefix in used:
+                    continue
+                if prefix in carried_before.get(feature, {}) and prefix not in tables.get(
+                        feature, {}):
+                    if not self.features.only_drops:
+                        own = self._own_row(prefix, fields, window, drop=False)
+                        if own is not None:
+                            out.append(own)
+                else:
+                    self._carried.setdefault(feature, {})[prefix] = fields
         return out
 
-    def _drop_only_row(self, prefix: bytes, fields: dict[str, Any]) -> list[Any]:
-        """A flow record for dropped packets of a flow no TC hook recorded."""
+    def flush(self, window: tuple[int, int] | None = None) -> list[list[Any]]:
+        """The entries still carried, as rows of their own (the agent's last eviction)."""
+        carried, self._carried = self._carried, {}
+        out: list[list[Any]] = []
+        if self.features.only_drops:
+            return out
+        for table in carried.values():
+            for prefix, fields in table.items():
+                own = self._own_row(prefix, fields, window, drop=False)
+                if own is not None:
+                    out.append(own)
+        return out
+
+    def _own_row(self, prefix: bytes, fields: dict[str, Any], window: tuple[int, int] | None,
+                 *, drop: bool) -> list[Any] | None:
+        """A flow record for a kernel event of a flow no TC hook recorded in the window;
+        None for a drop on an interface the capture excludes."""
+        interface = NO_DEVICE
+        if drop and fields.get(DROP_IFINDEX):
+            ifindex, netns = fields[DROP_IFINDEX], fields.get(DROP_NETNS, 0)
+            if netns and netns != self.netns:
+                interface = f"if{ifindex}@netns:{netns}"
+            else:
+                interface = (self.ifname(ifindex) if self.ifname else "") or f"if{ifindex}"
+                if self.wants is not None and not self.wants(interface):
+                    self.excluded_drops += 1
+                    return None
         src, dst, sport, dport, etype, proto = FIVE_TUPLE.unpack(prefix + b"\0")
         row: list[Any] = [None] * len(self.columns)
+        start, end = window if window is not None else (None, None)
         values = {
             "SrcAddr": ip_text(src, etype), "DstAddr": ip_text(dst, etype),
             "SrcPort": sport, "DstPort": dport, "Proto": proto, "Etype": etype,
-            "Bytes": 0, "Packets": 0, "AgentIP": self.agent_ip, **fields,
+            "Bytes": 0, "Packets": 0, "AgentIP": self.agent_ip,
+            "TimeFlowStartMs": start, "TimeFlowEndMs": end, "Interface": interface,
+            "Interfaces": [interface], **fields,
         }  # fmt: skip
         for name, value in values.items():
             if name in self._index:

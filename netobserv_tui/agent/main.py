@@ -92,6 +92,8 @@ class Agent:
         self._stop = False
         self._overflow: dict[bytes, list[Any]] = {}
         self._join: Joiner | None = None
+        #: Where the current eviction window began, epoch ms (None before the first).
+        self._window_start_ms: int | None = None
         #: The loaded program while its classifiers may run; None before and after.
         self._prog: FlowProgram | None = None
         #: A WORKLOAD set that arrived before the program was loaded (it comes with WELCOME).
@@ -114,9 +116,13 @@ class Agent:
                 attacher.attach(ifindex, name)
         self.stats.interfaces = len(attacher.attached)
 
-    def _evict(self, prog: FlowProgram, builder: RowBuilder, exporter: Exporter) -> int:
+    def _evict(self, prog: FlowProgram, builder: RowBuilder, exporter: Exporter,
+               last: bool = False) -> int:
         self._collect_overflow(prog)
         drained = prog.drain()
+        now_ms = time.time_ns() // 1_000_000
+        window = (self._window_start_ms or now_ms, now_ms)
+        self._window_start_ms = now_ms
         features = self.config.features
         tables = (
             collect_tables(prog.bpf, features, EVENT_MAX_FLOWS, _drain_dns)
@@ -131,7 +137,10 @@ class Agent:
         # The join needs every row's key, in row order: the drained ones, then overflow's.
         keys = b"".join([drained.keys.tobytes(), *overflow]) if tables else b""
         if tables or features.only_drops:
-            rows = self._joiner(builder).join(keys, FLOW_ID.size, rows, tables)
+            joiner = self._joiner(builder)
+            rows = joiner.join(keys, FLOW_ID.size, rows, tables, window)
+            if last:
+                rows += joiner.flush(window)
         self.stats.evictions += 1
         self.stats.evicted_flows += drained.count
         self.stats.overflow_flows += len(overflow)
@@ -139,7 +148,11 @@ class Agent:
         if rows:
             exporter.submit(self._columns, rows)
         counters = prog.counters()
-        extra = {"workload_ips": prog.workload_ips} if prog.workload else {}
+        extra: dict[str, Any] = {"workload_ips": prog.workload_ips} if prog.workload else {}
+        if "dns" in features.on:
+            extra["dns_map_full"] = _dns_counters(prog.bpf)["dns_flows_full"]
+        if self._join is not None:
+            extra["drops_excluded"] = self._join.excluded_drops
         if prog.packet_ring is not None:
             extra.update({"packets_lost": counters["packets_lost"],
                              "export_lost_packets": exporter.lost_packets,
@@ -197,7 +210,8 @@ class Agent:
 
     def _joiner(self, builder: RowBuilder) -> Joiner:
         if self._join is None or self._join.agent_ip != builder.agent_ip:
-            self._join = Joiner(ROW_COLUMNS, self.config.features, builder.agent_ip)
+            self._join = Joiner(ROW_COLUMNS, self.config.features, builder.agent_ip,
+                                ifname=builder.ifname, wants=self.config.selector.wants)
         return self._join
 
     @property
@@ -327,7 +341,7 @@ class Agent:
                 self._prog = None  # WORKLOAD frames from now on change nothing
             builder.is_local = watcher.local_addrs.__contains__
             self._send_packets(prog, exporter)
-            self._evict(prog, builder, exporter)
+            self._evict(prog, builder, exporter, last=True)
         delivered = exporter.finish(self.config.finish_timeout)
         watcher.close()
         summary = {
@@ -393,6 +407,12 @@ class Agent:
                 watcher.forget_departed()
                 next_evict = max(next_evict + interval, now + interval / 2)
             exporter.pump(0.0)
+
+
+def _dns_counters(bpf: Any) -> dict[str, int]:
+    from .dns import dns_counters
+
+    return dns_counters(bpf)
 
 
 def _drain_dns(bpf: Any) -> dict[bytes, dict[str, Any]]:

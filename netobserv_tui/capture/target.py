@@ -183,6 +183,16 @@ class LocalTarget:
             warnings.append(
                 f"{agent_stats['export_lost_flows']} flows could not be delivered by the agents"
             )
+        if agent_stats.get("dns_map_full"):
+            warnings.append(
+                f"the kernel DNS map was full: {agent_stats['dns_map_full']} DNS records were "
+                "lost; shorten --cache-active-timeout so it is drained more often"
+            )
+        if agent_stats.get("event_map_full"):
+            warnings.append(
+                f"the kernel drop/TCP event map was full: {agent_stats['event_map_full']} "
+                "events were lost; shorten --cache-active-timeout"
+            )
         warnings += packet_loss_warnings(agent_stats)
         files = closed.get("files") or self.ready.get("files") or {}
         result = CaptureResult(

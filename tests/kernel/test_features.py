@@ -84,21 +84,36 @@ def test_firewall_drop_matches_iptables_counter(lab: Lab, tmp_path: Path) -> Non
 
 
 def test_drop_without_any_tc_flow_is_still_a_record(lab: Lab, tmp_path: Path) -> None:
+    """Drops no TC hook saw become complete records: the eviction window as their time and,
+    as Interface, where the kernel dropped them (``-`` before a device was chosen; a device
+    of another namespace as ``if<index>@netns:<inode>``)."""
     a, b = lab.pod("pod-a"), lab.pod("pod-b")
     in_pod(a, "iptables", "-A", "OUTPUT", "-p", "udp", "--dport", "9999", "-j", "DROP")
-    # Dropped in pod-a's OUTPUT chain: the packets never reach a TC hook.
-    with Capture(tmp_path, "--enable_pktdrop=true") as cap:
-        in_pod(a, sys.executable, "-c",
-               "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-               f"s.bind(('{a.v4}', 46000))\n"
-               f"for _ in range(5):\n    try: s.sendto(b'x' * 20, ('{b.v4}', 9999))\n"
-               "    except OSError: pass\n")
+    in_pod(a, "iptables", "-A", "INPUT", "-p", "udp", "--dport", "9998", "-j", "DROP")
+    send = ("import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.bind((sys.argv[1], int(sys.argv[2])))\n"
+            "for _ in range(5):\n    try: s.sendto(b'x' * 20, (sys.argv[3], int(sys.argv[4])))\n"
+            "    except OSError: pass\n")
+    # Only pod-c's interface is captured, so no TC hook sees these packets.
+    with Capture(tmp_path, "--enable_pktdrop=true", interfaces=lab.pod("pod-c").host_ifname
+                 ) as cap:
+        # Dropped in pod-a's OUTPUT chain, before the kernel chose an output device.
+        in_pod(a, sys.executable, "-c", send, a.v4, "46000", b.v4, "9999")
+        # Dropped in pod-a's INPUT chain: the device is pod-a's eth0, in pod-a's namespace.
+        in_pod(b, sys.executable, "-c", send, b.v4, "46001", a.v4, "9998")
         assert cap.stop() == 0, cap.stderr_lines
     rows = sqlite_rows(cap.files()["db"],
-                       "SELECT Packets, Bytes, PktDropPackets, Interface FROM flow "
-                       "WHERE SrcPort = 46000 AND DstPort = 9999")
-    assert sum(r["PktDropPackets"] for r in rows) == 5
-    assert all(r["Packets"] == 0 and r["Interface"] is None for r in rows)
+                       "SELECT SrcPort, Packets, Bytes, PktDropPackets, Interface, "
+                       "TimeFlowStartMs, TimeFlowEndMs FROM flow "
+                       "WHERE SrcPort IN (46000, 46001) AND PktDropPackets > 0")
+    netns = os.stat(f"/run/netns/{a.netns}").st_ino
+    ifindex = int(in_pod(a, "cat", "/sys/class/net/eth0/ifindex").stdout)
+    for port, where in ((46000, "-"), (46001, f"if{ifindex}@netns:{netns}")):
+        mine = [r for r in rows if r["SrcPort"] == port]
+        assert sum(r["PktDropPackets"] for r in mine) == 5, rows
+        assert {r["Interface"] for r in mine} == {where}, rows
+    assert all(r["Packets"] == 0 for r in rows)
+    assert all(0 < r["TimeFlowStartMs"] <= r["TimeFlowEndMs"] for r in rows)
 
 
 ECHO_SERVER = """
