@@ -140,6 +140,8 @@ async def run_flows(request: FlowsRequest) -> int:
     """Run a capture to its end; its files are private to whoever ran it (see owner.py)."""
     options = dataclasses.replace(request.capture, output=request.capture.output.resolve())
     request = dataclasses.replace(request, capture=options)
+    if request.cluster is None:
+        check_privileges()  # first: without root, say so before touching any folder
     user = invoking_user()
     started = time.time()
     with private_files(options.output) as created:
