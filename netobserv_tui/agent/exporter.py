@@ -1,9 +1,16 @@
 """Client side of the agent session: push FLOWS and PACKETS batches to the aggregator.
 
 Batches stay in a bounded buffer until the aggregator ACKs them. When the connection drops
-the agent keeps evicting; unacknowledged batches are re-sent after reconnecting (so a batch
-may be written twice if only its ACK was lost). When the buffer is over its row budget the
-oldest batches are dropped and counted in ``lost_rows``: memory is bounded, loss is visible.
+the agent keeps evicting; unacknowledged batches are re-sent after reconnecting. The HELLO
+names this agent run (``instance``, random) and batches are numbered in order, so the
+aggregator writes a batch re-sent after a lost ACK only once (see aggregator/ingest.py).
+When the buffer is over its row budget the oldest batches are dropped and counted in
+``lost_rows``: memory is bounded, loss is visible.
+
+Sending never blocks the caller (the agent's loop, which drains the kernel): after the
+handshake the socket is non-blocking, :meth:`Exporter.pump` writes what the socket takes
+and keeps its place in a frame, and a stalled aggregator (stopped, or slow to read) only
+makes batches wait in the buffer. STATS frames go between batches, the latest one only.
 Packet batches (packet capture) share the sequence numbers and the ACKs, with a budget of
 their own in bytes (``max_pending_packet_bytes``); what is dropped over it is counted in
 ``lost_packets``.
@@ -15,6 +22,7 @@ Frames from the aggregator are handled where they are read, on the caller's thre
 from __future__ import annotations
 
 import logging
+import secrets
 import select
 import socket
 import time
@@ -34,6 +42,7 @@ from ..model.protocol import (
     encode,
     encode_raw,
     host_port,
+    token_proof,
 )
 
 log = logging.getLogger(__name__)
@@ -49,6 +58,9 @@ class _Batch:
     frame: bytes
     rows: int
     sent: bool = False
+    #: Written to a connection once: the aggregator may have it, so it is never dropped
+    #: for room (it is sent again, and written once, after a reconnection).
+    ever_sent: bool = False
     #: A PACKETS batch: its packets and their payload bytes (``rows`` is 0).
     packets: int = 0
     size: int = 0
@@ -68,7 +80,8 @@ class Exporter:
     ) -> None:
         self.address = (host, port)
         self.token = token
-        self.agent = agent
+        #: What HELLO says of this agent; ``instance`` names this run (exactly-once writes).
+        self.agent = {**agent, "instance": agent.get("instance") or secrets.token_hex(8)}
         self.batch_rows = batch_rows
         self.max_pending_rows = max_pending_rows
         self.batch_bytes = batch_bytes
@@ -79,6 +92,11 @@ class Exporter:
         self.nacked_packets = 0
         self.sock: socket.socket | None = None
         self._buf = bytearray()
+        #: The frame being written (a batch's, or STATS) and how much of it is out.
+        self._out: memoryview | None = None
+        self._out_batch: _Batch | None = None
+        #: The latest STATS, to send at the next frame boundary.
+        self._stats: bytes | None = None
         self._pending: deque[_Batch] = deque()
         self._pending_rows = 0
         self._seq = 0
@@ -100,7 +118,8 @@ class Exporter:
         sock = socket.create_connection(self.address, timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sock.sendall(encode(FrameType.HELLO, {"token": self.token, "agent": self.agent}))
+            sock.sendall(encode(FrameType.HELLO, {**token_proof(self.token, FrameType.HELLO),
+                                                "agent": self.agent}))
             self.sock, self._buf = sock, bytearray()
             kind, payload, rest = self._read_frame_blocking(timeout)
         except BaseException:
@@ -117,6 +136,8 @@ class Exporter:
             raise ProtocolError(f"expected WELCOME from the aggregator, got {kind.name}")
         for batch in self._pending:
             batch.sent = False
+        self._out = self._out_batch = None
+        sock.setblocking(False)  # from now on pump() never waits on the network
         named, reached = host_port(*self.address), host_port(sock.getpeername()[0],
                                                               self.address[1])
         log.info("Connected to the aggregator at %s%s.", named,
@@ -126,6 +147,7 @@ class Exporter:
             self._handle(kind, payload)
 
     def _drop_connection(self) -> None:
+        self._out = self._out_batch = None
         if self.sock is not None:
             try:
                 self.sock.close()
@@ -166,7 +188,10 @@ class Exporter:
         ready, _, _ = select.select([self.sock], [], [], max(timeout, 0))
         if not ready:
             return True
-        data = self.sock.recv(1 << 20)
+        try:
+            data = self.sock.recv(1 << 20)
+        except BlockingIOError:
+            return True
         if not data:
             return False
         self._buf += data
@@ -231,11 +256,17 @@ class Exporter:
             frame = encode(FrameType.FLOWS, {"seq": self._seq, "columns": cols, "rows": chunk})
             self._pending.append(_Batch(self._seq, frame, len(chunk)))
             self._pending_rows += len(chunk)
-        while self._pending_rows > self.max_pending_rows and len(self._pending) > 1:
-            batch = self._pending.popleft()
-            self._pending_rows -= batch.rows
-            self.lost_rows += batch.rows
-            log.warning("Export buffer full: dropped a batch of %d flows.", batch.rows)
+        while self._pending_rows > self.max_pending_rows:
+            # The oldest batch the aggregator cannot have (never written to a connection,
+            # not the one being written); never the newest.
+            oldest = next((b for b in self._pending if b.rows and not b.ever_sent
+                           and b is not self._out_batch), None)
+            if oldest is None or oldest is self._pending[-1]:
+                break
+            self._pending.remove(oldest)
+            self._pending_rows -= oldest.rows
+            self.lost_rows += oldest.rows
+            log.warning("Export buffer full: dropped a batch of %d flows.", oldest.rows)
 
     def submit_packets(self, packets: list[Packet]) -> None:
         """Queue captured packets for sending, in batches of about ``batch_bytes``."""
@@ -252,7 +283,8 @@ class Exporter:
             self._pending_packet_bytes += len(frame)
             start = end
         while self._pending_packet_bytes > self.max_pending_packet_bytes:
-            oldest = next((b for b in self._pending if b.packets and not b.sent), None)
+            oldest = next((b for b in self._pending if b.packets and not b.ever_sent
+                           and b is not self._out_batch), None)
             if oldest is None or oldest is self._pending[-1]:
                 break
             self._pending.remove(oldest)
@@ -261,28 +293,65 @@ class Exporter:
             log.warning("Export buffer full: dropped a batch of %d packets.", oldest.packets)
 
     def send_stats(self, stats: dict[str, Any]) -> None:
+        """Send ``stats`` at the next frame boundary (a newer one replaces it)."""
+        self._stats = encode(FrameType.STATS, stats)
         if self.sock is not None:
+            self.pump(0.0)
+
+    def fileno(self) -> int:
+        """The connection's socket (for ``select``), -1 when not connected."""
+        return self.sock.fileno() if self.sock is not None else -1
+
+    @property
+    def wants_write(self) -> bool:
+        """Whether :meth:`pump` has something to write as soon as the socket takes it."""
+        return self.sock is not None and (
+            self._out is not None or self._stats is not None
+            or any(not batch.sent for batch in self._pending))
+
+    def _next_frame(self) -> bool:
+        """Start the next frame to write: STATS first, then the oldest unsent batch."""
+        if self._stats is not None:
+            self._out, self._out_batch, self._stats = memoryview(self._stats), None, None
+            return True
+        for batch in self._pending:
+            if not batch.sent:
+                self._out, self._out_batch = memoryview(batch.frame), batch
+                return True
+        return False
+
+    def _write(self) -> None:
+        """Write what the socket takes now, frame after frame, without waiting."""
+        assert self.sock is not None
+        while self._out is not None or self._next_frame():
+            assert self._out is not None
             try:
-                self.sock.sendall(encode(FrameType.STATS, stats))
-            except OSError:
-                self._drop_connection()
+                written = self.sock.send(self._out)
+            except BlockingIOError:
+                return
+            self._out = self._out[written:]
+            if len(self._out):
+                continue
+            self._out = None
+            batch, self._out_batch = self._out_batch, None
+            if batch is not None:
+                batch.sent = batch.ever_sent = True
+                self.sent_rows += batch.rows
+                self.sent_packets += batch.packets
 
     def pump(self, wait: float = 0.0) -> None:
-        """Send unsent batches and process ACKs that arrive within ``wait`` seconds."""
+        """Write what the socket takes of the unsent batches (never waiting for room), and
+        process the ACKs that arrive within ``wait`` seconds."""
         if not self._ensure_connected():
             return
         assert self.sock is not None
         try:
-            for batch in self._pending:
-                if not batch.sent:
-                    self.sock.sendall(batch.frame)
-                    batch.sent = True
-                    self.sent_rows += batch.rows
-                    self.sent_packets += batch.packets
+            self._write()
             if not self._recv(wait):
                 raise ConnectionError("closed by the aggregator")
             for kind, payload in self._parse_frames():
                 self._handle(kind, payload)
+            self._write()  # the ACKs may have made room
         except (OSError, ProtocolError) as exc:
             log.warning("Lost the aggregator connection (%s); will reconnect.", exc)
             self._drop_connection()
@@ -301,6 +370,10 @@ class Exporter:
         done = not self._pending
         if self.sock is not None:
             try:
+                self.sock.setblocking(True)
+                self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+                if self._out is not None:  # a STATS frame half out: complete it first
+                    self.sock.sendall(self._out)
                 self.sock.sendall(encode(FrameType.BYE, {}))
             except OSError:
                 pass

@@ -392,8 +392,10 @@ class Agent:
             waits.append(prog.packet_ring)
         while not self._stop:
             timeout = max(0.0, min(0.1, next_evict - time.monotonic()))
+            # Also wake when the aggregator's socket takes more of what waits to be sent.
+            writes = [exporter] if exporter.wants_write else []
             try:
-                readable, _, _ = select.select(waits, [], [], timeout)
+                readable, _, _ = select.select(waits, writes, [], timeout)
             except InterruptedError:
                 readable = []
             if watcher in readable and watcher.drain_events():

@@ -28,6 +28,7 @@ from ..model.protocol import (
     encode,
     host_port,
     read_raw_frame,
+    token_mac,
 )
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ LINGER_SECONDS: Final = 1.0
 FIRST_FRAME_MAX: Final = 16 * 1024
 #: How many connections may be between accept and a checked first frame at once.
 MAX_HANDSHAKES: Final = 64
+#: Handshake nonces remembered against replays (a capture sees a few per agent).
+MAX_NONCES: Final = 100_000
 
 
 class AuthError(ProtocolError):
@@ -96,18 +99,52 @@ def _utf8_clean(payload: dict[str, Any]) -> bool:
 
 
 class TokenCheck:
-    """Checks the capture token of a first frame: call it with the payload; raises
-    :class:`AuthError` if the token is missing or wrong (compared in constant time)."""
+    """Checks the proof of the capture token in a first frame: call it with the payload
+    and the frame's type; raises :class:`AuthError` if it is missing or wrong (compared in
+    constant time), or a replay.
+
+    The proof (``auth``: nonce and HMAC, see :func:`~netobserv_tui.model.protocol.token_proof`)
+    is what every client of this version sends. A nonce is accepted once: a first frame
+    recorded on the wire cannot be sent again (the nonces seen are kept, up to
+    :data:`MAX_NONCES`, oldest forgotten first). ``token`` in clear, from an older client,
+    is still accepted (logged once).
+    """
 
     def __init__(self, token: str) -> None:
+        self._text = token
         self._token = token.encode("utf-8", "surrogatepass")
+        self._seen: dict[str, None] = {}
+        self._clear_warned = False
 
-    def __call__(self, payload: dict[str, Any]) -> None:
+    def __call__(self, payload: dict[str, Any], kind: FrameType) -> None:
+        auth = payload.get("auth")
+        if auth is not None:
+            self._check_proof(auth, kind)
+            return
         token = payload.get("token")
         if not isinstance(token, str):
             raise AuthError("the token is missing")
         if not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._token):
             raise AuthError("wrong capture token")
+        if not self._clear_warned:
+            self._clear_warned = True
+            log.info("A client sent the capture token in clear (an older version?); "
+                        "accepted. Clients of this version send a proof of it instead.")
+
+    def _check_proof(self, auth: Any, kind: FrameType) -> None:
+        nonce = auth.get("nonce") if isinstance(auth, dict) else None
+        mac = auth.get("mac") if isinstance(auth, dict) else None
+        if not (isinstance(nonce, str) and len(nonce) == 32 and isinstance(mac, str)
+                and all(c in "0123456789abcdef" for c in nonce)):
+            raise AuthError("malformed auth: expected a 32-hex-digit nonce and a mac")
+        expected = token_mac(self._text, kind, nonce)
+        if not hmac.compare_digest(mac.encode("ascii", "replace"), expected.encode()):
+            raise AuthError("wrong capture token")
+        if nonce in self._seen:
+            raise AuthError("this handshake was used already (a replay?)")
+        self._seen[nonce] = None
+        if len(self._seen) > MAX_NONCES:
+            del self._seen[next(iter(self._seen))]
 
 
 def peer_name(writer: asyncio.StreamWriter) -> str:

@@ -39,7 +39,7 @@ class FileHandover:
 
     def __init__(
         self,
-        check_token: Callable[[dict[str, Any]], None],
+        check_token: Callable[[dict[str, Any], FrameType], None],
         stop: Callable[..., Awaitable[dict[str, Any]]],
         closed: Callable[[], bool],
         stop_listening: Callable[[], None],
@@ -103,7 +103,7 @@ class FileHandover:
         This is how the files leave a cluster: the pod's filesystem is gone once it is
         deleted, so the controller asks for them, through a port-forward, before that.
         """
-        self._check_token(first.payload)
+        self._check_token(first.payload, FrameType.FINISH)
         grace = first.payload.get("grace", 5.0)
         if not isinstance(grace, int | float) or not 0 <= grace <= 600:
             raise ProtocolError("FINISH grace must be a number of seconds from 0 to 600")

@@ -10,6 +10,15 @@ error).  Agents also get the WORKLOAD frame (:meth:`Ingest.set_workload`), and e
 own counters from its STATS are kept in its :class:`AgentRecord`.  A PACKETS batch (packet
 capture) is parsed whole before it is queued, weighs one row per KiB in the queue, and is
 written by the same consumer to the :class:`~.packets.PacketSink`.
+
+Exactly once: an agent run names itself with a random ``instance`` in its HELLO and
+numbers its batches (``seq``, increasing, shared by FLOWS and PACKETS). It sends them in
+order, and after a reconnection sends again, in order, every batch it has no ACK for.
+So, per instance, a batch whose ``seq`` is not above the highest one written is one
+already written (its ACK was lost with the connection): the writer ACKs it again without
+writing it, and counts it in ``duplicate_batches``. This holds across any number of
+connections of the same run, whatever the order in which their handlers reach the queue
+(each connection's own frames stay in order). Without an ``instance`` nothing is skipped.
 """
 
 from __future__ import annotations
@@ -89,9 +98,12 @@ class AgentRecord:
 class _AgentSession:
     """One agent connection after a good HELLO."""
 
-    def __init__(self, record: AgentRecord, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, record: AgentRecord, writer: asyncio.StreamWriter,
+                 instance: str = "") -> None:
         self.record = record
         self.writer = writer
+        #: The agent run's name from HELLO ("": an agent that does not give one).
+        self.instance = instance
         self.pending = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -174,7 +186,7 @@ class Ingest:
     def __init__(
         self,
         counts: dict[str, int],
-        check_token: Callable[[dict[str, Any]], None],
+        check_token: Callable[[dict[str, Any], FrameType], None],
         executor: ThreadPoolExecutor,
         published: Callable[[Batch], None],
         *,
@@ -198,6 +210,8 @@ class Ingest:
         self.agents: dict[str, AgentRecord] = {}
         #: The tasks serving HELLO connections (the ones ``stop`` gives ``grace`` to).
         self.tasks: set[asyncio.Task[None]] = set()
+        #: Per agent run (HELLO's instance), the highest batch seq written.
+        self._written_seq: dict[str, int] = {}
         #: The WORKLOAD frame every agent gets after WELCOME (None: no workload filter),
         #: and the agents connected after their WELCOME: see :meth:`set_workload`.
         self._workload: bytes | None = None
@@ -249,11 +263,15 @@ class Ingest:
 
     async def _agent_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                              peer: str, hello: Frame) -> None:
-        self._check_token(hello.payload)
+        self._check_token(hello.payload, FrameType.HELLO)
         if hello.bad_text:
             raise ProtocolError("HELLO holds an unpaired UTF-16 surrogate")
-        record = self._agent_record(hello.payload.get("agent"), peer)
-        session = _AgentSession(record, writer)
+        info = hello.payload.get("agent")
+        record = self._agent_record(info, peer)
+        instance = info.get("instance") if isinstance(info, dict) else None
+        if instance is not None and not (isinstance(instance, str) and 0 < len(instance) <= 64):
+            raise ProtocolError("HELLO: agent.instance must be a string of 1 to 64 characters")
+        session = _AgentSession(record, writer, instance or "")
         record.connections += 1
         log.info("Agent %s connected from %s", record.key, peer)
         try:
@@ -372,6 +390,15 @@ class Ingest:
             job, weight = await queue.get()
             if job is None:
                 return
+            instance = job.session.instance if job.session is not None else ""
+            if instance and job.seq <= self._written_seq.get(instance, 0):
+                # Written already: sent again after a reconnection that lost its ACK.
+                self._counts["duplicate_batches"] += 1
+                log.info("Batch %d of agent run %s was written already: acknowledged again, "
+                         "not written twice", job.seq, instance)
+                self._reply(job, FrameType.ACK, {"seq": job.seq})
+                await queue.release(weight)
+                continue
             try:
                 if job.batch is None:
                     assert self._packets is not None and job.captured is not None
@@ -389,6 +416,8 @@ class Ingest:
                 self._reply(job, FrameType.NACK, {"seq": job.seq,
                                                   "reason": f"the aggregator cannot write: {exc}"})
             else:
+                if instance:
+                    self._written_seq[instance] = job.seq
                 try:
                     self._written(job)
                 except Exception:  # a hook failed: the batch is written all the same

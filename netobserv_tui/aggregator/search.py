@@ -27,10 +27,10 @@ MAX_LIMIT: Final = 5000
 
 async def search_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                          peer: str, db_path: Path, capture: str,
-                         check_token: Callable[[dict[str, Any]], None],
+                         check_token: Callable[[dict[str, Any], FrameType], None],
                          first: dict[str, Any]) -> None:
     """Serve SEARCH requests on one connection until BYE or end of stream."""
-    check_token(first)
+    check_token(first, FrameType.SEARCH)
     writer.write(encode(FrameType.WELCOME, {"capture": capture}))
     await writer.drain()
     store = SqliteStore(db_path)

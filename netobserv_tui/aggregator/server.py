@@ -119,7 +119,7 @@ class Aggregator:
         self._counts = dict.fromkeys(
             ("flows", "bytes", "packets", "batches", "batches_rejected",
              "connections_rejected", "protocol_errors", "write_errors", "live_rows_dropped",
-             "captured_packets", "captured_bytes"), 0)
+             "captured_packets", "captured_bytes", "duplicate_batches"), 0)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow-writer")
         self._live = Subscribers(
             self._counts, self.stats, self._check_token, self._sessions, live_rows=live_rows,

@@ -45,7 +45,7 @@ class Subscribers:
         self,
         counts: dict[str, int],
         stats: Callable[[], dict[str, Any]],
-        check_token: Callable[[dict[str, Any]], None],
+        check_token: Callable[[dict[str, Any], FrameType], None],
         sessions: set[asyncio.Task[None]],
         *,
         live_rows: int,
@@ -82,7 +82,7 @@ class Subscribers:
                       peer: str, first: Frame, task: asyncio.Task[None]) -> None:
         """Serve a connection that began with SUBSCRIBE, as ``task``, until it ends."""
         task.set_name(f"{TASK_PREFIX} {peer}")
-        self._check_token(first.payload)
+        self._check_token(first.payload, FrameType.SUBSCRIBE)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SUBSCRIBER_SNDBUF)

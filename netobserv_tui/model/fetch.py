@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .errors import CaptureError
-from .protocol import FrameType, ProtocolError, encode, host_port, read_frame
+from .protocol import FrameType, ProtocolError, encode, host_port, read_frame, token_proof
 
 #: Bytes read from the socket at a time while a file arrives.
 CHUNK: Final = 1024 * 1024
@@ -96,7 +96,8 @@ async def _session(host: str, port: int, token: str, dest: Path, files: Sequence
         raise FetchError(f"cannot reach the aggregator at {address} to collect the files: "
                          f"{exc or 'timed out'}", retryable=True) from None
     try:
-        writer.write(encode(FrameType.FINISH, {"token": token, "grace": grace}))
+        finish = {**token_proof(token, FrameType.FINISH), "grace": grace}
+        writer.write(encode(FrameType.FINISH, finish))
         await writer.drain()
         progress("Completing the files in the aggregator: last batches, SQLite indexes...")
         kind, summary = await _expect(reader, FrameType.FINISHED, FINISH_TIMEOUT, address)

@@ -50,6 +50,13 @@ Search session (TUI -> aggregator; live filters of a capture whose file is elsew
     <- RESULT {"records": [objects], "matched": int, "scanned": int, "last_id": int}
     ...     more SEARCHes; an invalid chip gets <- ERROR and the session goes on
 
+Authentication: the first frame of every session proves the capture token without
+sending it. ``{"auth": {"nonce": 32 hex digits, random, "mac": HMAC-SHA256(token,
+"<FRAME TYPE NAME>:<nonce>") in hex}}`` stands where ``"token"`` is shown above
+(:func:`token_proof`). The aggregator refuses a nonce it has seen, so a recorded first frame
+cannot be sent again; it still accepts ``"token"`` in clear from older clients (logged
+once), which no client of this version sends.
+
 The JSON payload of FLOWS is columnar (one header, then positional rows) because
 decoding a list of lists is several times cheaper than a list of objects.
 
@@ -63,7 +70,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
+import hmac
 import json
+import secrets
 import struct
 from typing import Any, Final
 
@@ -225,3 +235,16 @@ def read_frame_sync(sock_file: Any) -> tuple[FrameType, dict[str, Any]] | None:
     if len(body) < length:
         raise ProtocolError("connection closed inside a frame payload")
     return kind, decode_payload(body)
+
+
+def token_mac(token: str, kind: FrameType, nonce: str) -> str:
+    """HMAC-SHA256 of ``"<kind>:<nonce>"`` keyed by the capture token, in hex."""
+    key = token.encode("utf-8", "surrogatepass")
+    return hmac.new(key, f"{kind.name}:{nonce}".encode(), hashlib.sha256).hexdigest()
+
+
+def token_proof(token: str, kind: FrameType) -> dict[str, Any]:
+    """The ``auth`` member of a first frame of type ``kind``: proof of the token, which
+    itself never crosses the wire (see the module docstring)."""
+    nonce = secrets.token_hex(16)
+    return {"auth": {"nonce": nonce, "mac": token_mac(token, kind, nonce)}}

@@ -22,7 +22,14 @@ from types import TracebackType
 from typing import Any, TypeAlias
 
 from netobserv_tui.model.errors import CaptureError
-from netobserv_tui.model.protocol import FrameType, ProtocolError, encode, host_port, read_frame
+from netobserv_tui.model.protocol import (
+    FrameType,
+    ProtocolError,
+    encode,
+    host_port,
+    read_frame,
+    token_proof,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +95,7 @@ class LiveStream:
                 "check that the aggregator is running and its stream port is reachable"
             ) from None
         self._reader, self._writer = reader, writer
-        writer.write(encode(FrameType.SUBSCRIBE, {"token": self._token}))
+        writer.write(encode(FrameType.SUBSCRIBE, token_proof(self._token, FrameType.SUBSCRIBE)))
         try:
             await writer.drain()
             frame = await asyncio.wait_for(read_frame(reader), self._timeout)

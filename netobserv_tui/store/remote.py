@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from netobserv_tui.model.protocol import FrameType, encode, read_frame_sync
+from netobserv_tui.model.protocol import FrameType, encode, read_frame_sync, token_proof
 
 from .base import Match, Narrowing, SearchResult, StoreError, Totals
 from .chips import RegexTimeout
@@ -38,7 +38,7 @@ class RemoteStore:
     def _connect(self) -> None:
         sock = socket.create_connection(self._address, timeout=self._timeout)
         self._sock, self._reader = sock, sock.makefile("rb")
-        sock.sendall(encode(FrameType.SEARCH, {"token": self._token}))
+        sock.sendall(encode(FrameType.SEARCH, token_proof(self._token, FrameType.SEARCH)))
         self._expect(FrameType.WELCOME)
 
     def _expect(self, kind: FrameType) -> dict[str, Any]:

@@ -47,6 +47,78 @@ def _root() -> None:
 FEATURES = pytest.mark.parametrize("features", [(), ("--enable_all=true",)], ids=["base", "all"])
 
 
+#: Sends one datagram to each of 5,000 ports of pod-b, every second, for ``seconds``: 5,000
+#: flows per second, 10,000 records per second at the two captured veths, far more than
+#: the sockets between agent and aggregator hold while the aggregator does not read.
+MANY_FLOWS = """
+import socket, sys, time
+src, dst, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((src, 47000))
+sent, end = 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    began = time.monotonic()
+    for port in range(20000, 25000):
+        s.sendto(b"x" * 20, (dst, port))
+        sent += 1
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - began)))
+print(sent)
+"""
+
+
+def test_a_stopped_aggregator_loses_nothing_and_writes_nothing_twice(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The aggregator is stopped (SIGSTOP) for 10 s while 5,000 flows run, then resumed.
+    The agent keeps draining the kernel every second (its sends never wait on the stopped
+    peer: they wait in its buffer) and delivers everything once it reads again. Before,
+    the agent's send blocked, timed out, reconnected and sent again batches the aggregator
+    then wrote twice. Now the records add up to exactly the datagrams sent (and the veth
+    counted), and no (flow, interface, interval) record appears twice."""
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    with Capture(tmp_path) as cap:
+        assert cap.proc is not None
+        aggregator = next(child for child in psutil.Process(cap.proc.pid).children(True)
+                          if "netobserv_tui.aggregator" in " ".join(child.cmdline()))
+        assert lab.wait_quiet()
+        before = iface_counters(a.host_ifname)
+        sender = subprocess.Popen(["ip", "netns", "exec", a.netns, sys.executable, "-c",
+                                   MANY_FLOWS, a.v4, b.v4, "16"], stdout=subprocess.PIPE,
+                                  text=True)
+        time.sleep(3)
+        aggregator.suspend()
+        try:
+            time.sleep(10)
+        finally:
+            aggregator.resume()
+        out, _ = sender.communicate(timeout=60)
+        assert lab.wait_quiet()
+        delta = iface_counters(a.host_ifname) - before
+        assert cap.stop() == 0, cap.stderr_lines
+    sent = int(out)
+    assert sent >= 15 * 5000 and delta.rx_packets == sent  # nothing else left pod-a
+    db = cap.files()["db"]
+    got = sqlite_rows(db, "SELECT Interface, SUM(Packets) AS p, SUM(Bytes) AS b, "
+                          "COUNT(DISTINCT DstPort) AS ports FROM flow WHERE SrcPort = 47000 "
+                          "AND Proto = 17 GROUP BY Interface ORDER BY Interface")
+    frame = 14 + 20 + 8 + 20
+    assert {r["Interface"]: (r["p"], r["b"], r["ports"]) for r in got} == {
+        a.host_ifname: (sent, sent * frame, 5000),
+        b.host_ifname: (sent, sent * frame, 5000),
+    }
+    assert delta.rx_bytes == sent * frame
+    twice = sqlite_rows(db, "SELECT DstPort, Interface, TimeFlowStartMs, count(*) AS n "
+                            "FROM flow WHERE SrcPort = 47000 GROUP BY DstPort, Interface, "
+                            "TimeFlowStartMs, TimeFlowEndMs HAVING n > 1 LIMIT 5")
+    assert twice == []
+    # The agent kept evicting once a second while the aggregator was stopped.
+    intervals = sqlite_rows(db, "SELECT count(DISTINCT TimeFlowStartMs) AS n FROM flow "
+                                f"WHERE DstPort = 20000 AND Interface = '{a.host_ifname}'")
+    assert intervals[0]["n"] >= 14
+    assert not any("lost" in line or "could not be delivered" in line
+                   for line in cap.stderr_lines), cap.stderr_lines
+
+
 @FEATURES
 @pytest.mark.parametrize("family", [4, 6])
 def test_udp_exact_packets_and_bytes(

@@ -30,6 +30,7 @@ from test_filter_program import VERIFIER_LIMIT, Pkt, load_rules, prog_test_run, 
 from netobserv_tui.agent.bpf import WORKLOAD_MAX_IPS, FlowProgram, workload_key
 from netobserv_tui.agent.exporter import Exporter
 from netobserv_tui.agent.filter_rules import defines as filter_defines
+from netobserv_tui.aggregator.connection import AuthError, TokenCheck
 from netobserv_tui.lab import Lab, Pod
 from netobserv_tui.lab.traffic import udp_send
 from netobserv_tui.model.errors import KernelError
@@ -352,7 +353,12 @@ class WorkloadAggregator:
 
     def _session(self, conn: socket.socket) -> None:
         kind, hello = _read_frame(conn)
-        if kind is not FrameType.HELLO or hello.get("token") != TOKEN:
+        try:
+            TokenCheck(TOKEN)(hello, FrameType.HELLO)
+            accepted = True
+        except AuthError:
+            accepted = False
+        if kind is not FrameType.HELLO or not accepted:
             conn.sendall(encode(FrameType.ERROR, {"reason": "wrong capture token"}))
             return
         with self._lock:

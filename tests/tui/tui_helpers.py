@@ -9,6 +9,7 @@ from typing import Any
 
 from textual.pilot import Pilot
 
+from netobserv_tui.aggregator.connection import AuthError, TokenCheck
 from netobserv_tui.model.protocol import FrameType, encode, read_frame
 
 TOKEN = "s3cret"
@@ -36,7 +37,12 @@ class FakeAggregator:
         if frame is None or frame[0] is not FrameType.SUBSCRIBE:
             writer.close()
             return
-        if frame[1].get("token") != self.token:
+        try:
+            TokenCheck(self.token)(frame[1], FrameType.SUBSCRIBE)
+            accepted = True
+        except AuthError:
+            accepted = False
+        if not accepted:
             writer.write(encode(FrameType.ERROR, {"reason": "invalid token"}))
             await writer.drain()
             writer.close()
