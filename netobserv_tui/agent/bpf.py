@@ -353,9 +353,12 @@ def lookup_and_delete_all(
 ) -> tuple[memoryview, memoryview, int]:
     """Empty a hash map with BPF_MAP_LOOKUP_AND_DELETE_BATCH into flat buffers.
 
-    The buffers hold ``capacity`` entries (the map's size), so the kernel never answers
-    ENOSPC (a bucket larger than the space left). Returns views of the keys and values
-    drained and their count; pass buffers to reuse them between calls.
+    The buffers hold ``capacity`` entries (the map's size). Entries added while the drain
+    runs can still leave less room than the next bucket holds: the kernel then answers
+    ENOSPC, and the drain stops there, keeping what it took; the entries left in the map
+    are drained at the next call (the next interval), never lost, and never an error.
+    Returns views of the keys and values drained and their count; pass buffers to reuse
+    them between calls.
     """
     from bcc.libbcc import lib
 
@@ -379,6 +382,8 @@ def lookup_and_delete_all(
         if res != 0:
             if err in (errno.ENOENT, 0) or -res == errno.ENOENT:
                 break
+            if err == errno.ENOSPC or -res == errno.ENOSPC:
+                break  # the next bucket does not fit: it stays for the next drain
             raise KernelError(f"draining a kernel map failed: {os.strerror(err or -res)}")
         if count.value == 0:
             break

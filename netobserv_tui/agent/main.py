@@ -41,7 +41,7 @@ from .bpf import FlowProgram
 from .exporter import Exporter, TokenRejected
 from .features import ALL_FEATURES, PKTDROP, FeatureSet, Joiner, collect_tables
 from .interfaces import LinkWatcher, Selector
-from .records import FLOW_ID, ROW_COLUMNS, RowBuilder, merge_overflow
+from .records import FLOW_ID, ROW_COLUMNS, InterfaceLinker, RowBuilder, merge_overflow
 from .tc import TcAttacher, cleanup_leftovers
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ class Agent:
         self._stop = False
         self._overflow: dict[bytes, list[Any]] = {}
         self._join: Joiner | None = None
+        #: Which interface counts first for each flow seen on several (see records.py).
+        self._linker = InterfaceLinker()
         #: Where the current eviction window began, epoch ms (None before the first).
         self._window_start_ms: int | None = None
         #: The loaded program while its classifiers may run; None before and after.
@@ -134,8 +136,9 @@ class Agent:
         overflow, self._overflow = self._overflow, {}
         for key, value in overflow.items():
             rows.append(builder.row(FLOW_ID.unpack(key), tuple(value), offset))
-        # The join needs every row's key, in row order: the drained ones, then overflow's.
-        keys = b"".join([drained.keys.tobytes(), *overflow]) if tables else b""
+        # Every row's key, in row order: the drained ones, then overflow's.
+        keys = b"".join([drained.keys.tobytes(), *overflow])
+        self._linker.link(rows, keys)  # before the join: rows of its own keep one interface
         if tables or features.only_drops:
             joiner = self._joiner(builder)
             rows = joiner.join(keys, FLOW_ID.size, rows, tables, window)

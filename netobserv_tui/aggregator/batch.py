@@ -115,6 +115,28 @@ class Batch:
             return 0
         return sum(filter(None, self.values[self.columns.index(name)]))
 
+    def total_once(self, name: str) -> int:
+        """Sum of an integer column over the records that count each packet once: a flow
+        seen on several interfaces in one interval has one record per interface, and each
+        lists all of them in ``Interfaces``/``IfDirections``, the first seen first (the
+        agent's :func:`~netobserv_tui.agent.records.link_interfaces`). Only the record of
+        that first interface counts; a record without those lists counts."""
+        if name not in self.columns:
+            return 0
+        index = self.columns.index
+        try:
+            where = [self.values[index(c)] for c in
+                     ("Interface", "IfDirection", "Interfaces", "IfDirections")]
+        except ValueError:
+            return self.total(name)
+        total = 0
+        for value, iface, ifdir, ifaces, ifdirs in zip(self.values[index(name)], *where,
+                                                       strict=True):
+            if value and (not ifaces or not ifdirs or len(ifaces) == 1
+                          or (ifaces[0] == iface and ifdirs[0] == ifdir)):
+                total += value
+        return total
+
 
 def _check_columns(columns: Any) -> tuple[str, ...]:
     if not isinstance(columns, list) or not columns:

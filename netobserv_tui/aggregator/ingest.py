@@ -342,7 +342,8 @@ class Ingest:
         batch = checked.with_column("TimeReceived", int(time.time()))
         if self.enricher is not None:
             self._enrich(batch)
-        return _Job(session, seq, batch, batch.total("Bytes"), batch.total("Packets"))
+        # Totals count a packet once, however many captured interfaces it crossed.
+        return _Job(session, seq, batch, batch.total_once("Bytes"), batch.total_once("Packets"))
 
     def _on_packets(self, session: _AgentSession, body: bytes) -> _Job | None:
         """Parse a PACKETS frame: the job to queue, or None once the batch is NACKed."""

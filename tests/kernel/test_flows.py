@@ -160,6 +160,19 @@ def test_udp_exact_packets_and_bytes(
     assert sample["DstMac"] == b.mac.upper()
     assert sample["TimeFlowStartMs"] <= sample["TimeFlowEndMs"]
     assert abs(sample["TimeFlowEndMs"] / 1000 - time.time()) < 120
+    # Each record lists both interfaces, pod-a's (seen first) first; counted once, the
+    # flow is `count` packets, and so are the capture's totals (the summary, the header,
+    # --max-bytes): the same rule over every record of the file.
+    mine = [r for r in records if r.get("DstPort") == 7001 and r.get("SrcPort") == 40001]
+    assert {(tuple(r["Interfaces"]), tuple(r["IfDirections"])) for r in mine} == {
+        ((a.host_ifname, b.host_ifname), (0, 1))}
+    once = sqlite_rows(files["db"], "SELECT SUM(Packets) AS p, SUM(Bytes) AS b FROM flow "
+                                    "WHERE json_extract(Interfaces, '$[0]') = Interface "
+                                    "AND json_extract(IfDirections, '$[0]') = IfDirection")
+    flow_once = [r for r in mine if r["Interface"] == a.host_ifname]
+    assert sum(r["Packets"] for r in flow_once) == count
+    summary = next(line for line in cap.stderr_lines if line.endswith(" packets."))
+    assert summary.endswith(f"{once[0]['b']} bytes, {once[0]['p']} packets."), summary
     assert our_tc_objects() == []
 
 

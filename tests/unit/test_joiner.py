@@ -125,3 +125,38 @@ def test_a_drop_of_a_captured_flow_joins_its_row_without_the_location_fields() -
     (row,) = j.join(key(p), FLOW_ID.size, [flow_row(j, p)], {PKTDROP: {p: drop(7)}}, WINDOW)
     assert col(j, row, "PktDropPackets") == 1 and col(j, row, "Bytes") == 100
     assert len(row) == len(j.columns)
+
+
+def test_a_flow_on_two_interfaces_lists_both_and_counts_once() -> None:
+    from netobserv_tui.agent.records import InterfaceLinker
+    from netobserv_tui.aggregator.batch import Batch
+
+    def row(iface: str, direction: int, start: int, sport: int = 40000) -> list[Any]:
+        values = {"SrcAddr": "198.18.0.10", "DstAddr": "198.18.0.11", "SrcPort": sport,
+                  "DstPort": 53, "Proto": 17, "IcmpType": 0, "IcmpCode": 0, "Bytes": 100,
+                  "Packets": 1, "TimeFlowStartMs": start, "TimeFlowEndMs": start + 1,
+                  "Interface": iface, "IfDirection": direction, "Interfaces": [iface],
+                  "IfDirections": [direction]}
+        return [values.get(c) for c in ROW_COLUMNS]
+
+    # Drained in any order: pod-b's egress first, though pod-a's ingress saw it first.
+    rows = [row("nobs-pod-b", 1, 1001), row("nobs-pod-a", 0, 1000), row("eth0", 1, 5, 9)]
+    a4, b4 = (ipaddress.IPv6Address(f"::ffff:198.18.0.{n}").packed for n in (10, 11))
+    keys = b"".join(FLOW_ID.pack(a4, b4, sport, 53, 0x0800, 17, direction, ifindex, 0, 0)
+                    for sport, direction, ifindex in ((40000, 1, 12), (40000, 0, 11),
+                                                      (9, 1, 2)))
+    linker = InterfaceLinker()
+    linker.link(rows, keys)
+    at = ROW_COLUMNS.index
+    assert [(r[at("Interface")], r[at("Interfaces")], r[at("IfDirections")]) for r in rows] == [
+        ("nobs-pod-b", ["nobs-pod-a", "nobs-pod-b"], [0, 1]),
+        ("nobs-pod-a", ["nobs-pod-a", "nobs-pod-b"], [0, 1]),
+        ("eth0", ["eth0"], [1]),  # another flow: alone
+    ]
+    batch = Batch.from_rows(list(ROW_COLUMNS), rows)
+    assert batch.total("Bytes") == 300 and batch.total_once("Bytes") == 200
+    assert batch.total_once("Packets") == 2
+    # Next interval: the drain re-created pod-b's entry first, yet pod-a still counts.
+    later = [row("nobs-pod-a", 0, 2001), row("nobs-pod-b", 1, 2000)]
+    linker.link(later, keys[:2 * FLOW_ID.size])
+    assert [r[at("Interfaces")] for r in later] == [["nobs-pod-a", "nobs-pod-b"]] * 2
