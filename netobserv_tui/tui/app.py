@@ -181,7 +181,11 @@ class FlowsApp(PlainNotifications, App[str]):
         self._status.update("Waiting for flows…")
         self._follow_stream()
         if store is not None:
-            self.set_interval(self._table.refresh_interval, self._search_newer)
+            # Through the app's queue: attach() is called by the capture's own task, and a
+            # timer made there runs without Textual's active app (its first tick raised
+            # LookupError, logged as "Task exception was never retrieved").
+            self.call_later(self.set_interval, self._table.refresh_interval,
+                            self._search_newer)
         self.refresh_bindings()
 
     # -- views -------------------------------------------------------------------------

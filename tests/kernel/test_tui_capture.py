@@ -63,6 +63,7 @@ def test_tui_shows_lab_flows_and_ctrl_c_leaves_readable_files(
         a, b = lab.pod("pod-a"), lab.pod("pod-b")
         udp_send(lab, a, b, 20, 100, dst_port=7777, src_port=41234)
         wait_for(lambda: f"{a.v4}:41234" in pane(), "the lab flow in the table")
+        time.sleep(3)  # a few refreshes and searches of the live file, as a person watches
         screen = pane()
         assert f"{b.v4}:7777" in screen
         subprocess.run([*tmux, "send-keys", "-t", session, key], check=True)
@@ -84,6 +85,9 @@ def test_tui_shows_lab_flows_and_ctrl_c_leaves_readable_files(
                           f"AND Interface = '{a.host_ifname}'")
     assert got[0]["p"] == 20
     assert our_tc_objects() == []
+    # Nothing went wrong behind the screen: no background task error in the log.
+    log = (tmp_path / "output" / "netobserv.log").read_text()
+    assert "Traceback" not in log and "never retrieved" not in log, log[-3000:]
 
 
 def test_packets_tui_shows_lab_packets_and_ctrl_c_leaves_a_readable_pcapng(

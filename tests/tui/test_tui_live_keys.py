@@ -357,3 +357,47 @@ async def test_ctrl_c_while_starting_stops(tmp_path: Path) -> None:
         await pilot.press("ctrl+c")
         await wait_until(pilot, lambda: app.return_value is not None, "the exit")
     assert app.return_value == "stopped"
+
+
+async def test_attach_from_the_capture_task_leaves_no_background_error(
+    tmp_path: Path,
+) -> None:
+    """`netobserv flows` calls attach() from its own task, where Textual's active app is
+    not set: a timer made there raised LookupError at its first tick ("Task exception was
+    never retrieved" in output/netobserv.log). Attach from a bare context, let the live
+    search timer tick, and check that no task failed."""
+    import asyncio
+    import contextvars
+    import gc
+
+    from live_helpers import HEADER, TOKEN
+
+    from netobserv_tui.store import SqliteStore
+
+    failures: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: failures.append(context))
+    try:
+        async with live_capture(tmp_path) as capture:
+            app = FlowsApp(None, {"target": "local host", "output": "out"}, starting=True,
+                           refresh_interval=0.05)
+            async with app.run_test(size=SIZE) as pilot:
+                contextvars.Context().run(  # a context with no active app
+
+                    loop.call_soon, app.attach,
+                    ("127.0.0.1", capture.aggregator.port, TOKEN), SqliteStore(capture.db),
+                    HEADER)
+                await connected(pilot, app)
+                await capture.send([base_record(i) for i in range(3)])
+                await received(pilot, app, 3)
+                await typed(pilot, "SrcPort=40001")
+                await pilot.press("enter")
+                for _ in range(10):  # the live search timer ticks every 0.05 s
+                    await pilot.pause(0.05)
+                assert ports(app) == [40001]
+        gc.collect()  # a failed task is reported when it is collected
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert [str(f.get("exception") or f.get("message")) for f in failures] == []
