@@ -257,16 +257,22 @@ class Exporter:
             self._pending.append(_Batch(self._seq, frame, len(chunk)))
             self._pending_rows += len(chunk)
         while self._pending_rows > self.max_pending_rows:
-            # The oldest batch the aggregator cannot have (never written to a connection,
-            # not the one being written); never the newest.
-            oldest = next((b for b in self._pending if b.rows and not b.ever_sent
-                           and b is not self._out_batch), None)
-            if oldest is None or oldest is self._pending[-1]:
+            oldest = self._droppable(packets=False)
+            if oldest is None:
                 break
-            self._pending.remove(oldest)
             self._pending_rows -= oldest.rows
             self.lost_rows += oldest.rows
             log.warning("Export buffer full: dropped a batch of %d flows.", oldest.rows)
+
+    def _droppable(self, *, packets: bool) -> _Batch | None:
+        """Take out the oldest flows (or packets) batch the aggregator cannot have: never
+        written to a connection, not the one being written, not the newest; None if none."""
+        oldest = next((b for b in self._pending if (b.packets if packets else b.rows)
+                       and not b.ever_sent and b is not self._out_batch), None)
+        if oldest is None or oldest is self._pending[-1]:
+            return None
+        self._pending.remove(oldest)
+        return oldest
 
     def submit_packets(self, packets: list[Packet]) -> None:
         """Queue captured packets for sending, in batches of about ``batch_bytes``."""
@@ -283,11 +289,9 @@ class Exporter:
             self._pending_packet_bytes += len(frame)
             start = end
         while self._pending_packet_bytes > self.max_pending_packet_bytes:
-            oldest = next((b for b in self._pending if b.packets and not b.ever_sent
-                           and b is not self._out_batch), None)
-            if oldest is None or oldest is self._pending[-1]:
+            oldest = self._droppable(packets=True)
+            if oldest is None:
                 break
-            self._pending.remove(oldest)
             self._pending_packet_bytes -= oldest.size
             self.lost_packets += oldest.packets
             log.warning("Export buffer full: dropped a batch of %d packets.", oldest.packets)

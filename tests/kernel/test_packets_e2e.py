@@ -171,43 +171,14 @@ def exchange(server_pod: Pod, server: list[str], client_pod: Pod, client: list[s
     return done.stdout.strip()
 
 
-TLS_SERVER = """
-import socket, ssl, sys
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind((sys.argv[1], 443))
-srv.listen()
-print("ready", flush=True)
-conn, _ = srv.accept()
-tls = ctx.wrap_socket(conn, server_side=True)
-tls.recv(4096)
-tls.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok")
-tls.close()
-"""
-
-TLS_CLIENT = """
-import socket, ssl, sys
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-ctx.keylog_filename = sys.argv[2]
-if sys.argv[3] == "1.2":
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-else:
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-tls = ctx.wrap_socket(socket.create_connection((sys.argv[1], 443), timeout=10))
-tls.sendall(b"GET /netobserv-secret-path HTTP/1.1\\r\\nHost: lab\\r\\n\\r\\n")
-print(tls.version(), tls.recv(4096).decode().split("\\r\\n")[0], flush=True)
-tls.close()
-"""
-
-
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_tls_keylog_makes_tshark_decrypt_with_no_setting(
     lab: Lab, tmp_path: Path, version: str
 ) -> None:
+    """HTTPS between two lab pods with OpenSSL's own tools: `openssl s_server -www` in
+    pod-b, `openssl s_client -keylogfile` in pod-a (the key log file an application
+    writes, as with SSLKEYLOGFILE). With --tls-keylog, tshark decrypts the request from the
+    pcapng alone."""
     a, b = lab.pod("pod-a"), lab.pod("pod-b")
     cert, key, keylog = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "keys.log"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -215,21 +186,44 @@ def test_tls_keylog_makes_tshark_decrypt_with_no_setting(
                    check=True, capture_output=True, timeout=60)
     out = tmp_path / "out"
     with Capture(out, "tcp,443", f"--tls-keylog={keylog}", command="packets") as cap:
-        answer = exchange(b, [TLS_SERVER, b.v4, str(cert), str(key)],
-                          a, [TLS_CLIENT, b.v4, str(keylog), version])
-        assert answer == f"TLSv{version} HTTP/1.1 200 OK"
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", b.netns, "openssl", "s_server", "-accept", f"{b.v4}:443",
+             "-cert", str(cert), "-key", str(key), "-www", "-naccept", "1"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+        try:
+            assert server.stdout is not None
+            for line in server.stdout:  # "ACCEPT" once it listens
+                if line.strip() == "ACCEPT":
+                    break
+            client = subprocess.run(
+                ["ip", "netns", "exec", a.netns, "openssl", "s_client", "-connect",
+                 f"{b.v4}:443", "-keylogfile", str(keylog), f"-tls{version.replace('.', '_')}",
+                 "-ign_eof", "-quiet"],
+                input="GET /netobserv-secret-path HTTP/1.0\r\nHost: lab\r\n\r\n",
+                capture_output=True, text=True, timeout=60)
+            assert server.wait(30) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+        assert client.stdout.startswith("HTTP/1.0 200 ok"), client.stdout[:200]
+        protocol = f"TLSv{version}"
+        assert protocol in client.stdout, client.stdout[-500:]  # the status page says so
         assert cap.stop() == 0, cap.stderr_lines
     pcap = cap.files()["pcapng"]
     raw = pcap.read_bytes()
     assert b"netobserv-secret-path" not in raw  # on the wire, only ciphertext
     assert keylog.read_bytes() in raw  # the secrets travel in the file
     done = subprocess.run(["tshark", "-r", str(pcap), "-Y", "http.request", "-T", "fields",
-                           "-e", "http.request.uri", "-e", "frame.interface_name"],
+                           "-e", "http.request.uri", "-e", "frame.interface_name",
+                           "-e", "tls.record.version"],
                           capture_output=True, text=True, timeout=120)
     assert not warnings(done.stderr.encode()), done.stderr
     # Decrypted where the request was first seen, pod-a's host end (tshark takes the copy
     # from pod-b's for a retransmission of the same TCP stream).
-    assert done.stdout.splitlines() == [f"/netobserv-secret-path\t{a.host_ifname}"]
+    assert [line.split("\t")[:2] for line in done.stdout.splitlines()] == [
+        ["/netobserv-secret-path", a.host_ifname]]
 
 
 HTTP_SERVER = """

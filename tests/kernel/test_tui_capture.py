@@ -38,38 +38,54 @@ def wait_for(
         time.sleep(0.2)
 
 
+class Terminal:
+    """``netobserv <args> --local --interfaces='nobs-*'`` in a private tmux server, 160x40,
+    started in ``folder``; its stdout and exit status go to files there."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        self.session = f"nobs-tui-{uuid.uuid4().hex[:8]}"
+        self.tmux = ["tmux", "-L", self.session]
+        self.stdout, self.status = folder / "stdout.txt", folder / "status.txt"
+        command = (f"cd {folder} && {sys.executable} -m netobserv_tui {' '.join(args)} "
+                   f"--local --interfaces='nobs-*' >{self.stdout}; echo $? >{self.status}")
+        subprocess.run([*self.tmux, "new-session", "-d", "-s", self.session, "-x", "160",
+                        "-y", "40", "sh", "-c", command], check=True)
+
+    def pane(self) -> str:
+        return subprocess.run([*self.tmux, "capture-pane", "-p", "-t", self.session],
+                              capture_output=True, text=True).stdout
+
+    def live(self) -> None:
+        """Wait until the TUI is up and the capture live."""
+        # The TUI opens at once with the start's progress; the capture is on once live.
+        wait_for(lambda: "Stop capture" in self.pane(), "the TUI", on_timeout=self.pane)
+        wait_for(lambda: "● live" in self.pane(), "the live capture", on_timeout=self.pane)
+
+    def key(self, name: str) -> None:
+        subprocess.run([*self.tmux, "send-keys", "-t", self.session, name], check=True)
+
+    def close(self) -> None:
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
+
+
 @pytest.mark.parametrize("key", ["C-c", "C-q"])
 def test_tui_shows_lab_flows_and_ctrl_c_leaves_readable_files(
     lab: Lab, tmp_path: Path, key: str
 ) -> None:
-    session = f"nobs-tui-{uuid.uuid4().hex[:8]}"
-    tmux = ["tmux", "-L", session]
-    stdout, status = tmp_path / "stdout.txt", tmp_path / "status.txt"
-    command = (
-        f"cd {tmp_path} && {sys.executable} -m netobserv_tui flows --local "
-        f"--interfaces='nobs-*' >{stdout}; echo $? >{status}"
-    )
-
-    def pane() -> str:
-        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session],
-                              capture_output=True, text=True).stdout
-
-    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
-                    "sh", "-c", command], check=True)
+    term = Terminal(tmp_path, "flows")
+    pane, stdout, status = term.pane, term.stdout, term.status
     try:
-        # The TUI opens at once with the start's progress; the capture is on once live.
-        wait_for(lambda: "Stop capture" in pane(), "the TUI", on_timeout=pane)
-        wait_for(lambda: "● live" in pane(), "the live capture", on_timeout=pane)
+        term.live()
         a, b = lab.pod("pod-a"), lab.pod("pod-b")
         udp_send(lab, a, b, 20, 100, dst_port=7777, src_port=41234)
         wait_for(lambda: f"{a.v4}:41234" in pane(), "the lab flow in the table")
         time.sleep(3)  # a few refreshes and searches of the live file, as a person watches
         screen = pane()
         assert f"{b.v4}:7777" in screen
-        subprocess.run([*tmux, "send-keys", "-t", session, key], check=True)
+        term.key(key)
         wait_for(status.exists, "the capture to end")
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        term.close()
     assert status.read_text().strip() == "0"
     paths = [Path(p) for p in stdout.read_text().split()]
     assert sorted(p.suffix for p in paths) == [".db", ".json"]
@@ -98,23 +114,10 @@ def test_packets_tui_shows_lab_packets_and_ctrl_c_leaves_a_readable_pcapng(
     the host keeps no TC object."""
     if shutil.which("tshark") is None:
         pytest.fail("tshark is missing: scripts/bootstrap installs it (apt package tshark)")
-    session = f"nobs-tui-{uuid.uuid4().hex[:8]}"
-    tmux = ["tmux", "-L", session]
-    stdout, status = tmp_path / "stdout.txt", tmp_path / "status.txt"
-    command = (
-        f"cd {tmp_path} && {sys.executable} -m netobserv_tui packets udp,7788 --local "
-        f"--interfaces='nobs-*' >{stdout}; echo $? >{status}"
-    )
-
-    def pane() -> str:
-        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session],
-                              capture_output=True, text=True).stdout
-
-    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
-                    "sh", "-c", command], check=True)
+    term = Terminal(tmp_path, "packets", "udp,7788")
+    pane, stdout, status = term.pane, term.stdout, term.status
     try:
-        wait_for(lambda: "Stop capture" in pane(), "the TUI", on_timeout=pane)
-        wait_for(lambda: "● live" in pane(), "the live capture", on_timeout=pane)
+        term.live()
         a, b = lab.pod("pod-a"), lab.pod("pod-b")
         sent = udp_send(lab, a, b, 15, 120, dst_port=7788, src_port=41288)
         udp_send(lab, a, b, 10, 120, dst_port=7789, src_port=41289)  # outside the filter
@@ -126,10 +129,10 @@ def test_packets_tui_shows_lab_packets_and_ctrl_c_leaves_a_readable_pcapng(
         screen = pane()
         assert f"{b.v4}:7788" in screen
         assert ":41289" not in screen
-        subprocess.run([*tmux, "send-keys", "-t", session, "C-c"], check=True)
+        term.key("C-c")
         wait_for(status.exists, "the capture to end", on_timeout=pane)
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        term.close()
     assert status.read_text().strip() == "0"
     paths = [Path(p) for p in stdout.read_text().split()]
     pcap = next(p for p in paths if p.suffix == ".pcapng")

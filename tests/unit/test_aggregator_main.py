@@ -51,12 +51,18 @@ def ready_line(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return ready
 
 
+def hello(sock: socket.socket) -> Any:
+    """HELLO as agent n1 on ``sock``; the file to read the aggregator's frames from."""
+    rfile = sock.makefile("rb")
+    sock.sendall(encode(FrameType.HELLO, {"token": TOKEN, "agent": {"hostname": "n1"}}))
+    welcome = read_frame_sync(rfile)
+    assert welcome is not None and welcome[0] is FrameType.WELCOME
+    return rfile
+
+
 def send_batches(port: int, batches: list[list[list[Any]]]) -> list[dict[str, Any]]:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        rfile = sock.makefile("rb")
-        sock.sendall(encode(FrameType.HELLO, {"token": TOKEN, "agent": {"hostname": "n1"}}))
-        welcome = read_frame_sync(rfile)
-        assert welcome is not None and welcome[0] is FrameType.WELCOME
+        rfile = hello(sock)
         for seq, rows in enumerate(batches):
             sock.sendall(encode(FrameType.FLOWS, {"seq": seq, "columns": list(DNS_COLUMNS),
                                                   "rows": rows}))
@@ -195,10 +201,7 @@ def test_sigkill_mid_capture_keeps_every_acknowledged_row(tmp_path: Path) -> Non
         ready = ready_line(proc)
         batches = [sample_rows(250, seed=seed) for seed in range(8)]
         with socket.create_connection(("127.0.0.1", ready["port"]), timeout=10) as sock:
-            rfile = sock.makefile("rb")
-            sock.sendall(encode(FrameType.HELLO, {"token": TOKEN, "agent": {"hostname": "n1"}}))
-            welcome = read_frame_sync(rfile)
-            assert welcome is not None and welcome[0] is FrameType.WELCOME
+            rfile = hello(sock)
             for seq, rows in enumerate(batches):
                 sock.sendall(encode(FrameType.FLOWS, {"seq": seq, "columns": list(DNS_COLUMNS),
                                                       "rows": rows}))
