@@ -193,7 +193,11 @@ static __always_inline void add_packet(struct flow_metrics *m, struct __sk_buff 
         __sync_fetch_and_or(&m->flags, tcp_flags);
 }
 
-static __always_inline int account(struct __sk_buff *skb, u8 direction)
+/* l3: the device has no link-layer header (ipip, gre, sit, wireguard, tun: the agent
+ * attaches the *_l3 programs there): the packet starts with its IP header and
+ * skb->protocol says which; the MACs stay 0. A constant at each call site, so each
+ * program keeps only its own branch. */
+static __always_inline int account(struct __sk_buff *skb, u8 direction, const bool l3)
 {
     struct flow_id id;
     struct flow_metrics *m;
@@ -205,15 +209,21 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
     u16 proto;
 
     __builtin_memset(&id, 0, sizeof(id));
-    if (bpf_skb_load_bytes(skb, 0, eth, ETH_HLEN_) < 0)
-        return TC_ACT_OK;
-    proto = ((u16)eth[12] << 8) | eth[13];
-    if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
-        u8 tag[VLAN_HLEN_];
-        if (bpf_skb_load_bytes(skb, off, tag, VLAN_HLEN_) < 0)
+    if (l3) {
+        __builtin_memset(eth, 0, sizeof(eth));
+        proto = bpf_ntohs((u16)skb->protocol);
+        off = 0;
+    } else {
+        if (bpf_skb_load_bytes(skb, 0, eth, ETH_HLEN_) < 0)
             return TC_ACT_OK;
-        proto = ((u16)tag[2] << 8) | tag[3];
-        off += VLAN_HLEN_;
+        proto = ((u16)eth[12] << 8) | eth[13];
+        if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
+            u8 tag[VLAN_HLEN_];
+            if (bpf_skb_load_bytes(skb, off, tag, VLAN_HLEN_) < 0)
+                return TC_ACT_OK;
+            proto = ((u16)tag[2] << 8) | tag[3];
+            off += VLAN_HLEN_;
+        }
     }
     id.eth_protocol = proto;
     id.direction = direction;
@@ -244,8 +254,11 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
         return TC_ACT_OK;
 #endif
 #ifdef ENABLE_PACKETS
-    /* Exactly the packets counted below are copied: after every rule, before the map. */
-    copy_packet(skb, direction);
+    /* Exactly the packets counted below are copied: after every rule, before the map.
+     * Not on devices without a link-layer header: the packet file's interfaces are
+     * Ethernet. */
+    if (!l3)
+        copy_packet(skb, direction);
 #endif
 
     u64 now = bpf_ktime_get_ns();
@@ -288,10 +301,20 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction)
 
 int nobs_tc_ingress(struct __sk_buff *skb)
 {
-    return account(skb, DIR_INGRESS);
+    return account(skb, DIR_INGRESS, false);
 }
 
 int nobs_tc_egress(struct __sk_buff *skb)
 {
-    return account(skb, DIR_EGRESS);
+    return account(skb, DIR_EGRESS, false);
+}
+
+int nobs_tc_ingress_l3(struct __sk_buff *skb)
+{
+    return account(skb, DIR_INGRESS, true);
+}
+
+int nobs_tc_egress_l3(struct __sk_buff *skb)
+{
+    return account(skb, DIR_EGRESS, true);
 }

@@ -41,7 +41,7 @@ from .records import (
 
 log = logging.getLogger(__name__)
 
-PROGRAMS = ("nobs_tc_ingress", "nobs_tc_egress")
+PROGRAMS = ("nobs_tc_ingress", "nobs_tc_egress", "nobs_tc_ingress_l3", "nobs_tc_egress_l3")
 
 #: Entries of the workload_ips map (ebpf/workload.h): addresses a capture can be narrowed to.
 WORKLOAD_MAX_IPS: Final = 8192

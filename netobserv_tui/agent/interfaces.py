@@ -13,6 +13,7 @@ import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from pyroute2 import IPRoute
 
@@ -44,6 +45,13 @@ class Selector:
         return cls(inc, exc if exc else ("lo",))
 
 
+#: Link types (ARPHRD_*, include/uapi/linux/if_arp.h) of devices without a link-layer
+#: header: their packets start with the IP header, and they get the *_l3 programs.
+#: ipip (TUNNEL), ip6tnl (TUNNEL6), sit, gre (IPGRE), ip6gre, raw IP (RAWIP), and NONE:
+#: tun, wireguard. Loopback and gretap carry an Ethernet header.
+L3_LINK_TYPES: Final = frozenset({768, 769, 776, 778, 823, 519, 65534})
+
+
 class LinkWatcher:
     """Current links, local addresses, and a file descriptor that turns readable on change."""
 
@@ -54,6 +62,8 @@ class LinkWatcher:
         self.sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
         self.ipr = IPRoute()
         self.names: dict[int, str] = {}
+        #: Interfaces whose packets start with the IP header (see :data:`L3_LINK_TYPES`).
+        self.l3: frozenset[int] = frozenset()
         self.local_addrs: frozenset[str] = frozenset()
         #: Names of interfaces that disappeared, kept so late records still get a name.
         self._departed: dict[int, str] = {}
@@ -75,9 +85,10 @@ class LinkWatcher:
 
     def refresh(self) -> tuple[dict[int, str], dict[int, str]]:
         """Re-read links and addresses; returns (appeared, vanished) as index -> name."""
-        current = {
-            link["index"]: link.get_attr("IFLA_IFNAME") for link in self.ipr.get_links()
-        }
+        links = self.ipr.get_links()
+        current = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
+        self.l3 = frozenset(link["index"] for link in links
+                            if link.get("ifi_type") in L3_LINK_TYPES)
         appeared = {i: n for i, n in current.items() if self.names.get(i) != n}
         vanished = {i: n for i, n in self.names.items() if current.get(i) != n}
         self._departed.update(vanished)

@@ -115,7 +115,7 @@ class Agent:
             attacher.forget(ifindex)
         for ifindex, name in appeared.items():
             if self.config.selector.wants(name):
-                attacher.attach(ifindex, name)
+                attacher.attach(ifindex, name, l3=ifindex in watcher.l3)
         self.stats.interfaces = len(attacher.attached)
 
     def _evict(self, prog: FlowProgram, builder: RowBuilder, exporter: Exporter,
@@ -312,7 +312,8 @@ class Agent:
                 log.warning("Feature %s is off: %s.", feature, why)
             if prog.packet_ring is not None:
                 prog.packet_ring.ifname = watcher.name
-            attacher = TcAttacher(prog.fds["nobs_tc_ingress"], prog.fds["nobs_tc_egress"])
+            attacher = TcAttacher(prog.fds["nobs_tc_ingress"], prog.fds["nobs_tc_egress"],
+                                  (prog.fds["nobs_tc_ingress_l3"], prog.fds["nobs_tc_egress_l3"]))
             try:
                 if self.config.workload:
                     self._prog = prog

@@ -188,10 +188,16 @@ def _delete_qdisc_if_empty(ipr: IPRoute, ifindex: int) -> bool:
 
 
 class TcAttacher:
-    """Attaches ``fds`` (ingress fd, egress fd) to interfaces; ``close`` undoes everything."""
+    """Attaches ``fds`` (ingress fd, egress fd) to interfaces; ``close`` undoes everything.
 
-    def __init__(self, ingress_fd: int, egress_fd: int) -> None:
+    ``l3_fds`` are the programs for devices without a link-layer header (``attach(...,
+    l3=True)``); without them such a device gets the Ethernet programs."""
+
+    def __init__(self, ingress_fd: int, egress_fd: int,
+                 l3_fds: tuple[int, int] | None = None) -> None:
         self.fds = {PARENT_INGRESS: ingress_fd, PARENT_EGRESS: egress_fd}
+        self.l3_fds = ({PARENT_INGRESS: l3_fds[0], PARENT_EGRESS: l3_fds[1]}
+                       if l3_fds is not None else self.fds)
         self.ipr = IPRoute()
         self.state = AttachState.for_this_process()
 
@@ -199,8 +205,10 @@ class TcAttacher:
     def attached(self) -> dict[int, str]:
         return dict(self.state.attached)
 
-    def attach(self, ifindex: int, ifname: str) -> bool:
-        """Attach to one interface; False when it vanished meanwhile."""
+    def attach(self, ifindex: int, ifname: str, l3: bool = False) -> bool:
+        """Attach to one interface (``l3``: it has no link-layer header); False when it
+        vanished meanwhile."""
+        fds = self.l3_fds if l3 else self.fds
         if ifindex in self.state.attached:
             return True
         self.state.attached[ifindex] = ifname
@@ -217,8 +225,8 @@ class TcAttacher:
                     "bpf",
                     ifindex,
                     ":1",
-                    fd=self.fds[parent],
-                    name=name,
+                    fd=fds[parent],
+                    name=f"{name}_l3" if l3 and fds is not self.fds else name,
                     parent=parent,
                     prio=PRIORITY,
                     classid=1,
@@ -230,7 +238,8 @@ class TcAttacher:
                 log.debug("Interface %s (%d) vanished before attaching.", ifname, ifindex)
                 return False
             raise
-        log.info("Attached to interface %s (index %d).", ifname, ifindex)
+        log.info("Attached to interface %s (index %d%s).", ifname, ifindex,
+                 ", no link-layer header" if l3 else "")
         return True
 
     def forget(self, ifindex: int) -> None:
