@@ -42,7 +42,7 @@
 #define MAX_FLOWS 100000
 #endif
 #ifndef OVERFLOW_PAGES
-#define OVERFLOW_PAGES 64
+#define OVERFLOW_PAGES 256
 #endif
 
 #define DIR_INGRESS 0

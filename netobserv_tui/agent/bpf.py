@@ -87,7 +87,7 @@ class FlowProgram:
     def __init__(
         self,
         max_flows: int = 100_000,
-        overflow_pages: int = 64,
+        overflow_pages: int = 256,
         defines: dict[str, int | str | None] | None = None,
         workload: bool = False,
         workload_max_ips: int = WORKLOAD_MAX_IPS,
@@ -223,6 +223,17 @@ class FlowProgram:
         """Wait up to ``timeout_ms`` for overflow records; returns and clears them."""
         self.bpf.ring_buffer_poll(timeout_ms)
         return self.take_overflow()
+
+    def overflow_fileno(self) -> int:
+        """An epoll descriptor that turns readable when the overflow ring has records (for
+        ``select``), -1 when the program has no ring manager."""
+        manager = getattr(self.bpf, "_ringbuf_manager", None)
+        if not manager:
+            return -1
+        from bcc.libbcc import lib
+
+        fd: int = lib.ring_buffer__epoll_fd(ct.c_void_p(manager))
+        return fd
 
     def take_overflow(self) -> list[bytes]:
         self.bpf.ring_buffer_consume()

@@ -394,6 +394,10 @@ class Agent:
         waits: list[Any] = [watcher]
         if prog.packet_ring is not None:
             waits.append(prog.packet_ring)
+        # Packets that find the flow map full come in bursts through the overflow ring:
+        # read it as they land too, not only every 100 ms.
+        if (overflow := prog.overflow_fileno()) >= 0:
+            waits.append(overflow)
         while not self._stop:
             timeout = max(0.0, min(0.1, next_evict - time.monotonic()))
             # Also wake when the aggregator's socket takes more of what waits to be sent.
