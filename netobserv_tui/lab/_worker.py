@@ -187,7 +187,8 @@ def tcp_client(p: dict[str, Any]) -> None:
 # --- ICMP echo ---------------------------------------------------------------------------------
 
 
-def _checksum(data: bytes) -> int:
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``."""
     if len(data) % 2:
         data += b"\0"
     total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -213,7 +214,7 @@ class Pinger:
         kind = 128 if self.family == 6 else 8
         header = struct.pack("!BBHHH", kind, 0, 0, self.ident, seq & 0xFFFF)
         if self.family == 4:
-            csum = _checksum(header + self.payload)
+            csum = checksum(header + self.payload)
             header = struct.pack("!BBHHH", kind, 0, csum, self.ident, seq & 0xFFFF)
         self.sock.sendto(header + self.payload, (dst, 0))
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from capture_helpers import Capture, sqlite_rows
 
+from netobserv_tui.lab._worker import checksum
+
 pytestmark = pytest.mark.kernel
 
 TUN = "nobs-l3tun"
@@ -42,15 +44,6 @@ def tun() -> Iterator[int]:
     finally:
         os.close(fd)  # a tun device that is not persistent goes with its last descriptor
     assert subprocess.run(["ip", "link", "show", TUN], capture_output=True).returncode != 0
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def udp4(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
