@@ -657,29 +657,11 @@ HELP_KEYS: Final[tuple[tuple[str, str], ...]] = (
 )
 
 
-class PacketsHelpScreen(ModalScreen[None]):
-    """The keys of the packets app (:data:`HELP_KEYS`), looking like the flows help screen;
-    Escape, ``?``, F1 or ``q`` closes it.  Not a subclass of ``HelpScreen``: Textual would
-    run its ``on_mount`` as well, which adds the flows keys."""
+class PacketsHelpScreen(HelpScreen):
+    """The keys of the packets app (:data:`HELP_KEYS`), on the flows help screen."""
 
-    DEFAULT_CSS = HelpScreen.DEFAULT_CSS.replace("HelpScreen", "PacketsHelpScreen")
-    BINDINGS: ClassVar[list[BindingType]] = HelpScreen.BINDINGS
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(Text("netobserv packets keys", style="bold"), markup=False)
-            table: DataTable[Text] = DataTable(id="help-keys", cursor_type="none",
-                                                show_header=False)
-            yield table
-
-    def on_mount(self) -> None:
-        table = self.query_one("#help-keys", DataTable)
-        table.add_columns("Keys", "Action")
-        table.add_rows([Text(keys, style="bold", end=""), Text(what, end="")]
-                       for keys, what in HELP_KEYS)
-
-    async def action_dismiss(self, result: None = None) -> None:
-        self.dismiss(result)
+    HEADING = "netobserv packets keys"
+    KEYS = HELP_KEYS
 
 
 # ------------------------------------------------------------------------- the app

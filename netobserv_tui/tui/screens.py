@@ -147,7 +147,12 @@ HELP_KEYS: Final[tuple[tuple[str, str], ...]] = (
 
 
 class HelpScreen(ModalScreen[None]):
-    """The keys; Escape, ``?``, F1 or ``q`` closes it."""
+    """The keys; Escape, ``?``, F1 or ``q`` closes it.  A subclass for another app sets
+    :attr:`HEADING` and :attr:`KEYS` only (defining ``on_mount`` again would make Textual
+    run both)."""
+
+    HEADING: ClassVar[str] = "netobserv keys"
+    KEYS: ClassVar[tuple[tuple[str, str], ...]] = HELP_KEYS
 
     DEFAULT_CSS = """
     HelpScreen {
@@ -174,7 +179,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(Text("netobserv keys", style="bold"), markup=False)
+            yield Static(Text(self.HEADING, style="bold"), markup=False)
             table: DataTable[Text] = DataTable(id="help-keys", cursor_type="none",
                                                 show_header=False)
             yield table
@@ -183,7 +188,7 @@ class HelpScreen(ModalScreen[None]):
         table = self.query_one("#help-keys", DataTable)
         table.add_columns("Keys", "Action")
         table.add_rows([Text(keys, style="bold", end=""), Text(what, end="")]
-                       for keys, what in HELP_KEYS)
+                       for keys, what in self.KEYS)
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)
