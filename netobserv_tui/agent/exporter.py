@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model.errors import CaptureError
-from ..model.packets import Packet, pack_packets
+from ..model.packets import Captured, pack_records
 from ..model.protocol import (
     HEADER_SIZE,
     FrameType,
@@ -274,16 +274,17 @@ class Exporter:
         self._pending.remove(oldest)
         return oldest
 
-    def submit_packets(self, packets: list[Packet]) -> None:
+    def submit_packets(self, captured: Captured) -> None:
         """Queue captured packets for sending, in batches of about ``batch_bytes``."""
+        records = captured.records
         start = 0
-        while start < len(packets):
+        while start < len(records):
             end, size = start, 0
-            while end < len(packets) and (end == start or size < self.batch_bytes):
-                size += len(packets[end].data) + 40
+            while end < len(records) and (end == start or size < self.batch_bytes):
+                size += len(records[end])
                 end += 1
             self._seq += 1
-            frame = encode_raw(FrameType.PACKETS, pack_packets(self._seq, packets[start:end]))
+            frame = encode_raw(FrameType.PACKETS, pack_records(self._seq, captured, start, end))
             self._pending.append(_Batch(self._seq, frame, 0, packets=end - start,
                                         size=len(frame)))
             self._pending_packet_bytes += len(frame)

@@ -14,13 +14,14 @@ Its own ring manager
     packets without stopping overflow records.
 
 Fast path
-    The callback gets the record as a ``char *`` and slices it twice: the 24-byte header
-    goes to one bytearray, the frame to a list as bytes (its final form: no later copy).
-    Parsing happens in :meth:`take`, over the whole batch: ``struct.iter_unpack`` on the
-    headers, one tuple per packet, interface names looked up once per interface. The
-    cyclic garbage collector is paused while a batch is read and converted: the objects
-    made hold no cycles, and with a large batch pending its collections were half of the
-    cost. ``test_user_space_rate`` in tests/kernel/test_packet_program.py prints the rate.
+    The callback gets the record as a ``char *`` and keeps it whole, as one bytes object
+    (one slice, one append). :meth:`take_captured` hands the records on untouched, with the
+    clock offset and the names of the interfaces they use: the PACKETS payload is those
+    records back to back (:mod:`netobserv_tui.model.packets`), so the agent never parses a
+    packet. :meth:`take` decodes them into :class:`Packet` tuples (tests, tools). The
+    cyclic garbage collector is paused while the ring is read: the objects made hold no
+    cycles, and with a large batch pending its collections were half of the cost.
+    ``test_user_space_rate`` in tests/kernel/test_packet_program.py prints the rate.
 
 Memory bound
     Records read but not yet taken are kept in memory up to ``max_pending_bytes`` (64 MiB;
@@ -55,7 +56,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from ..model.packets import Packet
+from ..model.packets import LITTLE_ENDIAN_HOST, Captured, Packet
 
 #: struct packet_meta of ebpf/packets.h: ts_ns, ifindex, len, caplen, direction.
 PACKET_META: Final = struct.Struct("<QIIIB3x")
@@ -63,13 +64,17 @@ PACKET_META: Final = struct.Struct("<QIIIB3x")
 DEFAULT_RING_PAGES: Final = 2048
 #: Records read from the ring but not taken yet, in bytes, before reading stops.
 DEFAULT_MAX_PENDING: Final = 64 << 20
-#: What one pending record costs beyond its size: the data's bytes object header and list
-#: slot (CPython 64-bit: 33 + 8; the 24-byte header is kept in one bytearray).
+#: What one pending record costs beyond its size: its bytes object's header and list slot
+#: (CPython 64-bit: 33 + 8).
 RECORD_OVERHEAD: Final = 41
 #: Largest snapshot length: the kernel's scratch slot holds 64 KiB.
 MAX_KERNEL_SNAPLEN: Final = 65535
 
 assert PACKET_META.size == 24
+
+
+def _le_u32(raw: bytes) -> int:
+    return int.from_bytes(raw, "little")
 
 #: The ring callback's C type with the record as ``char *``: slicing such a pointer makes
 #: bytes in C, about twice as fast as ctypes.string_at() on a void * (a foreign call).
@@ -188,15 +193,16 @@ class PacketRing:
 
         if max_pending_bytes < 1:
             raise ValueError("max_pending_bytes must be positive")
+        if not LITTLE_ENDIAN_HOST:
+            raise ValueError("packet capture needs a little-endian host: the kernel's records "
+                             "are sent as they are, and PACKETS is little-endian")
         self.ifname = ifname
         self.tai = tai
         self.max_pending_bytes = max_pending_bytes
         self._lost = lost
         self._lib = lib
-        #: struct packet_meta of every pending record, back to back.
-        self._heads = bytearray()
-        #: The frame bytes of every pending record, in the same order.
-        self._frames: list[bytes] = []
+        #: Every pending record as the kernel wrote it: struct packet_meta, then the frame.
+        self._records: list[bytes] = []
         self._pending_bytes = 0
         # Kept alive as long as the ring; BCC declares the argument with its own type.
         self._callback = _RECORD_CB(self._record_callback())
@@ -207,14 +213,11 @@ class PacketRing:
             raise OSError(ct.get_errno(), "could not open the packets ring buffer")
 
     def _record_callback(self) -> Callable[[Any, Any, int], int]:
-        heads, frames = self._heads, self._frames
-        extend, append = heads.extend, frames.append
-        meta = PACKET_META.size
-        cost = RECORD_OVERHEAD  # ``size`` counts the header (kept in ``heads``) and frame
+        append = self._records.append
+        cost = RECORD_OVERHEAD
 
         def on_record(_ctx: Any, data: Any, size: int) -> int:
-            extend(data[:meta])
-            append(data[meta:size])
+            append(data[:size])
             self._pending_bytes += size + cost
             # A negative value stops libbpf here; this record is ours already (consumed).
             return -1 if self._pending_bytes >= self.max_pending_bytes else 0
@@ -232,7 +235,7 @@ class PacketRing:
     @property
     def pending(self) -> int:
         """Records read from the kernel and not taken yet."""
-        return len(self._frames)
+        return len(self._records)
 
     @property
     def pending_bytes(self) -> int:
@@ -252,42 +255,41 @@ class PacketRing:
     def poll(self, timeout_ms: int, max_packets: int | None = None) -> list[Packet]:
         """Wait up to ``timeout_ms`` for packets, then :meth:`take` them. Returns at once when
         records are pending already (so also when the memory bound is reached)."""
-        if self._rb is not None and not self._frames:
+        if self._rb is not None and not self._records:
             with _gc_paused():
                 self._lib.bpf_poll_ringbuf(self._rb, timeout_ms)
         return self.take(max_packets)
 
-    def take(self, max_packets: int | None = None) -> list[Packet]:
-        """The packets captured so far, oldest first (at most ``max_packets``)."""
+    def take_captured(self, max_packets: int | None = None) -> Captured:
+        """The records read so far, oldest first (at most ``max_packets``), untouched, with
+        the clock offset and interface names that go with them (what PACKETS carries)."""
         self.consume()
-        count = len(self._frames)
+        count = len(self._records)
         if max_packets is not None and max_packets < count:
             count = max(0, max_packets)
-        if not count:
-            return []
-        meta = PACKET_META.size
-        heads = bytes(self._heads[: count * meta])
-        frames = self._frames[:count]
-        # In place: the callback holds these two objects.
-        del self._heads[: count * meta]
-        del self._frames[:count]
-        if self._frames:
-            self._pending_bytes -= sum(map(len, frames)) + (meta + RECORD_OVERHEAD) * count
+        taken = self._records[:count]
+        del self._records[:count]  # in place: the callback holds this list
+        if self._records:
+            self._pending_bytes -= sum(map(len, taken)) + RECORD_OVERHEAD * count
         else:
             self._pending_bytes = 0
-        return self._convert(heads, frames)
-
-    def _convert(self, heads: bytes, frames: list[bytes]) -> list[Packet]:
-        offset = realtime_offset_ns(self.tai)
         names = _Names(self.ifname)
-        new = tuple.__new__
         with _gc_paused():
-            return [
-                new(Packet, (ts + offset, ifindex, names[ifindex], direction, length, frame))
-                for (ts, ifindex, length, _, direction), frame in zip(
-                    PACKET_META.iter_unpack(heads), frames, strict=True
-                )
-            ]
+            indexes = {record[8:12] for record in taken}
+        return Captured(taken, realtime_offset_ns(self.tai),
+                        {i: names[i] for i in map(_le_u32, indexes)})
+
+    def take(self, max_packets: int | None = None) -> list[Packet]:
+        """The packets captured so far, oldest first (at most ``max_packets``)."""
+        captured = self.take_captured(max_packets)
+        clock, names = captured.clock_ns, captured.names
+        head = PACKET_META.unpack_from
+        packets = []
+        for record in captured.records:
+            ts, ifindex, length, caplen, direction = head(record)
+            packets.append(Packet(ts + clock, ifindex, names[ifindex], direction, length,
+                                  record[PACKET_META.size:]))
+        return packets
 
     def lost(self) -> int:
         """Packets the kernel counted but could not hand over (its ring was full)."""

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..model.packets import Packet, PacketsError, packets_seq, unpack_packets
+from ..model.packets import PacketBatch, PacketsError, packets_seq, read_batch
 from ..model.protocol import FrameType, ProtocolError, decode_payload_reference, encode
 from .batch import Batch, BatchError, flows_seq, parse_flows
 from .connection import Frame, read_frame
@@ -56,15 +56,17 @@ class _Job:
     batch: Batch | None
     bytes: int
     packets: int
-    #: A PACKETS batch instead of a FLOWS one.
-    captured: list[Packet] | None = None
+    #: A PACKETS batch instead of a FLOWS one (``bytes`` and ``packets`` are known once
+    #: it is written: its records are checked as they are written).
+    captured: PacketBatch | None = None
 
     @property
     def weight(self) -> int:
         """Its place in the queue: rows, or one per KiB of captured packets."""
         if self.batch is not None:
             return self.batch.nrows
-        return max(1, self.bytes >> 10)
+        assert self.captured is not None
+        return max(1, len(self.captured.body) >> 10)
 
 
 @dataclass(slots=True)
@@ -350,17 +352,18 @@ class Ingest:
         try:
             if self._packets is None:
                 raise PacketsError("this capture records flows, not packets")
-            seq, packets = unpack_packets(body)
+            batch = read_batch(body)
         except PacketsError as exc:
-            seq_or_none = packets_seq(body)
-            self._counts["batches_rejected"] += 1
-            session.record.rejected += 1
-            log.warning("Rejected packet batch %s from agent %s: %s", seq_or_none,
-                        session.record.key, exc)
-            session.send(FrameType.NACK, {"seq": seq_or_none, "reason": str(exc)})
+            self._reject_packets(session, packets_seq(body), exc)
             return None
-        size = sum(p.orig_len for p in packets)
-        return _Job(session, seq, None, size, len(packets), captured=packets)
+        return _Job(session, batch.seq, None, 0, 0, captured=batch)
+
+    def _reject_packets(self, session: _AgentSession, seq: int | None,
+                        exc: PacketsError) -> None:
+        self._counts["batches_rejected"] += 1
+        session.record.rejected += 1
+        log.warning("Rejected packet batch %s from agent %s: %s", seq, session.record.key, exc)
+        session.send(FrameType.NACK, {"seq": seq, "reason": str(exc)})
 
     def _enrich(self, batch: Batch) -> None:
         assert self.enricher is not None
@@ -404,12 +407,16 @@ class Ingest:
                 if job.batch is None:
                     assert self._packets is not None and job.captured is not None
                     node = job.session.record.node if job.session else ""
-                    await loop.run_in_executor(self._executor, self._packets.write, node,
-                                               job.captured)
+                    job.packets, job.bytes = await loop.run_in_executor(
+                        self._executor, self._packets.write, node, job.captured)
                 elif self.write_in_thread:
                     await loop.run_in_executor(self._executor, self._writer.write, job.batch)
                 else:
                     self._writer.write(job.batch)
+            except PacketsError as exc:  # a record that does not parse: none is written
+                assert job.session is not None
+                self._reject_packets(job.session, job.seq, exc)
+                job.session.done()
             except Exception as exc:  # an I/O error: disk full, file removed...
                 self._counts["write_errors"] += 1
                 log.error("Could not write batch %d (%d %s): %s", job.seq, job.weight,

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from .. import __version__
-from ..model.packets import EGRESS, MAX_SNAPLEN, Packet
-from .pcapng import PcapngWriter
+from ..model.packets import EGRESS, MAX_SNAPLEN, PacketBatch, records
+from .pcapng import EPB_HEAD, EPB_TYPE, PAD, U32, PcapngWriter, epb_options
 
 ETH_P_IP: Final = 0x0800
 ETH_P_IPV6: Final = 0x86DD
@@ -36,22 +36,21 @@ class _Meta(Protocol):
     host_name: str | None
 
 
-def addresses(frame: bytes) -> tuple[str, str] | None:
-    """The IP source and destination of an Ethernet frame (one VLAN tag skipped), or None."""
-    if len(frame) < 14:
-        return None
-    ethertype = int.from_bytes(frame[12:14])
-    off = 14
-    if ethertype in VLAN_TYPES and len(frame) >= 18:
-        ethertype = int.from_bytes(frame[16:18])
-        off = 18
-    if ethertype == ETH_P_IP and len(frame) >= off + 20:
-        return (socket.inet_ntop(socket.AF_INET, frame[off + 12:off + 16]),
-                socket.inet_ntop(socket.AF_INET, frame[off + 16:off + 20]))
-    if ethertype == ETH_P_IPV6 and len(frame) >= off + 40:
-        return (socket.inet_ntop(socket.AF_INET6, frame[off + 8:off + 24]),
-                socket.inet_ntop(socket.AF_INET6, frame[off + 24:off + 40]))
-    return None
+def _address_bytes(body: memoryview, start: int, end: int) -> bytes:
+    """The IP source and destination addresses, back to back, of the Ethernet frame
+    ``body[start:end]`` (one VLAN tag skipped): 8 bytes (IPv4), 32 (IPv6) or none."""
+    if end - start < 14:
+        return b""
+    ethertype = int.from_bytes(body[start + 12:start + 14])
+    off = start + 14
+    if ethertype in VLAN_TYPES and end - start >= 18:
+        ethertype = int.from_bytes(body[start + 16:start + 18])
+        off = start + 18
+    if ethertype == ETH_P_IP and end >= off + 20:
+        return bytes(body[off + 12:off + 20])
+    if ethertype == ETH_P_IPV6 and end >= off + 40:
+        return bytes(body[off + 8:off + 40])
+    return b""
 
 
 def _describe(prefix: str, meta: _Meta | None) -> list[str]:
@@ -75,39 +74,68 @@ class PacketSink:
         self.packets = 0
         self.bytes = 0
         self._out = PcapngWriter.create(path, application=f"netobserv-tui {__version__}")
-        self._ends: dict[tuple[str, str], str] = {}
 
-    def write(self, node: str, packets: list[Packet]) -> None:
-        """Append ``packets`` seen by the agent on ``node``; flushed, so a reader of the
-        growing file (the live view, ``-w -``) sees whole blocks."""
+    def write(self, node: str, batch: PacketBatch) -> tuple[int, int]:
+        """Append the packets of ``batch``, seen by the agent on ``node``: ``(packets, bytes
+        on the wire)``. Flushed, so a reader of the growing file (the live view, ``-w -``)
+        sees whole blocks. :class:`PacketsError` if a record does not parse: none of the
+        batch's packets is written then.
+
+        One pass over the records, each becoming its EPB in one buffer; what every packet
+        of an (interface, direction) shares (its IDB's id, its options with the comment)
+        is built once per batch, and with Kubernetes names once per address pair.
+        """
         out = self._out
-        self._ends.clear()  # looked up once per batch: pods come and go, addresses move
-        for p in packets:
-            iface = out.interface(node, p.ifname, self.snaplen)
-            comment = (f"Host={node}; Interface={p.ifname}; "
-                       f"Direction={'egress' if p.direction == EGRESS else 'ingress'}")
-            ends = self._names(p.data)
-            if ends:
-                comment += "; " + ends
-            out.packet(iface, p.ts_ns, p.data, p.orig_len, direction=p.direction,
-                       comment=comment)
-            self.packets += 1
-            self.bytes += p.orig_len
+        names = batch.names
+        lookup = self.lookup
+        shared: dict[tuple[int, int, bytes], tuple[int, bytes]] = {}
+        #: (interface, direction, addresses, captured length) -> what follows the frame.
+        tails: dict[tuple[int, int, bytes, int], tuple[int, bytes]] = {}
+        blocks = bytearray()
+        body = memoryview(batch.body)
+        head = EPB_HEAD.pack
+        count = wire = 0
+        for ts, ifindex, direction, orig_len, start, end in records(batch):
+            caplen = end - start
+            key = (ifindex, direction, _address_bytes(body, start, end) if lookup else b"",
+                   caplen)
+            found = tails.get(key)
+            if found is None:
+                ends = key[:3]
+                iface_options = shared.get(ends)
+                if iface_options is None:
+                    iface_options = shared[ends] = self._shared(node, names[ifindex],
+                                                                direction, ends[2])
+                iface, options = iface_options
+                pad = PAD[caplen & 3]
+                total = 32 + caplen + len(pad) + len(options)
+                found = tails[key] = (iface, pad + options + U32.pack(total))
+            iface, tail = found
+            blocks += head(EPB_TYPE, 28 + caplen + len(tail), iface, ts >> 32,
+                           ts & 0xFFFFFFFF, caplen, orig_len)
+            blocks += body[start:end]
+            blocks += tail
+            count += 1
+            wire += orig_len
+        out.packet_blocks(blocks, count)
         out.flush()
+        self.packets += count
+        self.bytes += wire
+        return count, wire
 
-    def _names(self, frame: bytes) -> str:
-        if self.lookup is None:
-            return ""
-        pair = addresses(frame)
-        if pair is None:
-            return ""
-        text = self._ends.get(pair)
-        if text is None:
-            text = "; ".join(_describe("Src", self.lookup(pair[0]))
-                             + _describe("Dst", self.lookup(pair[1])))
-            self._ends[pair] = text
-        return text
+    def _shared(self, node: str, ifname: str, direction: int, ends: bytes) -> tuple[int, bytes]:
+        """The interface id and the options of an EPB."""
+        comment = (f"Host={node}; Interface={ifname}; "
+                   f"Direction={'egress' if direction == EGRESS else 'ingress'}")
+        if ends and self.lookup is not None:
+            half = len(ends) // 2
+            family = socket.AF_INET if half == 4 else socket.AF_INET6
+            src, dst = socket.inet_ntop(family, ends[:half]), socket.inet_ntop(family, ends[half:])
+            described = _describe("Src", self.lookup(src)) + _describe("Dst", self.lookup(dst))
+            if described:
+                comment += "; " + "; ".join(described)
+        options = epb_options(direction, comment)
+        return self._out.interface(node, ifname, self.snaplen), options
 
     def close(self) -> None:
         self._out.close()
-

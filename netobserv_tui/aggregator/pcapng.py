@@ -52,12 +52,16 @@ OUTBOUND: Final = 2
 TSRESOL_NS: Final = 9
 
 _BLOCK_HEAD: Final = struct.Struct("<II")
-_EPB_HEAD: Final = struct.Struct("<7I")
+#: An EPB's fixed fields: type, total length, interface id, timestamp high and low 32 bits,
+#: captured and original length. Then the frame, padded to 4 bytes, the options and the
+#: total length again: 32 bytes plus the padded frame plus the options.
+EPB_HEAD: Final = struct.Struct("<7I")
 _OPTION_HEAD: Final = struct.Struct("<HH")
 _FLAGS_OPTION: Final = struct.Struct("<HHI")
 _END_OF_OPTIONS: Final = _OPTION_HEAD.pack(dp.PCAPNG_OPT_ENDOFOPT, 0)
-_U32: Final = struct.Struct("<I")
-_PAD: Final = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+U32: Final = struct.Struct("<I")
+#: The zero bytes that pad ``n`` bytes to a multiple of 4: ``PAD[n & 3]``.
+PAD: Final = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 _BUFFER: Final = 1 << 16
 
 
@@ -73,12 +77,26 @@ def _with_end(options: list[dp.PcapngOptionLE]) -> list[dp.PcapngOptionLE]:
     return [*options, dp.PcapngOptionLE(code=dp.PCAPNG_OPT_ENDOFOPT)]
 
 
+def epb_options(direction: int | None, comment: str | None) -> bytes:
+    """An EPB's options: the comment, ``epb_flags`` inbound (direction 0) or outbound (1),
+    and the end of options; empty bytes when there are none."""
+    parts: list[bytes] = []
+    if comment is not None:
+        text = comment.encode()
+        parts += (_OPTION_HEAD.pack(dp.PCAPNG_OPT_COMMENT, len(text)), text, PAD[len(text) & 3])
+    if direction is not None:
+        parts.append(_FLAGS_OPTION.pack(EPB_FLAGS, 4, OUTBOUND if direction else INBOUND))
+    if parts:
+        parts.append(_END_OF_OPTIONS)
+    return b"".join(parts)
+
+
 def secrets_block(keylog: bytes) -> bytes:
     """A Decryption Secrets Block holding ``keylog``, NSS key log text (``CLIENT_RANDOM …``)."""
-    pad = _PAD[len(keylog) & 3]
+    pad = PAD[len(keylog) & 3]
     total = 20 + len(keylog) + len(pad)
     return b"".join((struct.pack("<IIII", DSB_TYPE, total, TLS_KEY_LOG, len(keylog)),
-                     keylog, pad, _U32.pack(total)))
+                     keylog, pad, U32.pack(total)))
 
 
 class PcapngWriter:
@@ -144,25 +162,21 @@ class PcapngWriter:
             raise ValueError(f"interface id {iface} was not returned by interface()")
         if orig_len < caplen:
             raise ValueError(f"{caplen} bytes captured of a {orig_len}-byte frame")
-        parts = [b"", data, _PAD[caplen & 3]]
-        total = 32 + caplen + len(parts[2])
-        if comment is not None:
-            text = comment.encode()
-            pad = _PAD[len(text) & 3]
-            parts += (_OPTION_HEAD.pack(dp.PCAPNG_OPT_COMMENT, len(text)), text, pad)
-            total += 4 + len(text) + len(pad)
-        if direction is not None:
-            parts.append(_FLAGS_OPTION.pack(EPB_FLAGS, 4, OUTBOUND if direction else INBOUND))
-            total += 8
-        if len(parts) > 3:
-            parts.append(_END_OF_OPTIONS)
-            total += 4
-        parts[0] = _EPB_HEAD.pack(EPB_TYPE, total, iface, ts_ns >> 32, ts_ns & 0xFFFFFFFF,
-                                  caplen, orig_len)
-        parts.append(_U32.pack(total))
-        self._out.write(b"".join(parts))
+        options = epb_options(direction, comment)
+        pad = PAD[caplen & 3]
+        total = 32 + caplen + len(pad) + len(options)
+        self._out.write(b"".join((
+            EPB_HEAD.pack(EPB_TYPE, total, iface, ts_ns >> 32, ts_ns & 0xFFFFFFFF, caplen,
+                          orig_len),
+            data, pad, options, U32.pack(total))))
         self.bytes_written += total
         self.packets += 1
+
+    def packet_blocks(self, blocks: bytes | bytearray, count: int) -> None:
+        """``count`` EPBs built by the caller (see :func:`epb_options`), back to back, for
+        interfaces :meth:`interface` returned."""
+        self._write(blocks)
+        self.packets += count
 
     def secrets(self, keylog: bytes) -> None:
         """A Decryption Secrets Block with ``keylog`` (NSS key log text), at this point of
@@ -181,7 +195,7 @@ class PcapngWriter:
         if self._owned:
             self._out.close()
 
-    def _write(self, block: bytes) -> None:
+    def _write(self, block: bytes | bytearray) -> None:
         self._out.write(block)
         self.bytes_written += len(block)
 
@@ -191,7 +205,7 @@ def _section_end(path: Path, view: mmap.mmap) -> int:
     size = len(view)
     if size < 28 or _BLOCK_HEAD.unpack_from(view)[0] != SHB_TYPE:
         raise PcapngError(f"{path} is not a pcapng file (no section header at its start)")
-    if _U32.unpack_from(view, 8)[0] != dp.BYTE_ORDER_MAGIC:
+    if U32.unpack_from(view, 8)[0] != dp.BYTE_ORDER_MAGIC:
         raise PcapngError(f"{path} is a big-endian pcapng file; netobserv writes "
                           "little-endian ones")
     off = 0
@@ -203,7 +217,7 @@ def _section_end(path: Path, view: mmap.mmap) -> int:
         if total < 12 or total % 4 or (kind == SHB_TYPE) != (off == 0):
             raise PcapngError(f"{path}: damaged or unexpected block (type {kind:#x}, "
                               f"{total} bytes) at byte {off}")
-        if off + total > size or _U32.unpack_from(view, off + total - 4)[0] != total:
+        if off + total > size or U32.unpack_from(view, off + total - 4)[0] != total:
             raise PcapngError(f"{path} ends in a partial block at byte {off} (was the "
                               "capture stopped cleanly?)")
         off += total

@@ -264,7 +264,7 @@ async def test_netobserv_packets_on_a_cluster_copies_the_pcapng_home(
 
     from netobserv_tui.capture import cluster as cluster_module
     from netobserv_tui.cli import main
-    from netobserv_tui.model.packets import Packet
+    from netobserv_tui.model.packets import Captured, Packet
 
     monkeypatch.setattr(cluster_module.secrets, "token_urlsafe", lambda _n: "pk-e2e-token")
     cluster.run_controllers(PodOutcome.running())
@@ -282,7 +282,7 @@ async def test_netobserv_packets_on_a_cluster_copies_the_pcapng_home(
         exporter = Exporter("127.0.0.1", pod.port, "pk-e2e-token",
                             {"hostname": "node-a", "ip": "10.0.0.1"})
         exporter.connect()
-        exporter.submit_packets(packets)
+        exporter.submit_packets(Captured.of(packets))
         assert exporter.finish(10)
 
     try:

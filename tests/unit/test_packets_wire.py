@@ -13,10 +13,13 @@ from agg_helpers import DNS_COLUMNS, TOKEN, AggregatorFactory, Peer, sample_rows
 from netobserv_tui.agent.exporter import Exporter
 from netobserv_tui.model.packets import (
     BATCH_HEAD,
+    NAME_HEAD,
     RECORD_HEAD,
+    Captured,
     Packet,
     PacketsError,
     pack_packets,
+    pack_records,
     unpack_packets,
 )
 from netobserv_tui.model.protocol import FrameType, encode_raw
@@ -30,32 +33,57 @@ def packet(i: int, size: int = 60, name: str = "eth0") -> Packet:
 
 
 def test_a_batch_goes_round_trip_exactly() -> None:
-    packets = [packet(i, 60 + 37 * i, name=f"veth{i}") for i in range(40)]
+    packets = [packet(i, 60 + 37 * i, name=f"veth{i % 7}") for i in range(40)]
+    packets = [p._replace(ifindex=10 + i % 7) for i, p in enumerate(packets)]
     body = pack_packets(77, packets)
-    assert len(body) == 8 + sum(24 + len(p.ifname) + len(p.data) for p in packets)
+    names = sum(5 + len(f"veth{i}") for i in range(7))
+    assert len(body) == BATCH_HEAD.size + names + sum(24 + len(p.data) for p in packets)
     assert unpack_packets(body) == (77, packets)
     assert unpack_packets(pack_packets(1, [])) == (1, [])
 
 
-def _record(caplen: int = 4, orig: int = 4, direction: int = 0, name: bytes = b"eth0",
-            reserved: int = 0) -> bytes:
-    return RECORD_HEAD.pack(1, 3, orig, caplen, direction, len(name), reserved) + name
+def test_the_agent_forwards_kernel_records_and_the_clock_applies_to_each() -> None:
+    """The records go as the kernel wrote them; the batch's clock turns their timestamps
+    into wall-clock time on the aggregator's side."""
+    raw = [RECORD_HEAD.pack(1000 + i, 4, 60, 60, i % 2, b"\0\0\0") + FRAME for i in range(3)]
+    body = pack_records(9, Captured(raw, 1_795_633_800_000_000_000, {4: "eth1"}))
+    assert body.endswith(b"".join(raw))
+    seq, got = unpack_packets(body)
+    assert seq == 9 and [p.ts_ns for p in got] == [1_795_633_800_000_001_000 + i
+                                                    for i in range(3)]
+    assert {p.ifname for p in got} == {"eth1"} and [p.direction for p in got] == [0, 1, 0]
+    # A slice of the records, as the exporter cuts batches.
+    assert [p.ts_ns % 10_000 for p in unpack_packets(
+        pack_records(10, Captured(raw, 0, {4: "eth1"}), 1, 3))[1]] == [1001, 1002]
+
+
+def _head(count: int, names: bytes = b"", nnames: int = 1) -> bytes:
+    return BATCH_HEAD.pack(1, count, 0, nnames) + (names or NAME_HEAD.pack(3, 4) + b"eth0")
+
+
+def _record(caplen: int = 4, orig: int = 4, direction: int = 0, ifindex: int = 3,
+            reserved: bytes = b"\0\0\0") -> bytes:
+    return RECORD_HEAD.pack(1, ifindex, orig, caplen, direction, reserved)
 
 
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (b"\x00\x00\x00\x01", "less than its 8-byte header"),
-        (BATCH_HEAD.pack(1, 2) + _record() + b"abcd", "record 1 of 2 starts past the end"),
-        (BATCH_HEAD.pack(1, 1) + _record() + b"ab", "record 0 of 1 ends past the end"),
-        (BATCH_HEAD.pack(1, 1) + _record() + b"abcdEXTRA", "5 bytes follow the last"),
-        (BATCH_HEAD.pack(1, 1) + _record(direction=2) + b"abcd", "direction 2"),
-        (BATCH_HEAD.pack(1, 1) + _record(caplen=5, orig=4) + b"abcde", "5 bytes captured"),
-        (BATCH_HEAD.pack(1, 1) + _record(caplen=70000, orig=70000), "at most 65535"),
-        (BATCH_HEAD.pack(1, 1) + _record(name=b"") + b"abcd", "an interface name of 0 bytes"),
-        (BATCH_HEAD.pack(1, 1) + _record(name=b"x" * 16) + b"abcd", "name of 16 bytes"),
-        (BATCH_HEAD.pack(1, 1) + _record(name=b"\xff\xfe") + b"abcd", "not UTF-8"),
-        (BATCH_HEAD.pack(1, 1) + _record(reserved=1) + b"abcd", "reserved field"),
+        (b"\x00\x00\x00\x01", "less than its 18-byte header"),
+        (_head(1)[:-2], "name 0 of 1 ends past the end"),
+        (_head(1, nnames=2), "name 1 of 2 starts past the end"),
+        (_head(0, NAME_HEAD.pack(3, 0)), "a name of 0 bytes"),
+        (_head(0, NAME_HEAD.pack(3, 16) + b"x" * 16), "a name of 16 bytes"),
+        (_head(0, NAME_HEAD.pack(3, 2) + b"\xff\xfe"), "not UTF-8"),
+        (_head(0, (NAME_HEAD.pack(3, 1) + b"a") * 2, 2), "interface 3 is named twice"),
+        (_head(2) + _record() + b"abcd", "record 1 of 2 starts past the end"),
+        (_head(1) + _record() + b"ab", "record 0 of 1 ends past the end"),
+        (_head(1) + _record() + b"abcdEXTRA", "5 bytes follow the last"),
+        (_head(1) + _record(direction=2) + b"abcd", "direction 2"),
+        (_head(1) + _record(caplen=5, orig=4) + b"abcde", "5 bytes captured"),
+        (_head(1) + _record(caplen=70000, orig=70000), "at most 65535"),
+        (_head(1) + _record(ifindex=4) + b"abcd", "interface 4 has no name"),
+        (_head(1) + _record(reserved=b"\0\1\0") + b"abcd", "reserved bytes"),
     ],
 )
 def test_a_malformed_batch_says_where(body: bytes, reason: str) -> None:
@@ -116,11 +144,11 @@ async def test_a_flows_capture_refuses_packets(make_aggregator: AggregatorFactor
 def test_the_exporter_batches_by_bytes_and_counts_what_it_drops() -> None:
     exporter = Exporter("127.0.0.1", 9, TOKEN, {}, batch_bytes=10_000,
                         max_pending_packet_bytes=50_000)
-    exporter.submit_packets([packet(i, 1000) for i in range(100)])
+    exporter.submit_packets(Captured.of([packet(i, 1000) for i in range(100)]))
     # ~1 KiB each in batches of ~10 KB; over 50 KB pending, the oldest unsent batches go.
     kept = sum(b.packets for b in exporter._pending)
     assert exporter.lost_packets == 100 - kept and 40 <= kept <= 50
     frames = [b.frame for b in exporter._pending]
-    seqs = [struct.unpack_from("!I", f, 8)[0] for f in frames]
+    seqs = [struct.unpack_from("<I", f, 8)[0] for f in frames]
     assert seqs == sorted(seqs) and seqs[-1] == 10
     assert all(unpack_packets(f[8:])[0] == s for f, s in zip(frames, seqs, strict=True))
