@@ -3,8 +3,14 @@
  * Hooks:    two SCHED_CLS programs, nobs_tc_ingress and nobs_tc_egress, attached with
  *           direct-action to clsact ingress/egress of each captured interface. They never
  *           change a packet's fate: both always return TC_ACT_OK.
- * Maps:     flows (hash, MAX_FLOWS entries) keyed by struct flow_id; user space drains it
- *           with BPF_MAP_LOOKUP_AND_DELETE_BATCH every eviction interval.
+ * Maps:     flows and flows_spare (hash, MAX_FLOWS entries each) keyed by struct flow_id,
+ *           and flows_current (array of maps, one slot): the map the programs count in.
+ *           Every eviction interval user space puts the other map in the slot and then
+ *           drains the one taken out with BPF_MAP_LOOKUP_AND_DELETE_BATCH. Updating an
+ *           array of maps returns only once every program that could still use the old
+ *           map has finished (the kernel waits an RCU grace period), so the drain never
+ *           races a program that looked an entry up: no packet counted into an entry that
+ *           was copied and deleted (lost), or into one reused by another flow (misplaced).
  *           overflow (ring buffer): when flows is full, the packet is sent to user space as a
  *           one-packet record instead of being lost; counters counts both that event and a
  *           full ring buffer, so a full map is never silent.
@@ -59,6 +65,8 @@
 #define IPV6_EXT_MAX 4
 
 BPF_HASH(flows, struct flow_id, struct flow_metrics, MAX_FLOWS);
+BPF_HASH(flows_spare, struct flow_id, struct flow_metrics, MAX_FLOWS);
+BPF_ARRAY_OF_MAPS(flows_current, "flows", 1);
 BPF_RINGBUF_OUTPUT(overflow, OVERFLOW_PAGES);
 BPF_PERCPU_ARRAY(counters, u64, COUNTER_MAX);
 
@@ -266,7 +274,11 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, const bo
     if (l4_off)
         dns_track(skb, &id, l4_off, now);
 #endif
-    m = flows.lookup(&id);
+    u32 slot = 0;
+    void *counting = flows_current.lookup(&slot);
+    if (!counting)
+        return TC_ACT_OK;  /* never: user space fills the slot before attaching */
+    m = bpf_map_lookup_elem(counting, &id);
     if (m) {
         add_packet(m, skb, now, tcp_flags);
         return TC_ACT_OK;
@@ -275,12 +287,12 @@ static __always_inline int account(struct __sk_buff *skb, u8 direction, const bo
     struct flow_metrics fresh;
     __builtin_memset(&fresh, 0, sizeof(fresh));
     fill_metrics(&fresh, skb, eth, now, tcp_flags, dscp);
-    int err = flows.insert(&id, &fresh);
+    int err = bpf_map_update_elem(counting, &id, &fresh, BPF_NOEXIST);
     if (err == 0)
         return TC_ACT_OK;
     if (err == -EEXIST) {
         /* Another CPU created the entry between our lookup and insert. */
-        m = flows.lookup(&id);
+        m = bpf_map_lookup_elem(counting, &id);
         if (m)
             add_packet(m, skb, now, tcp_flags);
         return TC_ACT_OK;

@@ -142,6 +142,9 @@ class FlowProgram:
         self.packet_tai = False
         #: The captured packets, once loaded with ``packets=True``.
         self.packet_ring: PacketRing | None = None
+        #: The two flow maps once loaded; the programs count in ``_flow_fds[_counting]``.
+        self._flow_fds = (-1, -1)
+        self._counting = 0
         for name, value in (defines or {}).items():
             self.cflags.append(f"-D{name}" if value is None else f"-D{name}={value}")
         self.bpf: Any = None
@@ -177,7 +180,8 @@ class FlowProgram:
                 "--log-level=debug to see BCC's output, and check that kernel headers are "
                 "installed (see docs/troubleshooting.md)"
             ) from exc
-        self._flows_fd = self.bpf[b"flows"].map_fd
+        self._flow_fds = (int(self.bpf[b"flows"].map_fd), int(self.bpf[b"flows_spare"].map_fd))
+        self._use_flow_map(0)
         self.bpf[b"overflow"].open_ring_buffer(self._on_overflow)
         if self.packets:
             try:
@@ -307,13 +311,33 @@ class FlowProgram:
             self._workload.add(key)
         return len(new), len(gone)
 
+    @property
+    def flow_map_fd(self) -> int:
+        """The flow map the programs count in now (the next :meth:`drain` takes it)."""
+        return self._flow_fds[self._counting]
+
+    def _use_flow_map(self, index: int) -> None:
+        """Make the programs count in flow map ``index``: returns once no program can still
+        be using the other one (the kernel waits for them on an array-of-maps update)."""
+        assert self.bpf is not None
+        slot = self.bpf[b"flows_current"]
+        slot[slot.Key(0)] = slot.Leaf(self._flow_fds[index])
+        self._counting = index
+
     def drain(self) -> Drained:
-        """Look up and delete every flow in batches (BPF_MAP_LOOKUP_AND_DELETE_BATCH)."""
+        """Every flow counted since the last drain: the programs move to the other flow
+        map, and the one they left is looked up and deleted in batches
+        (BPF_MAP_LOOKUP_AND_DELETE_BATCH) with no program writing to it. The buffers hold
+        ``max_flows`` entries, as many as the map, and nothing is added while it is
+        drained, so the drain takes every entry (ENOSPC, a bucket that does not fit, cannot
+        happen; were it to, the entries left would come out when this map is drained
+        next, never lost). The last drain, after the programs are detached, therefore
+        leaves both maps empty."""
         started = time.perf_counter()
+        left = self._flow_fds[self._counting]
+        self._use_flow_map(1 - self._counting)
         keys, values, total = lookup_and_delete_all(
-            self._flows_fd, FLOW_ID.size, FLOW_METRICS.size, self.max_flows,
-            self._keys, self._values,
-        )  # fmt: skip
+            left, FLOW_ID.size, FLOW_METRICS.size, self.max_flows, self._keys, self._values)
         return Drained(keys, values, total, time.perf_counter() - started)
 
     def close(self) -> None:

@@ -36,7 +36,7 @@ def fill(prog: FlowProgram, n: int) -> None:
     count = ct.c_uint32(n)
     kbuf = ct.create_string_buffer(bytes(keys), len(keys))
     vbuf = ct.create_string_buffer(bytes(values), len(values))
-    res = lib.bpf_update_batch(prog._flows_fd, kbuf, vbuf, ct.byref(count))
+    res = lib.bpf_update_batch(prog.flow_map_fd, kbuf, vbuf, ct.byref(count))
     if res != 0 or count.value != n:
         raise SystemExit(f"filling the map failed: res={res} count={count.value}/{n}")
 
@@ -49,7 +49,7 @@ def lookup_only(prog: FlowProgram, n: int) -> float:
     out = ct.c_uint32(0)
     count = ct.c_uint32(n)
     started = time.perf_counter()
-    lib.bpf_lookup_batch(prog._flows_fd, None, ct.byref(out), keys, values, ct.byref(count))
+    lib.bpf_lookup_batch(prog.flow_map_fd, None, ct.byref(out), keys, values, ct.byref(count))
     return time.perf_counter() - started
 
 

@@ -42,3 +42,56 @@ def test_a_bucket_that_does_not_fit_waits_for_the_next_drain(bcc_ready: None) ->
         assert short > 0  # some drains did stop on a bucket that did not fit
     finally:
         bpf.cleanup()
+
+
+def test_counting_while_draining_loses_and_misplaces_nothing(bcc_ready: None) -> None:
+    """Two CPUs count packets of a few flows (BPF_PROG_TEST_RUN) while a third thread
+    drains the flow map as fast as it can: the packets drained add up to the packets run,
+    flow by flow. With one shared map, a program holding an entry it had looked up could
+    add to it after the drain had copied and deleted it (lost) or once the entry was
+    reused by another flow (misplaced)."""
+    import threading
+
+    from test_filter_program import prog_test_run
+    from test_packet_program import _frame
+
+    from netobserv_tui.agent.bpf import FlowProgram
+    from netobserv_tui.agent.records import FLOW_ID, FLOW_METRICS
+
+    flows = 4
+    frames = [_frame(64, sport=40000 + i) for i in range(flows)]
+    runs, repeat = 40, 20_000
+    prog = FlowProgram(max_flows=64).load()
+    got: dict[bytes, int] = {}
+    done = threading.Event()
+
+    def take() -> None:
+        drained = prog.drain()
+        for i in range(drained.count):
+            key = bytes(drained.keys[i * FLOW_ID.size:(i + 1) * FLOW_ID.size])
+            packets = FLOW_METRICS.unpack_from(drained.values, i * FLOW_METRICS.size)[0]
+            got[key] = got.get(key, 0) + packets
+
+    def drainer() -> None:
+        while not done.is_set():
+            take()
+
+    def counter(offset: int) -> None:
+        for r in range(runs):
+            prog_test_run(prog.fds["nobs_tc_ingress"], frames[(r + offset) % flows], repeat)
+
+    try:
+        threads = [threading.Thread(target=counter, args=(i,)) for i in range(2)]
+        drain = threading.Thread(target=drainer)
+        drain.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        done.set()
+        drain.join()
+        take()
+    finally:
+        prog.close()
+    assert sum(got.values()) == 2 * runs * repeat
+    assert sorted(got.values()) == [2 * runs * repeat // flows] * flows

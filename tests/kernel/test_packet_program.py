@@ -424,10 +424,10 @@ def test_bad_settings_are_refused() -> None:
 
 # -- cost --------------------------------------------------------------------------------
 
-def _frame(size: int) -> bytes:
+def _frame(size: int, sport: int = 40000) -> bytes:
     """An IPv4/UDP Ethernet frame of ``size`` bytes."""
     payload = bytes(size - 42)
-    udp = struct.pack("!HHHH", 40000, PORT, 8 + len(payload), 0) + payload
+    udp = struct.pack("!HHHH", sport, PORT, 8 + len(payload), 0) + payload
     iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0x4000, 64, 17, 0,
                       socket.inet_aton(A4), socket.inet_aton(B4))
     return bytes.fromhex("0200c6120002" "0200c6120001" "0800") + iph + udp
