@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ..model.errors import CaptureError
 from ..model.packets import Captured, pack_records
@@ -66,6 +66,10 @@ class _Batch:
     size: int = 0
 
 
+#: Seconds between two warnings about an aggregator that cannot be reached.
+WARN_EVERY: Final = 5.0
+
+
 class Exporter:
     def __init__(
         self,
@@ -77,8 +81,13 @@ class Exporter:
         max_pending_rows: int = 1_000_000,
         batch_bytes: int = 4 << 20,
         max_pending_packet_bytes: int = 256 << 20,
+        fallbacks: Sequence[tuple[str, int]] = (),
     ) -> None:
-        self.address = (host, port)
+        #: Where the aggregator is tried, in order, at each connection: ``(host, port)``
+        #: first, then ``fallbacks``. ``address`` is the last one tried or reached.
+        self.addresses = list(dict.fromkeys([(host, port), *fallbacks]))
+        self.address = self.addresses[0]
+        self._last_warning = -float("inf")
         self.token = token
         #: What HELLO says of this agent; ``instance`` names this run (exactly-once writes).
         self.agent = {**agent, "instance": agent.get("instance") or secrets.token_hex(8)}
@@ -115,7 +124,21 @@ class Exporter:
     # -- connection -------------------------------------------------------------------
 
     def connect(self, timeout: float = 5.0) -> None:
-        sock = socket.create_connection(self.address, timeout=timeout)
+        """Connect and say HELLO to the first of :attr:`addresses` that answers; the
+        OSError of the last one (naming every address tried) when none does."""
+        failures = []
+        for address in self.addresses:
+            self.address = address
+            try:
+                sock = socket.create_connection(address, timeout=timeout)
+            except OSError as exc:
+                failures.append(f"{host_port(*address)}: {exc.strerror or exc}")
+                continue
+            self._hello(sock, timeout)
+            return
+        raise OSError("; ".join(failures))
+
+    def _hello(self, sock: socket.socket, timeout: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.sendall(encode(FrameType.HELLO, {**token_proof(self.token, FrameType.HELLO),
@@ -166,8 +189,15 @@ class Exporter:
         except (OSError, ProtocolError) as exc:
             self._next_attempt = now + 1.0
             self.reconnects += 1
-            log.warning("Aggregator at %s:%d unreachable (%s); will retry.", *self.address, exc)
+            self.warn_unreachable(exc)
             return False
+
+    def warn_unreachable(self, exc: BaseException, hint: str = "will retry") -> None:
+        """Log a failed connection attempt, at most once every :data:`WARN_EVERY` seconds."""
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY:
+            self._last_warning = now
+            log.warning("Cannot reach the aggregator (%s); %s.", exc, hint)
 
     # -- frames -----------------------------------------------------------------------
 

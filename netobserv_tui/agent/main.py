@@ -28,6 +28,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TextIO
@@ -305,11 +306,14 @@ class Agent:
         host, port = self.config.aggregator
         watcher = LinkWatcher()
         agent_ip = self.config.agent_ip or watcher.primary_ip()
+        # In a pod, the Service's address from the environment comes first: no DNS needed.
+        service = service_address(host, port, os.environ)
+        first, fallbacks = (service, [(host, port)]) if service else ((host, port), [])
         exporter = Exporter(
-            host,
-            port,
+            *first,
             self.config.token,
             {"ip": agent_ip, "hostname": socket.gethostname(), "version": __version__},
+            fallbacks=fallbacks,
         )
         if self.config.workload:
             # Set before connecting: the first set comes right after WELCOME.
@@ -378,12 +382,14 @@ class Agent:
             except TokenRejected:
                 raise
             except OSError as exc:
-                if self._stop or time.monotonic() > deadline:
+                left = deadline - time.monotonic()
+                if self._stop or left < 0:
                     raise NetobservError(
-                        f"cannot reach the aggregator at {exporter.address[0]}:"
-                        f"{exporter.address[1]} ({exc}); check that it runs and that the "
-                        "address is right"
+                        f"cannot reach the aggregator ({exc}); check that it runs and that "
+                        "the address is right (on a cluster: the aggregator's Service, "
+                        "NetworkPolicies, and cluster DNS if the address is a name)"
                     ) from None
+                exporter.warn_unreachable(exc, f"trying again for {left:.0f} s")
                 time.sleep(0.5)
 
     def _loop(
@@ -466,6 +472,26 @@ def _claim_stdout() -> None:
     sys.stdout.flush()
     _events = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
+
+
+def service_address(host: str, port: int,
+                    environ: Mapping[str, str]) -> tuple[str, int] | None:
+    """The ClusterIP and port of the Service that ``host`` names (``<service>.<namespace>
+    .svc[...]``), from the variables the kubelet sets in pods created after the Service
+    (``<SERVICE>_SERVICE_HOST``/``_PORT``); None when ``host`` is no such name or the
+    variables are not set. An agent that uses it needs no cluster DNS."""
+    labels = host.split(".")
+    if len(labels) < 3 or labels[2] != "svc" or not labels[0]:
+        return None
+    prefix = labels[0].upper().replace("-", "_")
+    address = environ.get(f"{prefix}_SERVICE_HOST", "").strip()
+    if not address:
+        return None
+    try:
+        service_port = int(environ.get(f"{prefix}_SERVICE_PORT", port))
+    except ValueError:
+        service_port = port
+    return address, service_port
 
 
 def _address(text: str) -> tuple[str, int]:

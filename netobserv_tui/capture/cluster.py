@@ -16,6 +16,7 @@ Every exit path deletes what was created: a failed start cleans up before raisin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import secrets
@@ -31,10 +32,16 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 from kubernetes_asyncio.stream import WsApiClient
 
 from ..k8s import manifests
-from ..k8s.manifests import AGENT_NAME, AGGREGATOR_NAME, CAPTURE_LABEL, DeployOptions
+from ..k8s.manifests import (
+    AGENT_NAME,
+    AGGREGATOR_NAME,
+    CAPTURE_LABEL,
+    DeployOptions,
+    needs_memlock,
+)
 from ..k8s.objects import apply, cleanup
 from ..k8s.portforward import PortForward
-from ..k8s.preflight import check_reachable, preflight
+from ..k8s.preflight import check_reachable, node_kernels, preflight
 from ..k8s.rollout import wait_ready
 from ..model.errors import CaptureError, UsageError
 from ..model.fetch import FetchError, finish_and_fetch
@@ -205,6 +212,13 @@ class KubernetesTarget:
                                               self.token, openshift)
         self.say(f"Checking the cluster and your permissions (namespace {deploy.namespace})...")
         await preflight(api, deploy.namespace, openshift=openshift)
+        kernels = await node_kernels(api, deploy.node_selector)
+        if kernels is not None:
+            # SYS_RESOURCE only where a kernel before 5.11 needs it (RLIMIT_MEMLOCK).
+            self.deploy = deploy = dataclasses.replace(deploy, memlock=needs_memlock(kernels))
+        log.info("Node kernels: %s; agents %s SYS_RESOURCE.",
+                 ", ".join(sorted(set(kernels))) if kernels else "unknown (nodes not listed)",
+                 "get" if deploy.memlock else "do not get")
         self.say(f"Creating the capture {self.capture_id} in namespace {deploy.namespace} "
                  f"(image {deploy.image})...")
 

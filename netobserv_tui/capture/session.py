@@ -60,9 +60,11 @@ Foreground = Callable[[StreamEndpoint, asyncio.Event, Progress], Coroutine[Any, 
 
 
 async def headless(
-    endpoint: StreamEndpoint, stop: asyncio.Event, progress: Progress, out: TextIO = sys.stderr
+    endpoint: StreamEndpoint, stop: asyncio.Event, progress: Progress,
+    out: TextIO | None = None,
 ) -> str:
-    """No TUI: print progress on stderr until asked to stop."""
+    """No TUI: print progress on ``out`` (stderr) until asked to stop."""
+    out = out or sys.stderr  # the stderr of now, not of when this module was imported
     last = ""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -84,7 +86,7 @@ async def run_capture(
     limits: Limits,
     foreground: Foreground = headless,
     on_stop_requested: Callable[[str], None] | None = None,
-    out: TextIO = sys.stderr,
+    out: TextIO | None = None,
     abort: Awaitable[Any] | None = None,
 ) -> tuple[CaptureResult, str]:
     """Start, run the foreground until a stop reason, stop. Returns (result, reason).
@@ -94,9 +96,10 @@ async def run_capture(
     it shows the start's progress) cancels a start still running, like a stop request.
     """
     loop = asyncio.get_running_loop()
+    told = out or sys.stderr
 
     def say(step: str) -> None:
-        print(step, file=out, flush=True)
+        print(step, file=told, flush=True)
 
     stop = asyncio.Event()
     reason = "stopped"

@@ -159,6 +159,11 @@ class DeployOptions:
     log_level: str = "info"
     #: Extra aggregator arguments (the workload selection: --workload-namespace ...).
     aggregator_args: tuple[str, ...] = ()
+    #: Grant the agents SYS_RESOURCE: some node runs a kernel before 5.11, where BPF maps
+    #: count against RLIMIT_MEMLOCK and raising it needs that capability (see
+    #: :func:`needs_memlock`). True unless the nodes are known: a manifest that omits it
+    #: fails on such a kernel, one that has it fails only where the runtime refuses it.
+    memlock: bool = True
 
     def __post_init__(self) -> None:
         cid = self.capture_id
@@ -283,6 +288,28 @@ def _templates() -> dict[str, dict[str, Any]]:
 # -- rendering ----------------------------------------------------------------------------
 
 
+#: The first kernel that charges BPF maps to the memory cgroup instead of RLIMIT_MEMLOCK.
+MEMCG_BPF_KERNEL: Final = (5, 11)
+MEMLOCK_CAPABILITY: Final = "SYS_RESOURCE"
+
+
+def kernel_release(text: str) -> tuple[int, int] | None:
+    """(major, minor) of a kernel release string (``5.10.0-28-amd64`` -> (5, 10)); None
+    when it does not start with two numbers."""
+    match = re.match(r"\s*(\d+)\.(\d+)", text or "")
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def needs_memlock(kernel_versions: Iterable[str]) -> bool:
+    """Whether agents on nodes with these ``status.nodeInfo.kernelVersion`` values need
+    SYS_RESOURCE: some kernel is older than 5.11 or cannot be read (then it might be)."""
+    for text in kernel_versions:
+        release = kernel_release(text)
+        if release is None or release < MEMCG_BPF_KERNEL:
+            return True
+    return False
+
+
 def cluster_scoped_name(namespace: str) -> str:
     """The name of the ClusterRole, its binding and the SCC: unique per namespace."""
     return f"netobserv-tui-{namespace}"
@@ -386,6 +413,11 @@ def render(options: DeployOptions) -> list[dict[str, Any]]:
         pod_spec["nodeSelector"] = {**pod_spec.get("nodeSelector", {}),
                                     **options.node_selector}
     agent = _container(pod_spec, AGENT_CONTAINER)
+    if not options.memlock:
+        added = agent["securityContext"]["capabilities"]["add"]
+        added.remove(MEMLOCK_CAPABILITY)
+        scc = t["SecurityContextConstraints"]
+        scc["allowedCapabilities"].remove(MEMLOCK_CAPABILITY)
     agent["image"] = options.image
     agent["imagePullPolicy"] = options.pull_policy
     _set_env(agent, "NETOBSERV_AGGREGATOR", aggregator_address(options))

@@ -3,7 +3,7 @@ needs, and is another capture already running?"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -95,6 +95,20 @@ async def running_captures(api_client: client.ApiClient) -> list[str]:
     return [f"{item.metadata.name} (capture "
             f"{(item.metadata.labels or {}).get('netobserv.io/capture', '?')})"
             for item in found.items]
+
+
+async def node_kernels(api_client: client.ApiClient,
+                       node_selector: Mapping[str, str]) -> list[str] | None:
+    """``status.nodeInfo.kernelVersion`` of each node the agents will run on (those with
+    the ``node_selector`` labels); None when the nodes cannot be listed."""
+    api = client.CoreV1Api(api_client)
+    labels = ",".join(f"{key}={value}" for key, value in sorted(node_selector.items()))
+    try:
+        nodes = await (api.list_node(label_selector=labels) if labels else api.list_node())
+    except (ApiException, OSError, aiohttp.ClientError, TimeoutError):
+        return None
+    return [str(getattr(node.status.node_info, "kernel_version", "") or "")
+            if node.status and node.status.node_info else "" for node in nodes.items]
 
 
 async def check_reachable(api_client: client.ApiClient) -> str:

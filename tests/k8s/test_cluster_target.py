@@ -90,6 +90,10 @@ async def test_a_capture_starts_streams_stops_and_leaves_nothing(
                ds["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert env["FEATURES"] == "dns" and env["NETOBSERV_AGGREGATOR"] == (
             "netobserv-aggregator.netobserv-cli.svc:9990")
+        # Both nodes run 6.1: no SYS_RESOURCE (it is for RLIMIT_MEMLOCK before 5.11).
+        agent = ds["spec"]["template"]["spec"]["containers"][0]
+        assert agent["securityContext"]["capabilities"]["add"] == ["BPF", "PERFMON",
+                                                                   "NET_ADMIN"]
 
         # The live stream through the port-forward sees what the agents send.
         async with LiveStream(endpoint.host, endpoint.port, endpoint.token) as stream:
@@ -114,6 +118,35 @@ async def test_a_capture_starts_streams_stops_and_leaves_nothing(
     local = json.loads(Path(result.files["json"]).read_text())
     assert sorted(r["SrcPort"] for r in local) == list(range(40000, 40050))
     assert Path(result.files["db"]).parent == tmp_path / "output" / "flow"
+    assert cluster.leftovers() == []
+
+
+@pytest.mark.parametrize(("selector", "granted"), [
+    ({}, True), ({"kubernetes.io/hostname": "node-a"}, False)])
+async def test_an_old_kernel_on_a_selected_node_gets_the_agents_sys_resource(
+    cluster: ApiServerDouble, tmp_path: Path, selector: dict[str, str], granted: bool
+) -> None:
+    """SYS_RESOURCE goes to the agents when a node they run on has a kernel before 5.11,
+    and only then: an old node outside --node-selector does not count."""
+    old = cluster.get("nodes", "node-b")
+    assert old is not None
+    old["status"]["nodeInfo"]["kernelVersion"] = "5.10.0-28-amd64"
+    cluster.put("nodes", old)
+    cluster.run_controllers(PodOutcome.running())
+    target = target_for(cluster, tmp_path, node_selector=selector, copy=False)
+    pod = Aggregator(tmp_path / "pod", target.token)
+    await pod.start()
+    cluster.forward(NAMESPACE, "netobserv-aggregator", 9990, ("127.0.0.1", pod.port))
+    try:
+        await target.start()
+        ds = cluster.get("daemonsets", "netobserv-agent", NAMESPACE)
+        assert ds is not None
+        added = ds["spec"]["template"]["spec"]["containers"][0]["securityContext"][
+            "capabilities"]["add"]
+        assert ("SYS_RESOURCE" in added) is granted, added
+    finally:
+        await target.stop()
+        await pod.stop(grace=0)
     assert cluster.leftovers() == []
 
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -40,13 +41,13 @@ def _root() -> None:
 
 
 def environment(cont: dict[str, Any], emptydirs: dict[str, Path],
-                secret: dict[str, str]) -> dict[str, str]:
+                secret: dict[str, str], service_by_name: bool = False) -> dict[str, str]:
     """The kubelet's env for the container, with the paths of emptyDir mounts mapped to
-    directories here."""
+    directories here (and the Service's name kept with ``service_by_name``)."""
     mounts = {m["mountPath"]: emptydirs[m["name"]] for m in cont.get("volumeMounts", [])
               if m["name"] in emptydirs}
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
-    for name, value in kubelet_env(cont, secret).items():
+    for name, value in kubelet_env(cont, secret, service_by_name).items():
         for path, local in mounts.items():
             if value == path or value.startswith(path + "/"):
                 value = str(local) + value[len(path):]
@@ -83,8 +84,16 @@ def test_the_pod_specs_run_here_and_count_exactly(lab: Lab, tmp_path: Path) -> N
         assert aggregator.stdout is not None
         ready = json.loads(aggregator.stdout.readline())
         assert ready["event"] == "ready" and ready["port"] == 19990
-        agent_env = environment(agent, agent_dirs, secret)
-        assert agent_env["NETOBSERV_AGGREGATOR"] == "127.0.0.1:19990"
+        # The Service's name as the DaemonSet says, which no DNS here resolves, and the
+        # variables the kubelet sets for a Service made before the pod: the agent must
+        # reach the aggregator without DNS.
+        agent_env = environment(agent, agent_dirs, secret, service_by_name=True)
+        name, port = agent_env["NETOBSERV_AGGREGATOR"].rsplit(":", 1)
+        assert (name, port) == ("netobserv-aggregator.netobserv-cli.svc", "19990")
+        with pytest.raises(socket.gaierror):
+            socket.getaddrinfo(name, port)
+        agent_env |= {"NETOBSERV_AGGREGATOR_SERVICE_HOST": "127.0.0.1",
+                      "NETOBSERV_AGGREGATOR_SERVICE_PORT": "19990"}
         agent_proc = subprocess.Popen(argv(agent, agent_dirs), env=agent_env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert agent_proc.stdout is not None
@@ -100,6 +109,8 @@ def test_the_pod_specs_run_here_and_count_exactly(lab: Lab, tmp_path: Path) -> N
 
         agent_proc.send_signal(signal.SIGTERM)  # what the kubelet does on delete
         assert agent_proc.wait(60) == 0, agent_proc.stderr.read() if agent_proc.stderr else ""
+        assert agent_proc.stderr is not None
+        assert "Connected to the aggregator at 127.0.0.1:19990." in agent_proc.stderr.read()
         summary = asyncio.run(finish_and_fetch("127.0.0.1", 19990, TOKEN, tmp_path / "here"))
         assert aggregator.wait(30) == 0
     finally:

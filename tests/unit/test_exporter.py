@@ -15,9 +15,11 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from agg_helpers import DNS_COLUMNS, TOKEN, AggregatorFactory, sample_rows, sqlite_json
 
 from netobserv_tui.agent.exporter import Exporter
+from netobserv_tui.agent.main import service_address
 from netobserv_tui.model.protocol import FrameType, encode, read_frame_sync
 
 
@@ -119,3 +121,54 @@ def test_pump_never_waits_for_a_stalled_aggregator() -> None:
         assert (exporter.acked_rows, exporter.lost_rows) == (len(rows), 0)
     finally:
         stalled.close()
+
+
+def _closed_port() -> int:
+    """A local TCP port with nothing listening (bound, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_service_address_comes_from_the_kubelet_variables() -> None:
+    env = {"NETOBSERV_AGGREGATOR_SERVICE_HOST": "10.96.7.9",
+           "NETOBSERV_AGGREGATOR_SERVICE_PORT": "9990"}
+    name = "netobserv-aggregator.netobserv-cli.svc"
+    assert service_address(name, 9990, env) == ("10.96.7.9", 9990)
+    assert service_address(name + ".cluster.local", 9990, env) == ("10.96.7.9", 9990)
+    v6 = {"NETOBSERV_AGGREGATOR_SERVICE_HOST": "fd00:10:96::7"}
+    assert service_address(name, 9991, v6) == ("fd00:10:96::7", 9991)  # port: the name's
+    assert service_address(name, 9990, {}) is None  # not in a pod, or made before it
+    assert service_address("127.0.0.1", 9990, env) is None  # not a Service name
+    assert service_address("aggregator.example.com", 9990, env) is None
+
+
+async def test_the_agent_tries_each_address_and_says_why_none_answered(
+    make_aggregator: AggregatorFactory, caplog: Any,
+) -> None:
+    """The Service's ClusterIP first, the DNS name next: the one that answers is used; when
+    none does, the error names each address with its own reason, and the warning about it
+    is logged once however often the agent retries within WARN_EVERY seconds."""
+    aggregator = await make_aggregator()
+    dead = _closed_port()
+    exporter = Exporter("127.0.0.1", dead, TOKEN, {"hostname": "n1"},
+                        fallbacks=[("127.0.0.1", aggregator.port)])
+    await asyncio.to_thread(exporter.connect)
+    assert exporter.address == ("127.0.0.1", aggregator.port)
+    exporter.submit(DNS_COLUMNS, sample_rows(10))
+    assert await asyncio.to_thread(exporter.finish, 10.0)
+    assert aggregator.stats()["flows"] == 10
+
+    lost = Exporter("127.0.0.1", dead, TOKEN, {"hostname": "n1"},
+                    fallbacks=[("netobserv-aggregator.nowhere.invalid", 9990)])
+    with pytest.raises(OSError) as failed:
+        await asyncio.to_thread(lost.connect)
+    assert str(failed.value).startswith(f"127.0.0.1:{dead}: Connection refused; "
+                                        "netobserv-aggregator.nowhere.invalid:9990: ")
+    caplog.set_level("WARNING")
+    for _ in range(3):
+        lost.pump(0.0)
+        lost._next_attempt = 0.0  # retry at once
+    warnings = [r.getMessage() for r in caplog.records if "Cannot reach" in r.getMessage()]
+    assert len(warnings) == 1 and f"127.0.0.1:{dead}: Connection refused" in warnings[0]
+    assert lost.reconnects == 3

@@ -9,6 +9,7 @@ required fields and types of OpenShift's CRD (transcribed below) and field by fi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,9 @@ COMBOS: dict[str, DeployOptions] = {
         capture_id=CID, token=TOKEN,
         node_selector={"kubernetes.io/hostname": "worker-1", "node-role.kubernetes.io/infra": ""}),
     "openshift": DeployOptions(capture_id=CID, token=TOKEN, openshift=True),
+    "nodes on 5.11 or later": DeployOptions(capture_id=CID, token=TOKEN, memlock=False),
+    "openshift, nodes on 5.11 or later": DeployOptions(capture_id=CID, token=TOKEN,
+                                                       openshift=True, memlock=False),
     "features and filters": DeployOptions(
         capture_id=CID, token=TOKEN,
         agent_env={"FEATURES": "pktdrop,dns,rtt", "DNS_TRACKING_PORT": "5353",
@@ -186,6 +190,18 @@ def test_the_scc_check_itself_catches_a_missing_field() -> None:
     broken = {k: v for k, v in scc.items() if k != "allowHostPorts"}
     with pytest.raises(jsonschema.ValidationError, match="allowHostPorts"):
         jsonschema.validate(broken, SCC_SCHEMA)
+
+
+@pytest.mark.parametrize(("kernels", "needed"), [
+    (["6.1.0-18-amd64", "5.11.0"], False),
+    (["6.8.0-45-generic", "5.10.0-28-amd64"], True),  # one old node is enough
+    (["4.18.0-553.el8_10.x86_64"], True),
+    (["6.1.0", ""], True),  # unknown: it may be old
+    (["weird"], True),
+    ([], False),  # no node selected: nothing to run, nothing to grant
+])
+def test_sys_resource_follows_the_oldest_kernel(kernels: list[str], needed: bool) -> None:
+    assert m.needs_memlock(kernels) is needed
 
 
 def test_kubernetes_validate_is_strict_about_unknown_fields() -> None:
@@ -351,6 +367,7 @@ def test_agents_run_on_every_node_in_the_host_network(
     assert spec["tolerations"] == [{"operator": "Exists"}]
     assert spec["hostNetwork"] is True
     assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert spec["enableServiceLinks"] is True  # the Service's address without DNS
     assert spec["automountServiceAccountToken"] is False
     assert spec["terminationGracePeriodSeconds"] >= 45
     assert spec["nodeSelector"] == {"kubernetes.io/os": "linux", **options.node_selector}
@@ -369,8 +386,13 @@ def test_agent_privileges_are_root_plus_four_capabilities(
     assert sc["privileged"] is False
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True
+    # SYS_RESOURCE only for kernels before 5.11 (RLIMIT_MEMLOCK), as the SCC allows.
+    memlock = ["SYS_RESOURCE"] if options.memlock else []
     assert sc["capabilities"] == {"drop": ["ALL"],
-                                  "add": ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]}
+                                  "add": ["BPF", "PERFMON", "NET_ADMIN", *memlock]}
+    scc = by_kind(m.render(dataclasses.replace(options, openshift=True)))[
+        "SecurityContextConstraints"]
+    assert scc["allowedCapabilities"] == ["BPF", "PERFMON", "NET_ADMIN", *memlock]
     # CRI-O's default seccomp profile refuses bpf(2) without CAP_SYS_ADMIN (see agent.yaml).
     assert sc["seccompProfile"] == {"type": "Unconfined"}
     assert ("seLinuxOptions" in sc) is options.openshift
