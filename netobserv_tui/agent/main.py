@@ -22,6 +22,7 @@ import argparse
 import ctypes as ct
 import json
 import logging
+import math
 import os
 import select
 import signal
@@ -412,7 +413,10 @@ class Agent:
         # read it as they land too, not only every 100 ms.
         if (overflow := prog.overflow_fileno()) >= 0:
             waits.append(overflow)
-        next_take = 0.0
+        # Between two reads of the packet ring, wait on everything else (without a ring:
+        # never a packet read, never a shorter timeout).
+        resting = [w for w in waits if w is not prog.packet_ring]
+        next_take = 0.0 if prog.packet_ring is not None else math.inf
         while not self._stop:
             now = time.monotonic()
             timeout = max(0.0, min(0.1, next_evict - now))
@@ -420,7 +424,7 @@ class Agent:
             writes = [exporter] if exporter.wants_write else []
             ready = waits
             if now < next_take:  # the packet ring waits for its next read
-                ready = [w for w in waits if w is not prog.packet_ring]
+                ready = resting
                 timeout = min(timeout, next_take - now)
             try:
                 readable, _, _ = select.select(ready, writes, [], timeout)

@@ -51,6 +51,9 @@ NAME_HEAD: Final = struct.Struct("<IB")
 #: A record's header: struct packet_meta as the kernel writes it on a little-endian host.
 RECORD_HEAD: Final = struct.Struct("<QIIIB3s")
 
+#: The kernel writes records in the host's byte order; this format is little-endian.
+LITTLE_ENDIAN_HOST: Final = sys.byteorder == "little"
+
 INGRESS: Final = 0
 EGRESS: Final = 1
 _ZERO3: Final = b"\0\0\0"
@@ -202,6 +205,3 @@ def unpack_packets(body: bytes) -> tuple[int, list[Packet]]:
     return batch.seq, [Packet(ts, ifindex, names[ifindex], direction, orig_len, body[a:b])
                        for ts, ifindex, direction, orig_len, a, b in records(batch)]
 
-
-#: The kernel writes records in the host's byte order; this format is little-endian.
-LITTLE_ENDIAN_HOST: Final = sys.byteorder == "little"

@@ -5,8 +5,7 @@ the look with ``pytest tests/tui/test_tui_packets_snapshots.py --snapshot-update
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,7 @@ SIZE = (140, 36)
 Compare = Callable[..., bool]
 
 
-@pytest.fixture(autouse=True)
-def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")  # times on screen in UTC (conftest.py)
 
 
 @pytest.fixture
