@@ -22,6 +22,9 @@ addresses are computed from the first lists, before the aggregator listens, sent
 agent right after its WELCOME, and sent again whenever pod changes change the set.  Without
 the inventory there is no set: the process then exits 1 rather than capture every flow.
 
+``--user UID:GID`` (a local capture, started as root) gives up root once the socket and the
+files are open (see :mod:`.privileges`); "ready" then says the ``uid`` it runs as.
+
 Exit codes: 0 after a clean stop; 1 if the aggregator cannot bind, create its files or
 write a batch (the files keep everything written before the failure); 2 for bad usage.
 """
@@ -41,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..model.errors import CaptureError, NetobservError, UsageError
 from ..model.memory import peak_rss_kib
+from .privileges import become, parse_user
 from .server import Aggregator
 
 if TYPE_CHECKING:
@@ -91,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--snaplen", type=int, default=int(os.environ.get("SNAPLEN", 65535)),
                         metavar="BYTES",
                         help="the snapshot length the packet file declares (default 65535)")
+    parser.add_argument("--user", default=None, metavar="UID:GID",
+                        help="once the socket and the files are open, run as this user "
+                             "(no supplementary groups); the database is then left in WAL "
+                             "mode for the caller to settle (settle_wal)")
     parser.add_argument("--enrich", choices=["kubernetes"], default=None,
                         help="add metadata to the flows: 'kubernetes' watches pods, services, "
                              "nodes and replicasets (in-cluster service account by default)")
@@ -157,7 +165,8 @@ async def run(args: argparse.Namespace, token: str) -> int:
         aggregator = Aggregator(args.output, token, host=host, port=port, enricher=enricher,
                                 files_wait=args.files_wait, packets=args.packets,
                                 snaplen=args.snaplen,
-                                lookup=watch.inventory.lookup if watch is not None else None)
+                                lookup=watch.inventory.lookup if watch is not None else None,
+                                keep_wal=args.user is not None)
         if workload is None or watch is None:
             return await _serve(aggregator, args)
         from .workload import WorkloadUpdater
@@ -209,8 +218,15 @@ async def _api_client(kubeconfig: str | None) -> client.ApiClient:
 
 async def _serve(aggregator: Aggregator, args: argparse.Namespace) -> int:
     await aggregator.start()
+    if args.user is not None:
+        try:
+            become(*args.user)
+        except OSError as exc:
+            await aggregator.stop(grace=0)
+            raise CaptureError(f"cannot run as uid {args.user[0]}: {exc.strerror or exc}; "
+                               "start the aggregator as root for --user") from None
     emit("ready", host=aggregator.host, port=aggregator.port, capture=aggregator.capture,
-         files=aggregator.files)
+         files=aggregator.files, **({"uid": os.getuid()} if args.user is not None else {}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -259,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         if not token:
             raise UsageError(f"the capture token is not set: export it in ${args.token_env} "
                              "(it is not taken on the command line, where ps would show it)")
+        if args.user is not None:
+            args.user = parse_user(args.user)
         _tune_gc()
         return asyncio.run(run(args, token))
     except NetobservError as exc:

@@ -35,6 +35,7 @@ Shape of the data path::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -98,6 +99,7 @@ class Aggregator:
         packets: bool = False,
         snaplen: int = MAX_SNAPLEN,
         lookup: Callable[[str], Any] | None = None,
+        keep_wal: bool = False,
     ) -> None:
         if not token:
             raise ValueError("the capture token is empty: agents could not be authenticated")
@@ -105,6 +107,8 @@ class Aggregator:
         self.packets = packets
         self.snaplen = snaplen
         self._lookup = lookup
+        #: The database is closed in WAL mode, for its owner to settle (``privileges.py``).
+        self.keep_wal = keep_wal
         self._sink: PacketSink | None = None
         self._check_token = TokenCheck(token)
         self.host, self.port = host, port
@@ -241,8 +245,9 @@ class Aggregator:
         loop = asyncio.get_running_loop()
         try:
             self._writer = await loop.run_in_executor(
-                self._executor, FlowWriter, self.output, datetime.now(UTC)
-            )
+                self._executor,
+                functools.partial(FlowWriter, self.output, datetime.now(UTC),
+                                  keep_wal=self.keep_wal))
             if self.packets:
                 path = self.output / "pcap" / f"{self._writer.json_path.stem}.pcapng"
                 self._sink = await loop.run_in_executor(

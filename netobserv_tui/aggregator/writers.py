@@ -137,8 +137,12 @@ class FlowWriter:
     either written whole or, on an I/O error, rolled back in SQLite and cut from the JSON file.
     """
 
-    def __init__(self, output: Path | str, started: datetime | None = None) -> None:
+    def __init__(self, output: Path | str, started: datetime | None = None, *,
+                 keep_wal: bool = False) -> None:
         self.flow_dir = Path(output) / "flow"
+        #: Close in WAL mode (``-wal`` emptied, not deleted): for a process that may not
+        #: delete files where it writes (see ``privileges.py``); :func:`settle_wal` ends it.
+        self.keep_wal = keep_wal
         make_private_dirs(self.flow_dir)
         stem = _unique_stem(self.flow_dir, started or datetime.now(UTC))
         self.db_path = (self.flow_dir / f"{stem}.db").resolve()
@@ -271,7 +275,10 @@ class FlowWriter:
         try:
             create_indexes(sqlite_utils.Database(self._conn))
             index_seconds = time.monotonic() - started
-            leave_wal(self._conn, self.db_path, WAL_EXIT_SECONDS)
+            if self.keep_wal:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            else:
+                leave_wal(self._conn, self.db_path, WAL_EXIT_SECONDS)
         finally:
             self._conn.close()
         self._summary = {
@@ -324,6 +331,18 @@ def leave_wal(conn: sqlite3.Connection, path: Path | str, timeout: float) -> boo
                         timeout)
             return False
         time.sleep(0.02)
+
+
+def settle_wal(db_path: Path | str) -> bool:
+    """Take a database closed with ``keep_wal`` out of WAL mode (its ``-wal`` and ``-shm``
+    files go); True when done, or when there was nothing to do."""
+    if not Path(f"{db_path}-wal").exists():
+        return True
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        return leave_wal(conn, db_path, WAL_EXIT_SECONDS)
+    finally:
+        conn.close()
 
 
 def recover(json_path: Path | str, db_path: Path | str) -> None:

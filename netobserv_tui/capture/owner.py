@@ -16,8 +16,10 @@ Here:
 from __future__ import annotations
 
 import contextlib
+import grp
 import logging
 import os
+import pwd
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -78,3 +80,29 @@ def hand_over(paths: Iterable[Path | str], user: tuple[int, int] | None) -> None
                 continue
             except OSError as exc:
                 log.warning("Could not give %s to uid %d: %s.", each, uid, exc)
+
+
+#: Where :func:`unassigned_user` looks: the range systemd leaves for dynamic users.
+UNASSIGNED_RANGE = range(61184, 65520)
+
+
+def unassigned_user() -> tuple[int, int]:
+    """A ``(uid, gid)`` pair that no account or group of this host uses: what the local
+    aggregator runs as when no ``sudo`` user is known, so that it owns nothing and can
+    read nothing of anyone's."""
+    for number in UNASSIGNED_RANGE:
+        try:
+            pwd.getpwuid(number)
+        except KeyError:
+            try:
+                grp.getgrgid(number)
+            except KeyError:
+                return number, number
+    raise OSError("every uid from 61184 to 65519 has an account; cannot pick one for the "
+                  "aggregator")
+
+
+def aggregator_user() -> tuple[int, int]:
+    """Who the local aggregator runs as once its files are open: the ``sudo`` user, else
+    an unassigned uid (see :mod:`netobserv_tui.aggregator.privileges`)."""
+    return invoking_user() or unassigned_user()

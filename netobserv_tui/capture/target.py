@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..agent.tc import cleanup_leftovers
+from .owner import aggregator_user
 from .procs import Child
 
 log = logging.getLogger(__name__)
@@ -85,11 +88,15 @@ class LocalTarget:
         self.options = options
         self.token = secrets.token_urlsafe(24)
         env = {"NETOBSERV_TOKEN": self.token}
+        #: Who the aggregator runs as once its files are open: not root (see owner.py).
+        self.aggregator_user = aggregator_user() if os.geteuid() == 0 else None
+        user = self.aggregator_user
         self.aggregator = Child(
             "aggregator",
             "netobserv_tui.aggregator",
             ["--listen", "127.0.0.1:0", "--output", str(options.output),
-             *(["--packets", "--snaplen", str(options.snaplen)] if options.packets else [])],
+             *(["--packets", "--snaplen", str(options.snaplen)] if options.packets else []),
+             *(["--user", f"{user[0]}:{user[1]}"] if user is not None else [])],
             env,
         )
         self.agent: Child | None = None
@@ -170,6 +177,16 @@ class LocalTarget:
                 problems.append(
                     f"the aggregator exited with status {status}: {self.aggregator.why()}"
                 )
+        db = (closed.get("files") or self.ready.get("files") or {}).get("db")
+        if db and self.aggregator_user is not None:
+            # The aggregator ran unprivileged and left its database in WAL mode.
+            from ..aggregator.writers import settle_wal
+
+            try:
+                await asyncio.to_thread(settle_wal, db)
+            except sqlite3.Error as exc:
+                problems.append(f"could not complete {db}: {exc}; sqlite3 still reads it "
+                                "with its -wal file")
         agent_stats = closed.get("agent_stats") or {}
         warnings = []
         if agent_stats.get("map_full_packets"):

@@ -127,6 +127,15 @@ class Capture:
             self.stop()
 
 
+def credentials(proc: psutil.Process) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+    """A process's (real, effective, saved, filesystem) uids and gids and its supplementary
+    groups, as the kernel reports them in /proc/PID/status."""
+    status = dict(line.split(":", 1) for line in
+                  Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ":" in line)
+    return (tuple(int(x) for x in status["Uid"].split()),
+            tuple(int(x) for x in status["Gid"].split()), status["Groups"].strip())
+
+
 def sqlite_rows(db: Path, query: str) -> list[dict[str, Any]]:
     """Run ``query`` with the sqlite3 command-line shell, as a person would."""
     out = subprocess.run(

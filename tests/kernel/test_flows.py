@@ -8,6 +8,7 @@ end receives during a send belongs to the flow under test.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from capture_helpers import (
     NETOBSERV,
     Capture,
+    credentials,
     json_records,
     our_tc_objects,
     sql_totals,
@@ -119,6 +121,40 @@ def test_a_stopped_aggregator_loses_nothing_and_writes_nothing_twice(
     assert intervals[0]["n"] >= 14
     assert not any("lost" in line or "could not be delivered" in line
                    for line in cap.stderr_lines), cap.stderr_lines
+
+
+def test_the_aggregator_gives_up_root_and_still_writes_everything(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Run by root without sudo: the aggregator (what agents talk to) switches to a uid no
+    account uses once its socket and files are open, with no group of root's. The output
+    folder sits in a folder only root may enter, and the counts are still exact: it writes
+    through what it opened as root. Its database is left in WAL mode, which the controller
+    (root) ends: no -wal or -shm file is left, and the files are root's."""
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    out = private / "out"
+    with Capture(out, env={"SUDO_UID": ""}) as cap:
+        uids, gids, groups = credentials(cap.child("netobserv_tui.aggregator"))
+        assert lab.wait_quiet()
+        sent = udp_send(lab, a, b, 300, 100, dst_port=7011, src_port=40011)
+        assert cap.stop() == 0, cap.stderr_lines
+    uid = uids[0]
+    assert 61184 <= uid <= 65519 and uids == (uid,) * 4 and gids == (uid,) * 4, (uids, gids)
+    assert groups == ""
+    with pytest.raises(KeyError):
+        pwd.getpwuid(uid)
+    files = cap.files()
+    flow = {"SrcPort": 40011, "DstPort": 7011, "Proto": 17}
+    assert sql_totals(files["db"], **flow) == {
+        (a.host_ifname, 0): (300, 300 * sent.frame_bytes),
+        (b.host_ifname, 1): (300, 300 * sent.frame_bytes)}
+    assert sorted(p.name for p in (out / "flow").iterdir()) == sorted(
+        [files["db"].name, files["json"].name])
+    assert sqlite_rows(files["db"], "PRAGMA journal_mode") == [{"journal_mode": "delete"}]
+    for path in (out, out / "flow", files["db"], files["json"]):
+        assert path.stat().st_uid == 0, path
 
 
 @FEATURES

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from capture_helpers import NETOBSERV, Capture, our_tc_objects, sql_totals
+from capture_helpers import NETOBSERV, Capture, credentials, our_tc_objects, sql_totals
 
 from netobserv_tui.lab import Lab
 from netobserv_tui.lab.topology import Pod
@@ -317,12 +317,16 @@ def test_all_takes_every_packet(lab: Lab, tmp_path: Path) -> None:
 
 
 def test_files_are_private_and_given_to_the_sudo_user(lab: Lab, tmp_path: Path) -> None:
-    """Run as `sudo netobserv packets ...` by uid 65534: every folder the capture made is
-    0700, every file 0600, and all of them belong to that user, not to root."""
+    """Run as `sudo netobserv packets ...` by uid 65534: the aggregator runs as that user;
+    every folder the capture made is 0700, every file 0600, and all of them belong to that
+    user, not to root; the database is out of WAL mode (no -wal file left)."""
     a, b = lab.pod("pod-a"), lab.pod("pod-b")
     out = tmp_path / "mine" / "out"
     sudo = {"SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"}
     with Capture(out, "udp,7141", command="packets", env=sudo) as cap:
+        # The aggregator runs as that user, with none of root's groups.
+        assert credentials(cap.child("netobserv_tui.aggregator")) == (
+            (65534,) * 4, (65534,) * 4, "")
         sent = udp_send(lab, a, b, 10, 100, dst_port=7141)
         assert cap.stop() == 0, cap.stderr_lines
     files = cap.files()

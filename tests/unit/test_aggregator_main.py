@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -222,3 +223,48 @@ def test_sigkill_mid_capture_keeps_every_acknowledged_row(tmp_path: Path) -> Non
     assert [{k: v for k, v in o.items() if k != "TimeReceived"} for o in written] == \
         as_objects(DNS_COLUMNS, rows)
     assert sqlite_json(db, "SELECT count(*) AS n FROM flow") == [{"n": len(rows)}]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_user_gives_up_root_once_the_files_are_open(tmp_path: Path) -> None:
+    """``--user``: the aggregator runs as that uid (the kernel says so) from its ready line
+    on; batches it takes afterwards are written although its folder is root's alone; it
+    closes the database in WAL mode with an empty -wal file, which settle_wal (as root)
+    then ends."""
+    from netobserv_tui.aggregator.writers import settle_wal
+    from netobserv_tui.capture.owner import unassigned_user
+
+    uid, gid = unassigned_user()
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    proc = start(private / "out", "--user", f"{uid}:{gid}")
+    try:
+        ready = ready_line(proc)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        rows = sample_rows(400, seed=9)
+        assert send_batches(ready["port"], [rows[:200], rows[200:]]) == [{"seq": 0}, {"seq": 1}]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert ready["uid"] == uid
+    assert f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n" in status
+    assert f"Gid:\t{gid}\t{gid}\t{gid}\t{gid}\n" in status
+    assert re.search(r"^Groups:\s*$", status, re.MULTILINE), status
+    assert json.loads(out)["flows"] == 400
+    db = Path(ready["files"]["db"])
+    assert Path(f"{db}-wal").stat().st_size == 0
+    assert settle_wal(db) is True
+    assert not Path(f"{db}-wal").exists()
+    assert sqlite_json(db, "SELECT count(*) AS n FROM flow") == [{"n": 400}]
+    assert sqlite_json(db, "PRAGMA journal_mode") == [{"journal_mode": "delete"}]
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("0:0", "not to run as root"), ("nobody", "two numbers"), ("1000:", "two numbers")])
+def test_bad_user_is_a_usage_error(tmp_path: Path, value: str, says: str) -> None:
+    proc = start(tmp_path / "out", "--user", value)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and out == "" and says in err, err
+    assert not (tmp_path / "out").exists()
