@@ -23,7 +23,6 @@ from typing import Any, Final, Literal
 from ..model.errors import KernelError
 from ..model.packets import Packet
 from .packets import (
-    DEFAULT_MAX_PENDING,
     DEFAULT_RING_PAGES,
     MAX_KERNEL_SNAPLEN,
     PacketRing,
@@ -95,7 +94,7 @@ class FlowProgram:
         snaplen: int = 65535,
         packet_ring_pages: int | None = None,
         packet_clock: Literal["auto", "tai", "monotonic"] = "auto",
-        packet_max_pending: int | None = None,
+        packet_reader: str = "auto",
     ) -> None:
         """``defines`` become ``-DNAME[=value]``: feature switches such as ENABLE_DNS.
 
@@ -107,8 +106,8 @@ class FlowProgram:
         ``packet_ring_pages`` pages (a power of two; 2048 = 8 MiB by default), which
         :attr:`packet_ring` reads once loaded. ``packet_clock`` "auto" stamps packets with
         the TAI clock where the kernel has bpf_ktime_get_tai_ns() (6.1+), else with the
-        monotonic clock; ``packet_max_pending`` bounds the bytes read and not yet taken
-        (64 MiB by default; see packets.py).
+        monotonic clock; ``packet_reader`` chooses how the ring is read ("auto", "mmap" or
+        "libbpf"; see packets.py).
         """
         if max_flows < 1:
             raise ValueError("max_flows must be positive")
@@ -136,8 +135,7 @@ class FlowProgram:
         self.snaplen = snaplen
         self.packet_ring_pages = pages
         self.packet_clock = packet_clock
-        self.packet_max_pending = (DEFAULT_MAX_PENDING if packet_max_pending is None
-                                   else packet_max_pending)
+        self.packet_reader = packet_reader
         #: Whether packets are stamped with the TAI clock (decided at load()).
         self.packet_tai = False
         #: The captured packets, once loaded with ``packets=True``.
@@ -185,9 +183,10 @@ class FlowProgram:
         self.bpf[b"overflow"].open_ring_buffer(self._on_overflow)
         if self.packets:
             try:
+                ring = self.bpf[b"packets"]
                 self.packet_ring = PacketRing(
-                    self.bpf[b"packets"].map_fd, tai=self.packet_tai,
-                    lost=self._packets_lost, max_pending_bytes=self.packet_max_pending,
+                    ring.map_fd, ring.max_entries, tai=self.packet_tai,
+                    lost=self._packets_lost, reader=self.packet_reader,
                 )
             except Exception as exc:
                 self.close()
@@ -342,7 +341,7 @@ class FlowProgram:
 
     def close(self) -> None:
         if self.packet_ring is not None:
-            self.packet_ring.close()  # packets read already can still be taken from it
+            self.packet_ring.close()
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..model.errors import CaptureError
-from ..model.packets import Captured, pack_records
+from ..model.packets import Captured, pack_chunk
 from ..model.protocol import (
     HEADER_SIZE,
     FrameType,
@@ -79,7 +79,6 @@ class Exporter:
         agent: dict[str, str],
         batch_rows: int = 5000,
         max_pending_rows: int = 1_000_000,
-        batch_bytes: int = 4 << 20,
         max_pending_packet_bytes: int = 256 << 20,
         fallbacks: Sequence[tuple[str, int]] = (),
     ) -> None:
@@ -93,7 +92,6 @@ class Exporter:
         self.agent = {**agent, "instance": agent.get("instance") or secrets.token_hex(8)}
         self.batch_rows = batch_rows
         self.max_pending_rows = max_pending_rows
-        self.batch_bytes = batch_bytes
         self.max_pending_packet_bytes = max_pending_packet_bytes
         self._pending_packet_bytes = 0
         self.acked_packets = 0
@@ -305,20 +303,12 @@ class Exporter:
         return oldest
 
     def submit_packets(self, captured: Captured) -> None:
-        """Queue captured packets for sending, in batches of about ``batch_bytes``."""
-        records = captured.records
-        start = 0
-        while start < len(records):
-            end, size = start, 0
-            while end < len(records) and (end == start or size < self.batch_bytes):
-                size += len(records[end])
-                end += 1
+        """Queue captured packets for sending, a batch per chunk (see ``PacketRing``)."""
+        for index, (_, count) in enumerate(captured.chunks):
             self._seq += 1
-            frame = encode_raw(FrameType.PACKETS, pack_records(self._seq, captured, start, end))
-            self._pending.append(_Batch(self._seq, frame, 0, packets=end - start,
-                                        size=len(frame)))
+            frame = encode_raw(FrameType.PACKETS, pack_chunk(self._seq, captured, index))
+            self._pending.append(_Batch(self._seq, frame, 0, packets=count, size=len(frame)))
             self._pending_packet_bytes += len(frame)
-            start = end
         while self._pending_packet_bytes > self.max_pending_packet_bytes:
             oldest = self._droppable(packets=True)
             if oldest is None:

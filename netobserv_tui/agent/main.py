@@ -200,7 +200,7 @@ class Agent:
         """Hand the packets the kernel copied so far to the exporter (packet capture)."""
         if prog.packet_ring is not None:
             captured = prog.packet_ring.take_captured()
-            if captured.records:
+            if captured.chunks:
                 exporter.submit_packets(captured)
 
     def _on_workload(self, ips: list[str]) -> None:

@@ -3,34 +3,28 @@
 With packet capture on (``FlowProgram(packets=True)``) the TC classifiers copy every packet
 they count into the ``packets`` BPF ring buffer, as a 24-byte ``struct packet_meta``
 followed by the frame's first ``caplen`` bytes (``PACKET_META`` below mirrors it). A
-:class:`PacketRing` turns those records into :class:`~netobserv_tui.model.packets.Packet`.
+:class:`PacketRing` hands them on.
 
-Its own ring manager
-    BCC's ``ring_buffer_poll``/``ring_buffer_consume`` serve every ring buffer opened on a
-    ``BPF`` object at once, through one libbpf ``ring_buffer``. Packets have their own
-    instead (``bpf_new_ringbuf`` on the map's fd): taking packets never runs the overflow
-    ring's callback and taking overflow records never reads the packets ring, so neither
-    path can stall or lose the other's records, and the memory bound below can stop reading
-    packets without stopping overflow records.
+Reading the ring where it lies
+    On x86-64 the ring's pages are mapped into this process (:class:`_MmapReader`) and a
+    take copies the records the kernel has committed as they lie, ring headers and padding
+    included, in one piece per chunk (about ``chunk_bytes``): per packet, user space only
+    reads its 4-byte header (to find the next one) and its ifindex (to name the
+    interfaces). Those chunks are the PACKETS payload (:mod:`netobserv_tui.model.packets`),
+    so the agent never parses or copies a packet on its own; their room in the ring is free
+    again as soon as the take returns. Elsewhere libbpf's ring manager reads the ring, one
+    callback per record (:class:`_LibbpfReader`), and the same layout is rebuilt.
+    ``test_user_space_rate`` in tests/kernel/test_packet_program.py prints the rates.
 
-Fast path
-    The callback gets the record as a ``char *`` and keeps it whole, as one bytes object
-    (one slice, one append). :meth:`take_captured` hands the records on untouched, with the
-    clock offset and the names of the interfaces they use: the PACKETS payload is those
-    records back to back (:mod:`netobserv_tui.model.packets`), so the agent never parses a
-    packet. :meth:`take` decodes them into :class:`Packet` tuples (tests, tools). The
-    cyclic garbage collector is paused while the ring is read: the objects made hold no
-    cycles, and with a large batch pending its collections were half of the cost.
-    ``test_user_space_rate`` in tests/kernel/test_packet_program.py prints the rate.
+    The ring has its own reader: taking packets never runs the overflow ring's callback and
+    taking overflow records never reads the packets ring, so neither path can stall or lose
+    the other's records.
 
 Memory bound
-    Records read but not yet taken are kept in memory up to ``max_pending_bytes`` (64 MiB;
-    each record counts its size plus ``RECORD_OVERHEAD`` for Python's objects). Past it the
-    callback tells libbpf to stop (a negative return), and :meth:`take`/:meth:`poll` do not
-    read the ring until the caller has taken records: the kernel ring then fills up, and
-    what does not fit in it is counted by the kernel (``COUNTER_PACKETS_LOST``), so
+    Nothing is kept between takes: what the agent has not taken stays in the kernel ring,
+    and what does not fit there is counted by the kernel (``COUNTER_PACKETS_LOST``), so
     :meth:`lost` accounts for every packet that was counted but never reached user space.
-    Nothing is dropped in user space.
+    A take holds at most the ring's size; the exporter bounds what waits to be sent.
 
 Timestamps
     With the TAI clock (``bpf_ktime_get_tai_ns``, Linux 6.1, probed once by
@@ -47,8 +41,10 @@ from __future__ import annotations
 import ctypes as ct
 import functools
 import gc
+import mmap
 import os
 import platform
+import select
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -56,17 +52,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from ..model.packets import LITTLE_ENDIAN_HOST, Captured, Packet
+from ..model.packets import (
+    LITTLE_ENDIAN_HOST,
+    RING_BUSY,
+    RING_DISCARD,
+    RING_HEAD_SIZE,
+    Captured,
+    Packet,
+    pack_chunk,
+    unpack_packets,
+)
 
 #: struct packet_meta of ebpf/packets.h: ts_ns, ifindex, len, caplen, direction.
 PACKET_META: Final = struct.Struct("<QIIIB3x")
 #: Ring buffer size in pages (8 MiB with 4 KiB pages); a power of two.
 DEFAULT_RING_PAGES: Final = 2048
-#: Records read from the ring but not taken yet, in bytes, before reading stops.
-DEFAULT_MAX_PENDING: Final = 64 << 20
-#: What one pending record costs beyond its size: its bytes object's header and list slot
-#: (CPython 64-bit: 33 + 8).
-RECORD_OVERHEAD: Final = 41
+#: Bytes of records per chunk; the exporter sends each chunk as one PACKETS batch.
+DEFAULT_CHUNK_BYTES: Final = 4 << 20
 #: Largest snapshot length: the kernel's scratch slot holds 64 KiB.
 MAX_KERNEL_SNAPLEN: Final = 65535
 
@@ -171,132 +173,231 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-class PacketRing:
-    """The ``packets`` ring buffer of a loaded flow program, as :class:`Packet` tuples.
+class _MmapReader:
+    """Reads the ring where the kernel writes it: its pages mapped into this process.
 
-    ``ifname`` maps an ifindex to its name (the agent passes ``LinkWatcher.name``; it may be
-    set later through the attribute); a missing or empty name becomes ``if<index>``.
-    ``tai`` says which clock the program was compiled with (``-DPACKET_CLOCK_TAI``);
-    ``lost`` returns the kernel's lost-packets counter. Not thread-safe: one thread takes.
+    The kernel's layout (kernel/bpf/ringbuf.c): the consumer position on the first page
+    (ours to write), the producer position on the second, then the data area, mapped twice
+    in a row so that a record that wraps around is contiguous. A read walks the record
+    headers from the consumer position to the producer position and stops at the first
+    record the kernel has not committed (busy bit); the headers it walked are then copied
+    in one piece per chunk, and the consumer position moves past them, which frees their
+    space for the kernel.
+
+    This relies on x86-64's ordering of memory accesses (a load is never reordered with an
+    earlier load, nor a store with an earlier load): once a committed header was read, the
+    copy after it sees the record's bytes, and the consumer position is written after the
+    copy. Other architectures use :class:`_LibbpfReader`.
+    """
+
+    def __init__(self, map_fd: int, size: int) -> None:
+        page = mmap.PAGESIZE
+        if size <= 0 or size & (size - 1) or size % page:
+            raise ValueError(f"a ring of {size} bytes: expected a power of two of pages")
+        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
+                                   mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        try:
+            self._producer = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED,
+                                       mmap.PROT_READ, offset=page)
+        except BaseException:
+            self._consumer.close()
+            raise
+        self._mask = size - 1
+        self._page = page
+        # Native 8-byte and 4-byte loads and stores (one instruction each, aligned).
+        self._cons = memoryview(self._consumer).cast("Q")
+        self._prod = memoryview(self._producer).cast("Q")
+        data = memoryview(self._producer)[page:]
+        self._data = data
+        self._words = data.cast("I")
+        self.fd = map_fd
+
+    def take(self, max_packets: int | None, chunk_bytes: int
+             ) -> tuple[list[tuple[bytes, int]], set[int]]:
+        cons = self._cons[0]
+        prod = self._prod[0]
+        words, mask = self._words, self._mask
+        chunks: list[tuple[bytes, int]] = []
+        ifindexes: set[int] = set()
+        add = ifindexes.add
+        left = -1 if max_packets is None else max_packets
+        begin = cons
+        count = 0
+        while cons < prod and left:
+            word = (cons & mask) >> 2
+            length = words[word]
+            if length & RING_BUSY:
+                break
+            if not length & RING_DISCARD:
+                add(words[word + 4])
+            cons += RING_HEAD_SIZE + ((length & 0x3FFFFFFF) + 7 & ~7)
+            count += 1
+            left -= 1
+            if cons - begin >= chunk_bytes:
+                chunks.append((self._copy(begin, cons), count))
+                begin, count = cons, 0
+        if count:
+            chunks.append((self._copy(begin, cons), count))
+        if chunks:
+            self._cons[0] = cons
+        return chunks, ifindexes
+
+    def _copy(self, begin: int, end: int) -> bytes:
+        at = begin & self._mask
+        return self._data[at:at + end - begin].tobytes()
+
+    def wait(self, timeout_ms: int) -> None:
+        if self._cons[0] == self._prod[0]:
+            select.select([self.fd], [], [], max(0, timeout_ms) / 1000)
+
+    def close(self) -> None:
+        for view in (self._words, self._data, self._cons, self._prod):
+            view.release()
+        self._consumer.close()
+        self._producer.close()
+
+
+class _LibbpfReader:
+    """Reads the ring through libbpf's ring buffer manager, one callback per record: for
+    CPUs whose memory ordering :class:`_MmapReader` cannot rely on (libbpf puts the
+    barriers in). The callback puts the ring header and padding back, so that both
+    readers hand over the same bytes."""
+
+    def __init__(self, map_fd: int) -> None:
+        from bcc.libbcc import _RINGBUF_CB_TYPE, lib
+
+        self._lib = lib
+        self._records: list[bytes] = []
+        self._limit = 0
+        self._callback = _RECORD_CB(self._record_callback())
+        self._rb: int | None = lib.bpf_new_ringbuf(
+            map_fd, ct.cast(self._callback, _RINGBUF_CB_TYPE), None)
+        if not self._rb:
+            raise OSError(ct.get_errno(), "could not open the packets ring buffer")
+        self.fd: int = lib.ring_buffer__epoll_fd(ct.c_void_p(self._rb))
+
+    def _record_callback(self) -> Callable[[Any, Any, int], int]:
+        append = self._records.append
+        pads = [bytes(n) for n in range(8)]
+
+        def on_record(_ctx: Any, data: Any, size: int) -> int:
+            append(size.to_bytes(4, "little") + b"\0\0\0\0" + data[:size] + pads[-size % 8])
+            # A negative value stops libbpf here; this record is ours already (consumed).
+            return -1 if len(self._records) >= self._limit else 0
+
+        return on_record
+
+    def take(self, max_packets: int | None, chunk_bytes: int
+             ) -> tuple[list[tuple[bytes, int]], set[int]]:
+        if self._rb is None:
+            return [], set()
+        self._limit = (1 << 62) if max_packets is None else max_packets
+        if self._limit > 0:
+            self._lib.bpf_consume_ringbuf(self._rb)
+        records, self._records[:] = self._records[:], []
+        chunks: list[tuple[bytes, int]] = []
+        first = size = 0
+        for index, record in enumerate(records):
+            size += len(record)
+            if size >= chunk_bytes:
+                chunks.append((b"".join(records[first:index + 1]), index + 1 - first))
+                first, size = index + 1, 0
+        if first < len(records):
+            chunks.append((b"".join(records[first:]), len(records) - first))
+        return chunks, {_le_u32(record[16:20]) for record in records}
+
+    def wait(self, timeout_ms: int) -> None:
+        if self._rb is not None:
+            select.select([self.fd], [], [], max(0, timeout_ms) / 1000)
+
+    def close(self) -> None:
+        if self._rb is not None:
+            self._lib.bpf_free_ringbuf(self._rb)
+            self._rb = None
+
+
+#: Where :class:`_MmapReader` is right (see its docstring).
+MMAP_MACHINES: Final = ("x86_64", "AMD64", "amd64")
+
+
+class PacketRing:
+    """The ``packets`` ring buffer of a loaded flow program.
+
+    ``size`` is the ring's data size in bytes (the map's max_entries). ``ifname`` maps an
+    ifindex to its name (the agent passes ``LinkWatcher.name``; it may be set later
+    through the attribute); a missing or empty name becomes ``if<index>``. ``tai`` says
+    which clock the program was compiled with (``-DPACKET_CLOCK_TAI``); ``lost`` returns
+    the kernel's lost-packets counter. ``reader`` is "mmap" (x86-64), "libbpf" or "auto".
+    Not thread-safe: one thread takes.
     """
 
     def __init__(
         self,
         map_fd: int,
+        size: int,
         *,
         tai: bool,
         ifname: Callable[[int], str] | None = None,
         lost: Callable[[], int] | None = None,
-        max_pending_bytes: int = DEFAULT_MAX_PENDING,
+        reader: str = "auto",
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
-        from bcc.libbcc import _RINGBUF_CB_TYPE, lib
-
-        if max_pending_bytes < 1:
-            raise ValueError("max_pending_bytes must be positive")
         if not LITTLE_ENDIAN_HOST:
             raise ValueError("packet capture needs a little-endian host: the kernel's records "
                              "are sent as they are, and PACKETS is little-endian")
+        if chunk_bytes < 1:
+            raise ValueError("chunk_bytes must be positive")
+        if reader == "auto":
+            reader = "mmap" if platform.machine() in MMAP_MACHINES else "libbpf"
+        if reader not in ("mmap", "libbpf"):
+            raise ValueError(f"reader {reader!r}: expected mmap, libbpf or auto")
         self.ifname = ifname
         self.tai = tai
-        self.max_pending_bytes = max_pending_bytes
+        self.reader = reader
+        self.chunk_bytes = chunk_bytes
         self._lost = lost
-        self._lib = lib
-        #: Every pending record as the kernel wrote it: struct packet_meta, then the frame.
-        self._records: list[bytes] = []
-        self._pending_bytes = 0
-        # Kept alive as long as the ring; BCC declares the argument with its own type.
-        self._callback = _RECORD_CB(self._record_callback())
-        self._rb: int | None = lib.bpf_new_ringbuf(
-            map_fd, ct.cast(self._callback, _RINGBUF_CB_TYPE), None
-        )
-        if not self._rb:
-            raise OSError(ct.get_errno(), "could not open the packets ring buffer")
-
-    def _record_callback(self) -> Callable[[Any, Any, int], int]:
-        append = self._records.append
-        cost = RECORD_OVERHEAD
-
-        def on_record(_ctx: Any, data: Any, size: int) -> int:
-            append(data[:size])
-            self._pending_bytes += size + cost
-            # A negative value stops libbpf here; this record is ours already (consumed).
-            return -1 if self._pending_bytes >= self.max_pending_bytes else 0
-
-        return on_record
+        self._reader: _MmapReader | _LibbpfReader | None = (
+            _MmapReader(map_fd, size) if reader == "mmap" else _LibbpfReader(map_fd))
 
     def fileno(self) -> int:
-        """An epoll descriptor that turns readable when the kernel ring has records (for
-        ``select``): the kernel wakes it when a record lands in a ring read to its end."""
-        if self._rb is None:
+        """A descriptor that turns readable when the kernel ring has records (for
+        ``select``)."""
+        if self._reader is None:
             raise ValueError("the packet ring is closed")
-        fd: int = self._lib.ring_buffer__epoll_fd(ct.c_void_p(self._rb))
-        return fd
-
-    @property
-    def pending(self) -> int:
-        """Records read from the kernel and not taken yet."""
-        return len(self._records)
-
-    @property
-    def pending_bytes(self) -> int:
-        return self._pending_bytes
-
-    @property
-    def full(self) -> bool:
-        """Whether the memory bound stops reading the kernel ring until records are taken."""
-        return self._pending_bytes >= self.max_pending_bytes
-
-    def consume(self) -> None:
-        """Read what the kernel ring holds, without waiting (up to the memory bound)."""
-        if self._rb is not None and not self.full:
-            with _gc_paused():
-                self._lib.bpf_consume_ringbuf(self._rb)
-
-    def poll(self, timeout_ms: int, max_packets: int | None = None) -> list[Packet]:
-        """Wait up to ``timeout_ms`` for packets, then :meth:`take` them. Returns at once when
-        records are pending already (so also when the memory bound is reached)."""
-        if self._rb is not None and not self._records:
-            with _gc_paused():
-                self._lib.bpf_poll_ringbuf(self._rb, timeout_ms)
-        return self.take(max_packets)
+        return self._reader.fd
 
     def take_captured(self, max_packets: int | None = None) -> Captured:
-        """The records read so far, oldest first (at most ``max_packets``), untouched, with
-        the clock offset and interface names that go with them (what PACKETS carries)."""
-        self.consume()
-        count = len(self._records)
-        if max_packets is not None and max_packets < count:
-            count = max(0, max_packets)
-        taken = self._records[:count]
-        del self._records[:count]  # in place: the callback holds this list
-        if self._records:
-            self._pending_bytes -= sum(map(len, taken)) + RECORD_OVERHEAD * count
-        else:
-            self._pending_bytes = 0
-        names = _Names(self.ifname)
+        """The records in the ring, oldest first (at most ``max_packets``), as the kernel
+        wrote them, in chunks of about ``chunk_bytes``, with the clock offset and interface
+        names that go with them (what PACKETS carries). Their room in the ring is free
+        again once this returns."""
+        if self._reader is None:
+            return Captured([], realtime_offset_ns(self.tai), {})
         with _gc_paused():
-            indexes = {record[8:12] for record in taken}
-        return Captured(taken, realtime_offset_ns(self.tai),
-                        {i: names[i] for i in map(_le_u32, indexes)})
+            chunks, ifindexes = self._reader.take(max_packets, self.chunk_bytes)
+        names = _Names(self.ifname)
+        return Captured(chunks, realtime_offset_ns(self.tai), {i: names[i] for i in ifindexes})
 
     def take(self, max_packets: int | None = None) -> list[Packet]:
         """The packets captured so far, oldest first (at most ``max_packets``)."""
         captured = self.take_captured(max_packets)
-        clock, names = captured.clock_ns, captured.names
-        head = PACKET_META.unpack_from
-        packets = []
-        for record in captured.records:
-            ts, ifindex, length, caplen, direction = head(record)
-            packets.append(Packet(ts + clock, ifindex, names[ifindex], direction, length,
-                                  record[PACKET_META.size:]))
+        packets: list[Packet] = []
+        for index in range(len(captured.chunks)):
+            packets += unpack_packets(pack_chunk(0, captured, index))[1]
         return packets
+
+    def poll(self, timeout_ms: int, max_packets: int | None = None) -> list[Packet]:
+        """Wait up to ``timeout_ms`` for packets, then :meth:`take` them."""
+        if self._reader is not None:
+            self._reader.wait(timeout_ms)
+        return self.take(max_packets)
 
     def lost(self) -> int:
         """Packets the kernel counted but could not hand over (its ring was full)."""
         return self._lost() if self._lost is not None else 0
 
     def close(self) -> None:
-        """Free the ring manager; packets already read can still be taken."""
-        if self._rb is not None:
-            self._lib.bpf_free_ringbuf(self._rb)
-            self._rb = None
+        """Let go of the ring (what it still holds is not read)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None

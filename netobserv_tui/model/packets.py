@@ -2,10 +2,12 @@
 
 An agent in packet mode sends the packets its TC program copied as PACKETS frames on its
 authenticated session, next to its FLOWS frames and in the same sequence space (one ACK
-or NACK per batch). The payload is raw bytes, not JSON, and its records are exactly what
-the kernel wrote into its ring buffer (``struct packet_meta`` of ebpf/packets.h, then the
-frame): the agent forwards them without looking at each one, and the aggregator turns each
-into a pcapng block in one pass. All integers are little-endian::
+or NACK per batch). The payload is raw bytes, not JSON, and its records are a stretch of
+the kernel's BPF ring buffer as it lies in memory (each record's 8-byte ring header,
+``struct packet_meta`` of ebpf/packets.h, the frame, padding to a multiple of 8): the agent
+copies what the kernel wrote in one piece, without looking at the packets, and the
+aggregator turns each record into a pcapng block in one pass. All integers are
+little-endian::
 
     offset  size  field
     0       4     seq: the batch's sequence number
@@ -18,18 +20,24 @@ into a pcapng block in one pass. All integers are little-endian::
     4       1     length m of the name (1 to 15 bytes of UTF-8)
     5       m     the name
     then ``count`` records, each:
-    0       8     timestamp, nanoseconds of the kernel's clock
-    8       4     ifindex (one of the names above)
-    12      4     original length of the frame on the wire
-    16      4     captured length n (at most the original length and MAX_SNAPLEN)
-    20      1     direction: 0 ingress, 1 egress
-    21      3     zero
-    24      n     the frame's first n bytes, from its Ethernet header on
+    0       4     length L of the record after these 8 bytes (24 + n); bit 30 set: a
+                  record the kernel discarded, skipped (bit 31, "busy", is never set)
+    4       4     ignored (the kernel's page offset)
+    8       8     timestamp, nanoseconds of the kernel's clock
+    16      4     ifindex (one of the names above)
+    20      4     original length of the frame on the wire
+    24      4     captured length n (at most the original length and MAX_SNAPLEN)
+    28      1     direction: 0 ingress, 1 egress
+    29      3     zero
+    32      n     the frame's first n bytes, from its Ethernet header on
+    32+n    p     0 to 7 bytes, ignored, so that the record's size 8 + L + p is a multiple
+                  of 8
 
 A payload that does not parse exactly (a count that does not match, a record past the end,
-bytes left over, a captured length above the original, an unknown direction, an interface
-with no name, a name that is not UTF-8) raises :class:`PacketsError`; the aggregator NACKs
-the batch and writes none of it.
+bytes left over, a length that disagrees with the captured length, a busy record, a
+captured length above the original, an unknown direction, an interface with no name, a
+name that is not UTF-8) raises :class:`PacketsError`; the aggregator NACKs the batch and
+writes none of it.
 """
 
 from __future__ import annotations
@@ -48,8 +56,15 @@ MAX_IFNAME: Final = 15
 
 BATCH_HEAD: Final = struct.Struct("<IIqH")
 NAME_HEAD: Final = struct.Struct("<IB")
-#: A record's header: struct packet_meta as the kernel writes it on a little-endian host.
-RECORD_HEAD: Final = struct.Struct("<QIIIB3s")
+#: A record's header: the ring's 8-byte header (length and flags, page offset), then struct
+#: packet_meta as the kernel writes it on a little-endian host.
+RECORD_HEAD: Final = struct.Struct("<IIQIIIB3s")
+#: The ring header's flags (include/uapi/linux/bpf.h BPF_RINGBUF_BUSY_BIT, _DISCARD_BIT).
+RING_BUSY: Final = 1 << 31
+RING_DISCARD: Final = 1 << 30
+#: Bytes of struct packet_meta, and of the ring's header before it.
+META_SIZE: Final = 24
+RING_HEAD_SIZE: Final = 8
 
 #: The kernel writes records in the host's byte order; this format is little-endian.
 LITTLE_ENDIAN_HOST: Final = sys.byteorder == "little"
@@ -58,7 +73,7 @@ INGRESS: Final = 0
 EGRESS: Final = 1
 _ZERO3: Final = b"\0\0\0"
 
-assert RECORD_HEAD.size == 24
+assert RECORD_HEAD.size == RING_HEAD_SIZE + META_SIZE == 32
 
 
 class PacketsError(ValueError):
@@ -76,45 +91,67 @@ class Packet(NamedTuple):
     data: bytes
 
 
+def ring_record(ts_ns: int, ifindex: int, orig_len: int, direction: int,
+                data: bytes) -> bytes:
+    """One record as the kernel's ring holds it (zero padding)."""
+    length = META_SIZE + len(data)
+    return (RECORD_HEAD.pack(length, 0, ts_ns, ifindex, orig_len, len(data), direction,
+                             _ZERO3) + data + bytes(-length % 8))
+
+
 @dataclass(frozen=True, slots=True)
 class Captured:
     """Packets as the agent's ring holds them: kernel records, their clock and names.
 
-    ``records`` are whole ring records (a :data:`RECORD_HEAD` and the frame), ``clock_ns``
-    turns their timestamps into time since the Unix epoch, ``names`` names every ifindex
-    they use.
+    ``chunks`` are stretches of ring records, each with the number of records in it (one
+    PACKETS batch each); ``clock_ns`` turns their timestamps into time since the Unix
+    epoch; ``names`` names every ifindex they use.
     """
 
-    records: Sequence[bytes]
+    chunks: Sequence[tuple[bytes, int]]
     clock_ns: int
     names: Mapping[int, str]
 
+    @property
+    def count(self) -> int:
+        """How many records the chunks hold."""
+        return sum(count for _, count in self.chunks)
+
     @classmethod
-    def of(cls, packets: Iterable[Packet]) -> Captured:
-        """The records of ``packets`` (clock 0: their timestamps are wall-clock already)."""
+    def of(cls, packets: Iterable[Packet], chunk_bytes: int | None = None) -> Captured:
+        """The records of ``packets``, in chunks of about ``chunk_bytes`` (one chunk if
+        None) as a ring reader cuts them; clock 0: their timestamps are wall-clock
+        already."""
         names: dict[int, str] = {}
-        records = []
+        chunks: list[tuple[bytes, int]] = []
+        records: list[bytes] = []
+        size = 0
         for p in packets:
             names.setdefault(p.ifindex, p.ifname)
-            records.append(RECORD_HEAD.pack(p.ts_ns, p.ifindex, p.orig_len, len(p.data),
-                                            p.direction, _ZERO3) + p.data)
-        return cls(records, 0, names)
+            records.append(ring_record(p.ts_ns, p.ifindex, p.orig_len, p.direction, p.data))
+            size += len(records[-1])
+            if chunk_bytes is not None and size >= chunk_bytes:
+                chunks.append((b"".join(records), len(records)))
+                records, size = [], 0
+        if records or not chunks:
+            chunks.append((b"".join(records), len(records)))
+        return cls(chunks, 0, names)
 
 
-def pack_records(seq: int, captured: Captured, start: int = 0, end: int | None = None) -> bytes:
-    """The PACKETS payload of ``captured.records[start:end]`` as batch ``seq``."""
-    records = captured.records[start:end]
-    names = [b""]
+def pack_chunk(seq: int, captured: Captured, index: int = 0) -> bytes:
+    """The PACKETS payload of chunk ``index`` of ``captured`` as batch ``seq``."""
+    data, count = captured.chunks[index]
+    parts = [BATCH_HEAD.pack(seq, count, captured.clock_ns, len(captured.names))]
     for ifindex, name in captured.names.items():
         raw = name.encode()
-        names.append(NAME_HEAD.pack(ifindex, len(raw)) + raw)
-    names[0] = BATCH_HEAD.pack(seq, len(records), captured.clock_ns, len(names) - 1)
-    return b"".join(names) + b"".join(records)
+        parts.append(NAME_HEAD.pack(ifindex, len(raw)) + raw)
+    parts.append(data)
+    return b"".join(parts)
 
 
 def pack_packets(seq: int, packets: Iterable[Packet]) -> bytes:
     """The PACKETS payload of ``packets`` as batch ``seq``."""
-    return pack_records(seq, Captured.of(packets))
+    return pack_chunk(seq, Captured.of(packets))
 
 
 def packets_seq(body: bytes) -> int | None:
@@ -169,19 +206,31 @@ def read_batch(body: bytes) -> PacketBatch:
 
 def records(batch: PacketBatch) -> Iterator[tuple[int, int, int, int, int, int]]:
     """``(ts_ns, ifindex, direction, orig_len, start, end)`` of each record, in order:
-    ``ts_ns`` since the Unix epoch, the frame is ``batch.body[start:end]``. Raises
-    :class:`PacketsError` at the first record that does not parse, and after the last one
-    when bytes are left over."""
+    ``ts_ns`` since the Unix epoch, the frame is ``batch.body[start:end]``; records the
+    kernel discarded are skipped. Raises :class:`PacketsError` at the first record that
+    does not parse, and after the last one when bytes are left over."""
     body, count, clock, names = batch.body, batch.count, batch.clock_ns, batch.names
     size = len(body)
     off = batch.start
     unpack = RECORD_HEAD.unpack_from
     for index in range(count):
-        if off + 24 > size:
+        if off + 8 > size:
             raise PacketsError(f"record {index} of {count} starts past the end of the payload")
-        ts, ifindex, orig_len, caplen, direction, zero = unpack(body, off)
-        start = off + 24
-        off = start + caplen
+        length = int.from_bytes(body[off:off + 4], "little")
+        if length & RING_BUSY:
+            raise PacketsError(f"record {index}: the kernel had not finished writing it")
+        if length & RING_DISCARD:
+            off += RING_HEAD_SIZE + ((length & ~RING_DISCARD) + 7 & ~7)
+            continue
+        if off + 32 > size:
+            raise PacketsError(f"record {index} of {count} starts past the end of the payload")
+        _, _, ts, ifindex, orig_len, caplen, direction, zero = unpack(body, off)
+        start = off + 32
+        end = start + caplen
+        off += RING_HEAD_SIZE + (length + 7 & ~7)
+        if length != META_SIZE + caplen:
+            raise PacketsError(f"record {index}: {length} bytes long, but {caplen} bytes "
+                               "captured")
         if caplen > orig_len or caplen > MAX_SNAPLEN:
             raise PacketsError(f"record {index}: {caplen} bytes captured of a "
                                f"{orig_len}-byte frame (at most {MAX_SNAPLEN})")
@@ -193,7 +242,7 @@ def records(batch: PacketBatch) -> Iterator[tuple[int, int, int, int, int, int]]
             raise PacketsError(f"record {index}: the reserved bytes are not zero")
         if ifindex not in names:
             raise PacketsError(f"record {index}: interface {ifindex} has no name in the batch")
-        yield ts + clock, ifindex, direction, orig_len, start, off
+        yield ts + clock, ifindex, direction, orig_len, start, end
     if off != size:
         raise PacketsError(f"{size - off} bytes follow the last of {count} records")
 

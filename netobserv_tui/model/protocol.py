@@ -1,10 +1,10 @@
-"""Wire protocol between agents, the aggregator and the TUI (version 1).
+"""Wire protocol between agents, the aggregator and the TUI (version 2).
 
 Every message is one *frame*::
 
     offset  size  field
     0       2     magic  b"NO"
-    2       1     protocol version (1)
+    2       1     protocol version (2)
     3       1     frame type (see ``FrameType``)
     4       4     payload length, unsigned big-endian, at most ``MAX_PAYLOAD``
     8       n     payload: UTF-8 JSON object (PACKETS: raw bytes, see model/packets.py)
@@ -80,7 +80,7 @@ from typing import Any, Final
 import orjson
 
 MAGIC: Final = b"NO"
-VERSION: Final = 1
+VERSION: Final = 2
 HEADER: Final = struct.Struct("!2sBBI")
 HEADER_SIZE: Final = HEADER.size
 #: Largest payload accepted; a batch of 20k flows is well under 8 MiB.

@@ -18,8 +18,8 @@ from netobserv_tui.model.packets import (
     Captured,
     Packet,
     PacketsError,
+    pack_chunk,
     pack_packets,
-    pack_records,
     unpack_packets,
 )
 from netobserv_tui.model.protocol import FrameType, encode_raw
@@ -37,24 +37,31 @@ def test_a_batch_goes_round_trip_exactly() -> None:
     packets = [p._replace(ifindex=10 + i % 7) for i, p in enumerate(packets)]
     body = pack_packets(77, packets)
     names = sum(5 + len(f"veth{i}") for i in range(7))
-    assert len(body) == BATCH_HEAD.size + names + sum(24 + len(p.data) for p in packets)
+    # Each record: the ring's 8-byte header, 24 bytes of meta, the frame, padding to 8.
+    assert len(body) == BATCH_HEAD.size + names + sum(
+        (32 + len(p.data) + 7) // 8 * 8 for p in packets)
     assert unpack_packets(body) == (77, packets)
     assert unpack_packets(pack_packets(1, [])) == (1, [])
 
 
 def test_the_agent_forwards_kernel_records_and_the_clock_applies_to_each() -> None:
-    """The records go as the kernel wrote them; the batch's clock turns their timestamps
-    into wall-clock time on the aggregator's side."""
-    raw = [RECORD_HEAD.pack(1000 + i, 4, 60, 60, i % 2, b"\0\0\0") + FRAME for i in range(3)]
-    body = pack_records(9, Captured(raw, 1_795_633_800_000_000_000, {4: "eth1"}))
-    assert body.endswith(b"".join(raw))
+    """The records go as the kernel's ring holds them (its padding is not looked at); the
+    batch's clock turns their timestamps into wall-clock time on the aggregator's side;
+    a record the kernel discarded is skipped."""
+    raw = [RECORD_HEAD.pack(84, 4096 * i, 1000 + i, 4, 60, 60, i % 2, b"\0\0\0") + FRAME
+           + b"\xee\xee\xee\xee" for i in range(3)]
+    discarded = RECORD_HEAD.pack(84 | 1 << 30, 0, 7, 99, 60, 60, 7, b"xyz") + FRAME + b"pad!"
+    chunks = [(b"".join(raw[:2]), 2), (raw[2] + discarded, 2)]
+    body = pack_chunk(9, Captured(chunks, 1_795_633_800_000_000_000, {4: "eth1"}))
+    assert body.endswith(b"".join(raw[:2]))
     seq, got = unpack_packets(body)
     assert seq == 9 and [p.ts_ns for p in got] == [1_795_633_800_000_001_000 + i
-                                                    for i in range(3)]
-    assert {p.ifname for p in got} == {"eth1"} and [p.direction for p in got] == [0, 1, 0]
-    # A slice of the records, as the exporter cuts batches.
+                                                    for i in range(2)]
+    assert {p.ifname for p in got} == {"eth1"} and [p.direction for p in got] == [0, 1]
+    assert {p.data for p in got} == {FRAME}
+    # The second chunk, as the exporter sends it: its own batch.
     assert [p.ts_ns % 10_000 for p in unpack_packets(
-        pack_records(10, Captured(raw, 0, {4: "eth1"}), 1, 3))[1]] == [1001, 1002]
+        pack_chunk(10, Captured(chunks, 0, {4: "eth1"}), 1))[1]] == [1002]
 
 
 def _head(count: int, names: bytes = b"", nnames: int = 1) -> bytes:
@@ -62,8 +69,10 @@ def _head(count: int, names: bytes = b"", nnames: int = 1) -> bytes:
 
 
 def _record(caplen: int = 4, orig: int = 4, direction: int = 0, ifindex: int = 3,
-            reserved: bytes = b"\0\0\0") -> bytes:
-    return RECORD_HEAD.pack(1, ifindex, orig, caplen, direction, reserved)
+            reserved: bytes = b"\0\0\0", length: int | None = None) -> bytes:
+    """A record's 32-byte head (its frame and padding are the caller's)."""
+    length = 24 + caplen if length is None else length
+    return RECORD_HEAD.pack(length, 0, 1, ifindex, orig, caplen, direction, reserved)
 
 
 @pytest.mark.parametrize(
@@ -76,14 +85,17 @@ def _record(caplen: int = 4, orig: int = 4, direction: int = 0, ifindex: int = 3
         (_head(0, NAME_HEAD.pack(3, 16) + b"x" * 16), "a name of 16 bytes"),
         (_head(0, NAME_HEAD.pack(3, 2) + b"\xff\xfe"), "not UTF-8"),
         (_head(0, (NAME_HEAD.pack(3, 1) + b"a") * 2, 2), "interface 3 is named twice"),
-        (_head(2) + _record() + b"abcd", "record 1 of 2 starts past the end"),
+        (_head(2) + _record() + b"abcd" + b"pad!", "record 1 of 2 starts past the end"),
+        (_head(2) + _record() + b"abcdpad!" + b"\0" * 20, "record 1 of 2 starts past"),
         (_head(1) + _record() + b"ab", "record 0 of 1 ends past the end"),
-        (_head(1) + _record() + b"abcdEXTRA", "5 bytes follow the last"),
-        (_head(1) + _record(direction=2) + b"abcd", "direction 2"),
-        (_head(1) + _record(caplen=5, orig=4) + b"abcde", "5 bytes captured"),
+        (_head(1) + _record() + b"abcdpad!EXTRA", "5 bytes follow the last"),
+        (_head(1) + _record(direction=2) + b"abcdpad!", "direction 2"),
+        (_head(1) + _record(caplen=5, orig=4) + b"abcdepad", "5 bytes captured"),
         (_head(1) + _record(caplen=70000, orig=70000), "at most 65535"),
-        (_head(1) + _record(ifindex=4) + b"abcd", "interface 4 has no name"),
-        (_head(1) + _record(reserved=b"\0\1\0") + b"abcd", "reserved bytes"),
+        (_head(1) + _record(ifindex=4) + b"abcdpad!", "interface 4 has no name"),
+        (_head(1) + _record(reserved=b"\0\1\0") + b"abcdpad!", "reserved bytes"),
+        (_head(1) + _record(length=24 + 4 | 1 << 31) + b"abcdpad!", "not finished"),
+        (_head(1) + _record(length=24 + 12) + b"abcdpad!" + bytes(8), "36 bytes long, but 4"),
     ],
 )
 def test_a_malformed_batch_says_where(body: bytes, reason: str) -> None:
@@ -141,11 +153,11 @@ async def test_a_flows_capture_refuses_packets(make_aggregator: AggregatorFactor
     await peer.close()
 
 
-def test_the_exporter_batches_by_bytes_and_counts_what_it_drops() -> None:
-    exporter = Exporter("127.0.0.1", 9, TOKEN, {}, batch_bytes=10_000,
-                        max_pending_packet_bytes=50_000)
-    exporter.submit_packets(Captured.of([packet(i, 1000) for i in range(100)]))
-    # ~1 KiB each in batches of ~10 KB; over 50 KB pending, the oldest unsent batches go.
+def test_the_exporter_sends_a_batch_per_chunk_and_counts_what_it_drops() -> None:
+    exporter = Exporter("127.0.0.1", 9, TOKEN, {}, max_pending_packet_bytes=50_000)
+    exporter.submit_packets(Captured.of([packet(i, 1000) for i in range(100)],
+                                        chunk_bytes=10_000))
+    # ~1 KiB each in chunks of ~10 KB; over 50 KB pending, the oldest unsent batches go.
     kept = sum(b.packets for b in exporter._pending)
     assert exporter.lost_packets == 100 - kept and 40 <= kept <= 50
     frames = [b.frame for b in exporter._pending]
