@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from .. import __version__
-from ..model.packets import EGRESS, MAX_SNAPLEN, PacketBatch, records
+from ..model.packets import (
+    EGRESS,
+    MAX_SNAPLEN,
+    RECORD_HEAD,
+    RING_BUSY,
+    RING_DISCARD,
+    ZERO3,
+    PacketBatch,
+    PacketsError,
+    records,
+)
 from .pcapng import EPB_HEAD, EPB_TYPE, PAD, U32, PcapngWriter, epb_options
 
 ETH_P_IP: Final = 0x0800
@@ -36,7 +46,7 @@ class _Meta(Protocol):
     host_name: str | None
 
 
-def _address_bytes(body: memoryview, start: int, end: int) -> bytes:
+def _address_bytes(body: bytes | memoryview, start: int, end: int) -> bytes:
     """The IP source and destination addresses, back to back, of the Ethernet frame
     ``body[start:end]`` (one VLAN tag skipped): 8 bytes (IPv4), 32 (IPv6) or none."""
     if end - start < 14:
@@ -83,25 +93,42 @@ class PacketSink:
 
         One pass over the records, each becoming its EPB in one buffer; what every packet
         of an (interface, direction) shares (its IDB's id, its options with the comment)
-        is built once per batch, and with Kubernetes names once per address pair.
+        is built once per batch, and with Kubernetes names once per address pair. The
+        records are checked here with one test per record (:func:`records` finds and
+        names the fault of a batch that fails it).
         """
-        out = self._out
-        names = batch.names
-        lookup = self.lookup
+        body, names, lookup, clock = batch.body, batch.names, self.lookup, batch.clock_ns
         shared: dict[tuple[int, int, bytes], tuple[int, bytes]] = {}
-        #: (interface, direction, addresses, captured length) -> what follows the frame.
-        tails: dict[tuple[int, int, bytes, int], tuple[int, bytes]] = {}
-        blocks = bytearray()
-        body = memoryview(batch.body)
+        #: (interface, direction, captured length[, addresses]) -> the EPB's id, total
+        #: length and what follows the frame.
+        tails: dict[tuple[int, int, int, bytes], tuple[int, int, bytes]] = {}
+        parts: list[bytes] = []
+        append = parts.append
         head = EPB_HEAD.pack
+        unpack = RECORD_HEAD.unpack_from
+        size = len(body)
+        off = batch.start
         count = wire = 0
-        for ts, ifindex, direction, orig_len, start, end in records(batch):
-            caplen = end - start
-            key = (ifindex, direction, _address_bytes(body, start, end) if lookup else b"",
-                   caplen)
+        for _ in range(batch.count):
+            if off + 32 > size:
+                break  # records() says which record
+            length, _, ts, ifindex, orig_len, caplen, direction, zero = unpack(body, off)
+            start = off + 32
+            off += 8 + (length + 7 & ~7)
+            if (length != 24 + caplen or caplen > orig_len or off > size or direction > 1
+                    or zero != ZERO3 or caplen > MAX_SNAPLEN):
+                if length & RING_DISCARD and not length & RING_BUSY:
+                    off = start - 24 + ((length & ~RING_DISCARD) + 7 & ~7)
+                    continue
+                break
+            end = start + caplen
+            key = (ifindex, direction, caplen,
+                   _address_bytes(body, start, end) if lookup else b"")
             found = tails.get(key)
             if found is None:
-                ends = key[:3]
+                if ifindex not in names:
+                    break
+                ends = (ifindex, direction, key[3])
                 iface_options = shared.get(ends)
                 if iface_options is None:
                     iface_options = shared[ends] = self._shared(node, names[ifindex],
@@ -109,19 +136,24 @@ class PacketSink:
                 iface, options = iface_options
                 pad = PAD[caplen & 3]
                 total = 32 + caplen + len(pad) + len(options)
-                found = tails[key] = (iface, pad + options + U32.pack(total))
-            iface, tail = found
-            blocks += head(EPB_TYPE, 28 + caplen + len(tail), iface, ts >> 32,
-                           ts & 0xFFFFFFFF, caplen, orig_len)
-            blocks += body[start:end]
-            blocks += tail
+                found = tails[key] = (iface, total, pad + options + U32.pack(total))
+            iface, total, tail = found
+            ts += clock
+            append(head(EPB_TYPE, total, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, orig_len))
+            append(body[start:end])
+            append(tail)
             count += 1
             wire += orig_len
-        out.packet_blocks(blocks, count)
-        out.flush()
-        self.packets += count
-        self.bytes += wire
-        return count, wire
+        else:
+            if off == size:
+                self._out.packet_blocks(b"".join(parts), count)
+                self._out.flush()
+                self.packets += count
+                self.bytes += wire
+                return count, wire
+        for _ in records(batch):  # raises PacketsError naming the fault
+            pass
+        raise PacketsError("a record does not parse")  # pragma: no cover - records() raises
 
     def _shared(self, node: str, ifname: str, direction: int, ends: bytes) -> tuple[int, bytes]:
         """The interface id and the options of an EPB."""

@@ -71,7 +71,7 @@ LITTLE_ENDIAN_HOST: Final = sys.byteorder == "little"
 
 INGRESS: Final = 0
 EGRESS: Final = 1
-_ZERO3: Final = b"\0\0\0"
+ZERO3: Final = b"\0\0\0"
 
 assert RECORD_HEAD.size == RING_HEAD_SIZE + META_SIZE == 32
 
@@ -96,7 +96,7 @@ def ring_record(ts_ns: int, ifindex: int, orig_len: int, direction: int,
     """One record as the kernel's ring holds it (zero padding)."""
     length = META_SIZE + len(data)
     return (RECORD_HEAD.pack(length, 0, ts_ns, ifindex, orig_len, len(data), direction,
-                             _ZERO3) + data + bytes(-length % 8))
+                             ZERO3) + data + bytes(-length % 8))
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +238,7 @@ def records(batch: PacketBatch) -> Iterator[tuple[int, int, int, int, int, int]]
             raise PacketsError(f"record {index} of {count} ends past the end of the payload")
         if direction > EGRESS:
             raise PacketsError(f"record {index}: direction {direction} is neither 0 nor 1")
-        if zero != _ZERO3:
+        if zero != ZERO3:
             raise PacketsError(f"record {index}: the reserved bytes are not zero")
         if ifindex not in names:
             raise PacketsError(f"record {index}: interface {ifindex} has no name in the batch")

@@ -11,6 +11,7 @@ import pytest
 from agg_helpers import DNS_COLUMNS, TOKEN, AggregatorFactory, Peer, sample_rows
 
 from netobserv_tui.agent.exporter import Exporter
+from netobserv_tui.aggregator.packets import PacketSink
 from netobserv_tui.model.packets import (
     BATCH_HEAD,
     NAME_HEAD,
@@ -20,6 +21,8 @@ from netobserv_tui.model.packets import (
     PacketsError,
     pack_chunk,
     pack_packets,
+    read_batch,
+    ring_record,
     unpack_packets,
 )
 from netobserv_tui.model.protocol import FrameType, encode_raw
@@ -75,9 +78,7 @@ def _record(caplen: int = 4, orig: int = 4, direction: int = 0, ifindex: int = 3
     return RECORD_HEAD.pack(length, 0, 1, ifindex, orig, caplen, direction, reserved)
 
 
-@pytest.mark.parametrize(
-    ("body", "reason"),
-    [
+MALFORMED = [
         (b"\x00\x00\x00\x01", "less than its 18-byte header"),
         (_head(1)[:-2], "name 0 of 1 ends past the end"),
         (_head(1, nnames=2), "name 1 of 2 starts past the end"),
@@ -96,11 +97,45 @@ def _record(caplen: int = 4, orig: int = 4, direction: int = 0, ifindex: int = 3
         (_head(1) + _record(reserved=b"\0\1\0") + b"abcdpad!", "reserved bytes"),
         (_head(1) + _record(length=24 + 4 | 1 << 31) + b"abcdpad!", "not finished"),
         (_head(1) + _record(length=24 + 12) + b"abcdpad!" + bytes(8), "36 bytes long, but 4"),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), MALFORMED)
 def test_a_malformed_batch_says_where(body: bytes, reason: str) -> None:
     with pytest.raises(PacketsError, match=reason):
         unpack_packets(body)
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (body, reason) for body, reason in MALFORMED if b"name" not in reason.encode()
+    and "header" not in reason])
+def test_the_packet_file_refuses_what_the_codec_refuses(
+    tmp_path: Path, body: bytes, reason: str
+) -> None:
+    """The aggregator's writer checks records in its own loop: it refuses the same batches
+    with the same reasons, and writes none of their packets."""
+    sink = PacketSink(tmp_path / "x.pcapng")
+    with pytest.raises(PacketsError, match=reason):
+        sink.write("n1", read_batch(body))
+    sink.close()
+    read = subprocess.run(["tshark", "-r", str(tmp_path / "x.pcapng")], capture_output=True,
+                          text=True, timeout=60)
+    assert read.returncode == 0 and read.stdout == "" and sink.packets == 0, read
+
+
+def test_the_packet_file_skips_records_the_kernel_discarded(tmp_path: Path) -> None:
+    good = [packet(i, 61 + i) for i in range(3)]
+    records = [ring_record(p.ts_ns, p.ifindex, p.orig_len, p.direction, p.data) for p in good]
+    discarded = bytearray(records[1])
+    discarded[3] |= 0x40  # bit 30 of the length: discarded
+    chunk = records[0] + bytes(discarded) + records[2]
+    body = pack_chunk(1, Captured([(chunk, 3)], 0, {3: "eth0"}))
+    sink = PacketSink(tmp_path / "x.pcapng")
+    assert sink.write("n1", read_batch(body)) == (2, good[0].orig_len + good[2].orig_len)
+    sink.close()
+    read = subprocess.run(["tshark", "-r", str(tmp_path / "x.pcapng"), "-T", "fields", "-e",
+                           "frame.len"], capture_output=True, text=True, timeout=60)
+    assert read.stdout.split() == [str(good[0].orig_len), str(good[2].orig_len)]
 
 
 async def _packets_frame(peer: Peer, seq: int, body: bytes) -> dict[str, Any]:
