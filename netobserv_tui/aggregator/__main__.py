@@ -12,7 +12,7 @@ command line, where ``ps`` would show it to every user of the node.
 
 With ``--enrich kubernetes`` the flows get Kubernetes metadata (see :mod:`.enrich`): the
 API server is reached with the pod's service account (or ``--kubeconfig``), and pods,
-services, nodes and replicasets are listed before the aggregator listens, so the first batch
+services, nodes, replicasets and jobs are listed before the aggregator listens, so the first batch
 is enriched already.  If the API server cannot be reached (or the lists do not complete
 within ``--enrich-timeout``), a warning is logged and the capture runs without enrichment.
 
@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "mode for the caller to settle (settle_wal)")
     parser.add_argument("--enrich", choices=["kubernetes"], default=None,
                         help="add metadata to the flows: 'kubernetes' watches pods, services, "
-                             "nodes and replicasets (in-cluster service account by default)")
+                             "nodes, replicasets and jobs (in-cluster service account by "
+                             "default)")
     parser.add_argument("--kubeconfig", metavar="PATH", default=None,
                         help="with --enrich kubernetes: use this kubeconfig (its current "
                              "context) instead of the in-cluster service account")

@@ -4,7 +4,7 @@ Three parts, each usable alone:
 
 * :class:`Inventory`: pure state (no I/O) built from Kubernetes objects as the API serves them
   (JSON dicts, camelCase; a client model goes through ``sanitize_for_serialization``): pods,
-  services, nodes and replicasets, indexed by IP address.  :meth:`Inventory.lookup` answers
+  services, nodes, replicasets and jobs, indexed by IP address.  :meth:`Inventory.lookup` answers
   a :class:`Meta` for an address.
 * :class:`Enricher`: adds the ``SrcK8S_*``, ``DstK8S_*`` and ``K8S_FlowLayer`` columns to a
   validated :class:`~.batch.Batch`, in place, looking each distinct address up once per batch.
@@ -21,9 +21,11 @@ The rules follow netobserv's flowlogs-pipeline (``pkg/pipeline/transform/kuberne
   them ("ignoring host-networked Pod IPs"), so such an address resolves to the **Node**.  We
   also drop every address of a pod with ``spec.hostNetwork`` (a dual-stack node has two, and
   ``status.hostIP`` names only one).
-* A pod's owner is its (controller) owner reference; a ReplicaSet is replaced by its own owner
-  (the Deployment) when the ReplicaSet is known; a pod without owner is its own owner (type
-  Pod).  DaemonSet, StatefulSet and Job owners stay as they are.
+* A pod's owner is its (controller) owner reference, followed one step up for the two kinds
+  that controllers make on behalf of another: a ReplicaSet is replaced by its own owner (the
+  Deployment) and a Job by its own owner (the CronJob), when the ReplicaSet or Job is known
+  and has an owner; a pod without owner is its own owner (type Pod).  DaemonSet and
+  StatefulSet owners stay as they are, and so do a ReplicaSet or a Job made by hand.
 * A node's addresses are those of ``status.addresses`` that are IP addresses (InternalIP,
   ExternalIP); it is its own owner and its own host (name, first InternalIP), its zone is its
   ``topology.kubernetes.io/zone`` label.  A pod's zone is its node's.  A service (every
@@ -64,8 +66,12 @@ from .batch import Batch
 
 log = logging.getLogger(__name__)
 
-#: The kinds the inventory is built from.
-KINDS: Final = ("Pod", "Service", "Node", "ReplicaSet")
+#: The kinds the inventory is built from (what the aggregator's ClusterRole lets it list and
+#: watch, and nothing more: see deploy/rbac.yaml).
+KINDS: Final = ("Pod", "Service", "Node", "ReplicaSet", "Job")
+#: The kinds of pod owners that controllers make for another owner (a Deployment's
+#: ReplicaSets, a CronJob's Jobs): a pod's owner of these kinds is followed one step up.
+_OWNED_OWNERS: Final = frozenset({"ReplicaSet", "Job"})
 ZONE_LABEL: Final = "topology.kubernetes.io/zone"
 #: Namespace prefixes of infrastructure (see the module docstring).
 INFRA_PREFIXES: Final = ("openshift", "kube-", "netobserv")
@@ -201,7 +207,8 @@ class _Index:
 
 
 class Inventory:
-    """Pods, services, nodes and replicasets by address; no I/O (see the module docstring).
+    """Pods, services, nodes, replicasets and jobs by address; no I/O (see the module
+    docstring).
 
     Feed it with :meth:`apply` (watch events) and :meth:`replace` (a list); ask with
     :meth:`lookup`, or list :meth:`pods` (with their labels and phase: see :mod:`.workload`);
@@ -213,8 +220,10 @@ class Inventory:
         self._pods: dict[tuple[str, str], Pod] = {}
         self._nodes: dict[str, _Node] = {}
         self._services: dict[tuple[str, str], _Service] = {}
-        #: (namespace, name) -> (owner kind, owner name), or None without owner.
-        self._replicasets: dict[tuple[str, str], tuple[str, str] | None] = {}
+        #: Per kind of owner that has an owner itself (ReplicaSet, Job): (namespace, name) ->
+        #: (its owner's kind, name), or None without owner.
+        self._owners: dict[str, dict[tuple[str, str], tuple[str, str] | None]] = {
+            kind: {} for kind in _OWNED_OWNERS}
         # Among pods claiming an address: the latest running one, else the latest.
         self._pod_ips = _Index(lambda keys: next(
             (k for k in keys if not self._pods[k].finished), keys[0]))
@@ -256,7 +265,7 @@ class Inventory:
             self._services.clear()
             self._service_ips.clear()
         else:
-            self._replicasets.clear()
+            self._owners[kind].clear()
         for obj in objects:
             handler(obj, False)
         self.generation += 1
@@ -274,7 +283,7 @@ class Inventory:
 
     def _handlers(self) -> dict[str, Callable[[Mapping[str, Any], bool], None]]:
         return {"Pod": self._pod, "Service": self._service, "Node": self._node,
-                "ReplicaSet": self._replicaset}
+                "ReplicaSet": self._replicaset, "Job": self._job}
 
     def _pod(self, obj: Mapping[str, Any], deleted: bool) -> None:
         meta, namespace, name = _meta(obj)
@@ -333,11 +342,17 @@ class Inventory:
         self._service_ips.update(key, old.ips if old else (), new.ips if new else ())
 
     def _replicaset(self, obj: Mapping[str, Any], deleted: bool) -> None:
+        self._owned_owner("ReplicaSet", obj, deleted)
+
+    def _job(self, obj: Mapping[str, Any], deleted: bool) -> None:
+        self._owned_owner("Job", obj, deleted)
+
+    def _owned_owner(self, kind: str, obj: Mapping[str, Any], deleted: bool) -> None:
         meta, namespace, name = _meta(obj)
         if deleted:
-            self._replicasets.pop((namespace, name), None)
+            self._owners[kind].pop((namespace, name), None)
         else:
-            self._replicasets[namespace, name] = _owner(meta)
+            self._owners[kind][namespace, name] = _owner(meta)
 
     # ----------------------------------------------------------------- queries
 
@@ -357,8 +372,9 @@ class Inventory:
 
     def _pod_meta(self, pod: Pod) -> Meta:
         owner_type, owner_name = pod.owner_type, pod.owner_name
-        if owner_type == "ReplicaSet":
-            parent = self._replicasets.get((pod.namespace, owner_name))
+        owners = self._owners.get(owner_type)
+        if owners is not None:
+            parent = owners.get((pod.namespace, owner_name))
             if parent is not None:
                 owner_type, owner_name = parent
         node = self._nodes.get(pod.node) if pod.node else None
@@ -384,7 +400,8 @@ class Inventory:
     def counts(self) -> dict[str, int]:
         """How many objects of each kind are known."""
         return {"Pod": len(self._pods), "Service": len(self._services),
-                "Node": len(self._nodes), "ReplicaSet": len(self._replicasets)}
+                "Node": len(self._nodes), "ReplicaSet": len(self._owners["ReplicaSet"]),
+                "Job": len(self._owners["Job"])}
 
 
 # --------------------------------------------------------------------------------- enricher
@@ -494,10 +511,12 @@ class _Gone(Exception):
 def _listers(api_client: client.ApiClient) -> dict[str, Callable[..., Any]]:
     core = client.CoreV1Api(api_client)
     apps = client.AppsV1Api(api_client)
+    batch = client.BatchV1Api(api_client)
     return {"Pod": core.list_pod_for_all_namespaces,
             "Service": core.list_service_for_all_namespaces,
             "Node": core.list_node,
-            "ReplicaSet": apps.list_replica_set_for_all_namespaces}
+            "ReplicaSet": apps.list_replica_set_for_all_namespaces,
+            "Job": batch.list_job_for_all_namespaces}
 
 
 def _status_error(status: int, body: bytes) -> ApiException:

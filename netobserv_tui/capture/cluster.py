@@ -211,7 +211,9 @@ class KubernetesTarget:
         self.deploy = deploy = deploy_options(self.options, self.cluster, self.capture_id,
                                               self.token, openshift)
         self.say(f"Checking the cluster and your permissions (namespace {deploy.namespace})...")
-        await preflight(api, deploy.namespace, openshift=openshift)
+        await preflight(api, deploy.namespace, openshift=openshift,
+                        timeout=self.cluster.rollout_timeout,
+                        progress=lambda text: self.say(f"  {text}"))
         kernels = await node_kernels(api, deploy.node_selector)
         if kernels is not None:
             # SYS_RESOURCE only where a kernel before 5.11 needs it (RLIMIT_MEMLOCK).

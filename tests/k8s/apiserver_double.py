@@ -10,37 +10,64 @@ The subset it implements:
 * Resources (generic by group/version/resource, see ``RESOURCE_TYPES``): core/v1 namespaces,
   nodes, pods (+ ``/status``, ``/log``, ``/portforward``), services, serviceaccounts, secrets,
   configmaps, endpoints, events; apps/v1 daemonsets, deployments, replicasets, statefulsets;
-  rbac.authorization.k8s.io/v1 clusterroles, clusterrolebindings, roles, rolebindings;
+  batch/v1 jobs, cronjobs; rbac.authorization.k8s.io/v1 clusterroles, clusterrolebindings,
+  roles, rolebindings;
   authorization.k8s.io/v1 selfsubjectaccessreviews (create only); security.openshift.io/v1
   securitycontextconstraints (only when built with ``openshift=True``).  Discovery (``/api``,
   ``/apis``, ``/api/v1``, ``/apis/G/V``) and ``/version`` answer for those.
 * Verbs: create (409 AlreadyExists, 404 for a missing namespace, 403 in a terminating one,
-  generateName, a few validations that real servers do: names, selector vs template labels),
-  get, list (labelSelector ``=``/``==``/``!=``/``in``/``notin``/exists/``!``; fieldSelector on
+  generateName, a few validations that real servers do: names, selector vs template labels, a
+  Job's restartPolicy, a binding's roleRef kind; a Job's own selector and pod labels; a
+  ``kubernetes.io/service-account-token`` Secret gets its account's token), get, list
+  (labelSelector ``=``/``==``/``!=``/``in``/``notin``/exists/``!``; fieldSelector on
   ``metadata.name``/``metadata.namespace`` and the fields the real server supports per resource,
   400 otherwise; ``limit``/``continue``), update (PUT, 409 on a stale resourceVersion), patch
   (merge, an approximate strategic merge, JSON patch, and apply treated as an upsert+merge),
   delete (DeleteOptions/preconditions; pods and namespaces answer the object, others a Status;
   ownerReference garbage collection unless ``propagationPolicy=Orphan``; namespace deletion
-  removes what is in it), deletecollection, watch (``watch=true``: without resourceVersion or
-  with "0" synthetic ADDED events first, otherwise the changes after that version; an ERROR
-  event with a 410 Expired Status for a version older than the kept history; label/field
-  selectors with objects entering/leaving them seen as ADDED/DELETED; ``timeoutSeconds``;
-  BOOKMARK events on request), ``pods/log`` (container, tailLines, limitBytes, follow),
-  ``pods/portforward`` over WebSocket (``v4.channel.k8s.io``: per port a data channel ``2i``
-  and an error channel ``2i+1``, each first frame the port as 2 bytes little-endian; the bytes
-  go to a TCP target that the test registers per pod and port).
+  removes what is in it at once, and the namespace itself at once, or, with
+  ``namespace_deletion_delay``, after that many seconds (None: when the test calls
+  ``finish_namespace_deletion``) while it is Terminating with a deletionTimestamp and the
+  namespace controller's conditions; a second delete is a 409), deletecollection, watch
+  (``watch=true``: without resourceVersion or with "0" synthetic ADDED events first, otherwise
+  the changes after that version; an ERROR event with a 410 Expired Status for a version older
+  than the kept history; label/field selectors with objects entering/leaving them seen as
+  ADDED/DELETED; ``timeoutSeconds``; BOOKMARK events on request), ``pods/log`` (container,
+  tailLines, limitBytes, follow), ``pods/portforward`` over WebSocket (``v4.channel.k8s.io``:
+  per port a data channel ``2i`` and an error channel ``2i+1``, each first frame the port as 2
+  bytes little-endian; the bytes go to a TCP target that the test registers per pod and port).
 * Errors are real ``Status`` objects (kind, code, reason, message, details), so the client
   raises ``ApiException`` with the right status; bearer tokens map to users (401 otherwise).
+* Authorization: the test's ``deny`` rules first, for every user; then, for ServiceAccounts
+  (user ``system:serviceaccount:<ns>:<name>``, groups ``system:serviceaccounts``,
+  ``system:serviceaccounts:<ns>`` and ``system:authenticated``; tokens from
+  ``token_for_service_account``, ``service_account_api_client``,
+  ``write_service_account_kubeconfig`` or a service-account-token Secret, valid while the
+  account, and the Secret, exist) and the users in ``rbac_users``, RBAC as the real
+  authorizer evaluates it: ClusterRoleBindings, then the RoleBindings of the request's
+  namespace (a Namespace's own name for a request on it); subjects User, Group and
+  ServiceAccount (its namespace defaulting to the binding's); rules by apiGroups, resources
+  (``*``, ``resource/subresource``, ``*/subresource``), verbs and resourceNames (matched only
+  by a request that names an object: get, update, patch, delete, a subresource, or a list or
+  watch whose field selector is ``metadata.name=<name>``), ``*`` wildcards; a 403 Forbidden
+  with the real message, ending with ``RBAC: <role> not found`` when a binding's role is
+  missing.  SelfSubjectAccessReviews answer the same (with the real "allowed by" reason).
+  Discovery, ``/version`` and reviews are open to every authenticated user (the bootstrap
+  policy); other users (the test's ``admin`` and ``viewer``) are allowed everything else.
 
 Test-side controls (Python methods, not HTTP): ``deny``, ``fail_next``, ``put``/``patch``/
 ``remove``/``get``/``objects``, ``add_node``, ``add_event``, ``set_pod_status``,
 ``set_daemonset_status``, ``set_pod_log``/``append_pod_log``/``end_pod_log``, ``forward``
 (port-forward targets), ``run_controllers`` (a DaemonSet controller creating one pod per
-matching node, a scheduler + kubelet for pods, with per-pod ``PodOutcome``s such as
-ImagePullBackOff, and their events), ``compact`` (410 for older versions), ``send_bookmark``,
+matching node; Deployment -> ReplicaSet -> pods, StatefulSet and Job controllers, with the
+names, labels and ownerReferences the real ones give; a scheduler + kubelet for pods, with
+per-pod ``PodOutcome``s such as ImagePullBackOff, and their events), ``run_cronjob`` (a
+CronJob's schedule fires: its Job ``<name>-<minutes since the epoch>``),
+``namespace_deletion_delay``/``hold_namespace_deletion``/``finish_namespace_deletion``,
+``rbac_users``, ``authorize``, ``compact`` (410 for older versions), ``send_bookmark``,
 ``drop_connections`` (aborts open watches, log follows and port-forwards), ``stop``/``start``/
-``restart`` on the same port, ``wait_for`` (a condition, no sleeps), and the recording:
+``restart`` on the same port, ``wait_for`` (a condition re-checked on every change and every
+answered request, no sleeps), and the recording:
 ``requests`` (every request), ``journal`` (mutating ones), ``mutations()``, ``leftovers()``.
 
 Use (the fixtures are in ``conftest.py``)::
@@ -58,10 +85,14 @@ Use (the fixtures are in ``conftest.py``)::
             ("create", "apps/v1/daemonsets", "default", "agent")
         ]
 
-Not implemented: TLS, exec/attach, SPDY port-forward, server-side apply field ownership,
-dryRun, graceful deletion delays (objects go at once; pods and namespaces are answered with a
-deletionTimestamp), admission beyond the namespace lifecycle, Deployment/ReplicaSet
-controllers, recreation of deleted DaemonSet pods, protobuf, the watch-list feature.
+Not implemented: TLS, exec/attach, SPDY port-forward, server-side apply field ownership, dryRun,
+graceful deletion of pods and finalizers (objects other than namespaces go at once; pods are
+answered with a deletionTimestamp), admission beyond the namespace lifecycle (no ServiceAccount
+token mounting, no SecurityContextConstraints, no RBAC escalation check on creating roles and
+bindings), aggregated ClusterRoles, non-resource URLs other than discovery and ``/version``
+(reviews of them do follow the rules), workload statuses, scaling and rollouts (controllers
+create once), CronJob schedules (tests fire them), recreation of deleted DaemonSet pods,
+protobuf, the watch-list feature.
 """
 
 from __future__ import annotations
@@ -93,6 +124,8 @@ ADMIN_TOKEN = "admin-token"
 VIEWER_TOKEN = "viewer-token"
 DEFAULT_TOKENS: dict[str, str] = {ADMIN_TOKEN: "admin", VIEWER_TOKEN: "viewer"}
 PORTFORWARD_PROTOCOLS = ("v4.channel.k8s.io", "channel.k8s.io")
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+SERVICE_ACCOUNT_TOKEN_TYPE = "kubernetes.io/service-account-token"
 MUTATING_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 SEED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 SERVER_VERSION: Obj = {
@@ -220,6 +253,10 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("apps", "v1", "deployments", "Deployment", True, ("deploy",)),
     ResourceType("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",)),
     ResourceType("apps", "v1", "statefulsets", "StatefulSet", True, ("sts",)),
+    ResourceType(
+        "batch", "v1", "jobs", "Job", True, (), field_labels=frozenset({"status.successful"})
+    ),
+    ResourceType("batch", "v1", "cronjobs", "CronJob", True, ("cj",)),
     ResourceType(_RBAC, "v1", "clusterroles", "ClusterRole", False, (), ()),
     ResourceType(_RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", False, (), ()),
     ResourceType(_RBAC, "v1", "roles", "Role", True, (), ()),
@@ -253,6 +290,31 @@ _SUBRESOURCE_VERBS = {
 }
 _SUBRESOURCE_KIND = {"log": "Pod", "portforward": "PodPortForwardOptions"}
 _NOT_STORED = frozenset({"selfsubjectaccessreviews"})  # answered, never kept
+#: (type, reason, message) of the conditions of a Terminating namespace whose contents are
+#: gone, as the namespace controller writes them.
+_NAMESPACE_TERMINATING_CONDITIONS = (
+    (
+        "NamespaceDeletionDiscoveryFailure",
+        "ResourcesDiscovered",
+        "All resources successfully discovered",
+    ),
+    (
+        "NamespaceDeletionGroupVersionParsingFailure",
+        "ParsedGroupVersions",
+        "All legacy kube types successfully parsed",
+    ),
+    (
+        "NamespaceDeletionContentFailure",
+        "ContentDeleted",
+        "All content successfully deleted, may be waiting on finalization",
+    ),
+    ("NamespaceContentRemaining", "ContentRemoved", "All content successfully removed"),
+    (
+        "NamespaceFinalizersRemaining",
+        "ContentHasNoFinalizer",
+        "All content-preserving finalizers finished",
+    ),
+)
 _WORKLOAD_KINDS = frozenset({"DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"})
 
 
@@ -369,6 +431,138 @@ class _Denial:
             # A cluster-wide question (namespace None) is refused if any namespace is refused.
             and (self.namespace is None or namespace is None or self.namespace == namespace)
         )
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What the authorizer is asked about one request, as the real server's RequestInfo has it.
+
+    ``namespace`` is the object's own name for a request on a Namespace, and ``name`` is the
+    ``metadata.name`` of a list or watch's field selector when it asks for exactly one name,
+    as a real server does; a list, watch, create or deletecollection otherwise has no name.
+    """
+
+    user: str
+    groups: tuple[str, ...]
+    verb: str
+    group: str
+    resource: str  # plural, without the subresource
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+
+    @property
+    def combined(self) -> str:
+        """``pods`` or ``pods/log``: what the rules' ``resources`` are compared with."""
+        return f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+
+    def forbidden(self, reason: str = "") -> ApiError:
+        """The 403 a real server answers, with its message."""
+        scope = f'in the namespace "{self.namespace}"' if self.namespace else "at the cluster scope"
+        message = (
+            f'User "{self.user}" cannot {self.verb} resource "{self.combined}" in API group '
+            f'"{self.group}" {scope}'
+        )
+        if reason:
+            message += f": {reason}"
+        group_resource = f"{self.resource}.{self.group}" if self.group else self.resource
+        subject = f'{group_resource} "{self.name}"' if self.name else group_resource
+        details: Obj = {"group": self.group, "kind": self.resource}
+        if self.name:
+            details["name"] = self.name
+        return ApiError(403, "Forbidden", f"{subject} is forbidden: {message}", details)
+
+
+def service_account_user(namespace: str, name: str) -> str:
+    """The user name a ServiceAccount's token authenticates as."""
+    return f"{SERVICE_ACCOUNT_PREFIX}{namespace}:{name}"
+
+
+def user_groups(user: str) -> tuple[str, ...]:
+    """The groups the authenticator gives a user: a ServiceAccount is in
+    ``system:serviceaccounts`` and ``system:serviceaccounts:<namespace>``; every
+    authenticated user in ``system:authenticated``."""
+    if user == "system:anonymous":
+        return ("system:unauthenticated",)
+    if user.startswith(SERVICE_ACCOUNT_PREFIX):
+        namespace = user[len(SERVICE_ACCOUNT_PREFIX) :].split(":", 1)[0]
+        return (
+            "system:serviceaccounts",
+            f"system:serviceaccounts:{namespace}",
+            "system:authenticated",
+        )
+    return ("system:authenticated",)
+
+
+def rule_allows(rule: Obj, attrs: Attributes) -> bool:
+    """One PolicyRule against a resource request, as the real RBAC authorizer matches it:
+    verbs, apiGroups, resources (``*``, ``resource/subresource``, ``*/subresource``) and
+    resourceNames (only when the request names an object)."""
+    verbs = rule.get("verbs") or []
+    groups = rule.get("apiGroups") or []
+    if "*" not in verbs and attrs.verb not in verbs:
+        return False
+    if "*" not in groups and attrs.group not in groups:
+        return False
+    combined = attrs.combined
+    for resource in rule.get("resources") or []:
+        if resource in ("*", combined) or (
+            attrs.subresource and resource == f"*/{attrs.subresource}"
+        ):
+            break
+    else:
+        return False
+    names = rule.get("resourceNames") or []
+    return not names or attrs.name in names
+
+
+def non_resource_rule_allows(rule: Obj, verb: str, path: str) -> bool:
+    """A PolicyRule's ``nonResourceURLs`` (``*`` or a trailing ``*`` is a prefix)."""
+    verbs = rule.get("verbs") or []
+    if "*" not in verbs and verb not in verbs:
+        return False
+    for url in rule.get("nonResourceURLs") or []:
+        if url == "*" or url == path or (url.endswith("*") and path.startswith(url[:-1])):
+            return True
+    return False
+
+
+def _subject_applies(
+    subject: Obj, user: str, groups: tuple[str, ...], binding_namespace: str
+) -> bool:
+    kind = subject.get("kind")
+    if kind == "User":
+        return bool(subject.get("name") == user)
+    if kind == "Group":
+        return subject.get("name") in groups
+    if kind == "ServiceAccount":
+        namespace = subject.get("namespace") or binding_namespace
+        return bool(namespace) and user == service_account_user(namespace, subject.get("name", ""))
+    return False
+
+
+def _describe_subject(subject: Obj, binding_namespace: str) -> str:
+    if subject.get("kind") == "ServiceAccount":
+        namespace = subject.get("namespace") or binding_namespace
+        return f'ServiceAccount "{subject.get("name")}/{namespace}"'
+    return f'{subject.get("kind")} "{subject.get("name")}"'
+
+
+#: What every authenticated user may do whatever the bindings say: the bootstrap policy's
+#: ``system:discovery``, ``system:public-info-viewer`` and ``system:basic-user``.
+_BOOTSTRAP_PATHS = (
+    "/api",
+    "/api/*",
+    "/apis",
+    "/apis/*",
+    "/version",
+    "/version/",
+    "/healthz",
+    "/livez",
+    "/readyz",
+    "/openapi",
+    "/openapi/*",
+)
 
 
 @dataclass
@@ -605,6 +799,15 @@ def parse_field_selector(rt: ResourceType, selector: str | None) -> Callable[[Ob
     return matches
 
 
+def _exact_name(selector: str | None) -> str:
+    """The name a field selector requires exactly (``metadata.name=x``), else ``""``."""
+    for term in (selector or "").split(","):
+        match = re.match(r"^\s*metadata\.name\s*(==|=)\s*(\S+)\s*$", term)
+        if match:
+            return match.group(2)
+    return ""
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
@@ -765,6 +968,16 @@ def _condition_true(obj: Obj, kind: str) -> bool:
     return False
 
 
+_SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # no vowels: no words in generated names
+
+
+def _template_hash(template: Obj) -> str:
+    """A pod-template-hash as the controllers spell it (a 32-bit hash, its decimal digits
+    mapped onto the safe alphabet, e.g. ``7d4b9c5f6``)."""
+    value = int(hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:8], 16)
+    return "".join(_SAFE_ALPHABET[ord(c) % len(_SAFE_ALPHABET)] for c in str(value))
+
+
 def _owner_uids(obj: Obj) -> set[str]:
     return {ref.get("uid", "") for ref in obj.get("metadata", {}).get("ownerReferences") or []}
 
@@ -789,8 +1002,14 @@ class ApiServerDouble:
         self.openshift = openshift
         self.tokens = dict(DEFAULT_TOKENS if tokens is None else tokens)
         self.require_auth = require_auth
-        # Namespace deletion: at once (False) or Terminating until finish_namespace_deletion().
-        self.hold_namespace_deletion = False
+        # token -> (namespace, ServiceAccount, the Secret holding it or None)
+        self._sa_tokens: dict[str, tuple[str, str, str | None]] = {}
+        #: Users other than ServiceAccounts whose requests go through RBAC too.
+        self.rbac_users: set[str] = set()
+        #: How long a deleted namespace stays Terminating (its contents go at once): 0 = it
+        #: goes at once; None = until ``finish_namespace_deletion``.
+        self.namespace_deletion_delay: float | None = 0.0
+        self._timers: set[asyncio.Task[None]] = set()
         self.requests: list[RequestRecord] = []
         self._types = [rt for rt in RESOURCE_TYPES if openshift or not rt.openshift]
         self._objects: dict[tuple[str, str, str], Obj] = {}
@@ -811,6 +1030,16 @@ class ApiServerDouble:
         self._runner: web.AppRunner | None = None
         self._ips = itertools.count(2)
         self._started_once = False
+
+    @property
+    def hold_namespace_deletion(self) -> bool:
+        """True: a deleted namespace stays Terminating until ``finish_namespace_deletion``
+        (the same as ``namespace_deletion_delay = None``)."""
+        return self.namespace_deletion_delay is None
+
+    @hold_namespace_deletion.setter
+    def hold_namespace_deletion(self, hold: bool) -> None:
+        self.namespace_deletion_delay = None if hold else 0.0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -849,9 +1078,9 @@ class ApiServerDouble:
     async def stop(self, *, cancel_controllers: bool = True) -> None:
         """Stop listening: open streams are cut, idle connections closed."""
         if cancel_controllers:
-            for task in list(self._tasks):
+            for task in [*self._tasks, *self._timers]:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*self._tasks, *self._timers, return_exceptions=True)
         self.drop_connections()
         runner, self._runner = self._runner, None
         if runner is not None:
@@ -883,6 +1112,53 @@ class ApiServerDouble:
 
     def ws_api_client(self, token: str = ADMIN_TOKEN) -> WsApiClient:
         return WsApiClient(configuration=self.configuration(token))
+
+    def token_for_service_account(self, namespace: str, name: str) -> str:
+        """A new bearer token of ServiceAccount ``namespace/name`` (user
+        ``system:serviceaccount:<namespace>:<name>``, its requests checked by RBAC).
+
+        As with a real token, requests with it are refused (401) while the ServiceAccount does
+        not exist.
+        """
+        token = f"sa-{secrets.token_urlsafe(18)}"
+        self.tokens[token] = service_account_user(namespace, name)
+        self._sa_tokens[token] = (namespace, name, None)
+        return token
+
+    def service_account_api_client(self, namespace: str, name: str) -> client.ApiClient:
+        """A client authenticated as ServiceAccount ``namespace/name`` (a new token)."""
+        return self.api_client(self.token_for_service_account(namespace, name))
+
+    def write_service_account_kubeconfig(self, path: Path, namespace: str, name: str) -> Path:
+        """A kubeconfig whose only context (``double-sa``) is ServiceAccount
+        ``namespace/name``, as a pod of that ServiceAccount reaches the API server."""
+        token = self.token_for_service_account(namespace, name)
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "double-sa",
+            "clusters": [{"name": "double", "cluster": {"server": self.url}}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": "double-sa",
+                    "context": {"cluster": "double", "user": "sa", "namespace": namespace},
+                }
+            ],
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def _sa_token_valid(self, token: str) -> bool:
+        namespace, name, secret_name = self._sa_tokens[token]
+        if self._find(self.resource_type("serviceaccounts"), namespace, name) is None:
+            return False
+        if secret_name is None:
+            return True
+        secret = self._find(self.resource_type("secrets"), namespace, secret_name)
+        stored = (secret or {}).get("data", {}).get("token", "")
+        return bool(stored) and base64.b64decode(stored).decode() == token
 
     def kubeconfig(self, *, current_context: str = "double") -> Obj:
         """Two contexts on this server: ``double`` (user admin, namespace default) and
@@ -1072,11 +1348,7 @@ class ApiServerDouble:
         if rt.kind == "Namespace":
             meta.setdefault("deletionTimestamp", _now())
             obj.setdefault("status", {})["phase"] = "Terminating"
-            for other in self._types:
-                if other.namespaced:
-                    for item in self._items(other, meta["name"]):
-                        if self._find(other, meta["name"], item["metadata"]["name"]) is item:
-                            gone += self._delete(other, item, "Background")
+            gone += self._empty_namespace(meta["name"])
         elif rt.kind == "Pod":
             meta.setdefault("deletionTimestamp", _now())
             meta.setdefault("deletionGracePeriodSeconds", 0)
@@ -1105,6 +1377,54 @@ class ApiServerDouble:
         if rt.kind == "Pod" and self._outcome is not None:
             self._refresh_owner(obj)
         return gone
+
+    def _empty_namespace(self, name: str) -> list[Obj]:
+        """What the namespace controller does: delete everything in the namespace."""
+        gone: list[Obj] = []
+        for other in self._types:
+            if other.namespaced:
+                for item in self._items(other, name):
+                    if self._find(other, name, item["metadata"]["name"]) is item:
+                        gone += self._delete(other, item, "Background")
+        return gone
+
+    def _terminate_namespace(self, rt: ResourceType, current: Obj) -> Obj:
+        """The first deletion of a namespace that takes time: Terminating (with the
+        conditions the namespace controller sets), then its contents deleted."""
+        terminating = copy.deepcopy(current)
+        meta = terminating["metadata"]
+        meta["deletionTimestamp"] = _now()
+        meta["deletionGracePeriodSeconds"] = 0
+        now = _now()
+        terminating["status"] = {
+            "phase": "Terminating",
+            "conditions": [
+                {
+                    "type": kind,
+                    "status": "False",
+                    "lastTransitionTime": now,
+                    "reason": reason,
+                    "message": message,
+                }
+                for kind, reason, message in _NAMESPACE_TERMINATING_CONDITIONS
+            ],
+        }
+        stored = self._replace(rt, terminating)
+        self._empty_namespace(meta["name"])
+        delay = self.namespace_deletion_delay
+        if delay is not None:
+            uid = meta.get("uid")
+
+            async def finish() -> None:
+                await asyncio.sleep(delay)
+                found = self._find(rt, None, meta["name"])
+                if found is not None and found["metadata"].get("uid") == uid:
+                    self._delete(rt, found, "Background")
+
+            task = asyncio.get_running_loop().create_task(finish())
+            self._timers.add(task)
+            task.add_done_callback(self._timers.discard)
+        return stored
 
     def compact(self) -> int:
         """Forget the history: watches from an older resourceVersion get 410 Expired."""
@@ -1156,7 +1476,8 @@ class ApiServerDouble:
     async def wait_for(
         self, predicate: Callable[[], bool], timeout: float = 2.0, what: str = ""
     ) -> None:
-        """Wait until ``predicate()`` holds, re-checking after every change in the double."""
+        """Wait until ``predicate()`` holds, re-checking after every change in the double and
+        every request it answers."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not predicate():
@@ -1587,6 +1908,157 @@ class ApiServerDouble:
             self._spawn(self._run_daemonset(meta["namespace"], meta["name"], meta["uid"]))
         elif rt.kind == "Pod":
             self._spawn(self._run_pod(meta["namespace"], meta["name"], meta["uid"]))
+        elif rt.kind in ("Deployment", "ReplicaSet", "StatefulSet", "Job"):
+            self._spawn(self._run_workload(rt, meta["namespace"], meta["name"], meta["uid"]))
+
+    @staticmethod
+    def _owner_ref(owner: Obj) -> Obj:
+        return {
+            "apiVersion": owner["apiVersion"],
+            "kind": owner["kind"],
+            "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def _create_owned(self, rt: ResourceType, owner: Obj, obj: Obj) -> Obj | None:
+        """Create what a controller makes for ``owner`` (None if the namespace refuses it)."""
+        _meta(obj)["ownerReferences"] = [self._owner_ref(owner)]
+        try:
+            admitted = self._admit_create(rt, owner["metadata"]["namespace"], obj)
+        except ApiError:
+            return None  # the namespace went away under us
+        created = self._insert(rt, admitted, "controller")
+        made = created["metadata"]["name"]
+        reason, message = {
+            "Deployment": (
+                "ScalingReplicaSet",
+                f"Scaled up replica set {made} from 0 to {owner['spec'].get('replicas', 1)}",
+            ),
+            "StatefulSet": (
+                "SuccessfulCreate",
+                f"create Pod {made} in StatefulSet {owner['metadata']['name']} successful",
+            ),
+            "CronJob": ("SuccessfulCreate", f"Created job {made}"),
+        }.get(owner["kind"], ("SuccessfulCreate", f"Created pod: {made}"))
+        self.add_event(owner, reason, message, component=f"{owner['kind'].lower()}-controller")
+        return created
+
+    async def _run_workload(self, rt: ResourceType, namespace: str, name: str, uid: str) -> None:
+        """The Deployment, ReplicaSet, StatefulSet and Job controllers: the objects they make,
+        named, labelled and owned as the real ones do (statuses are not kept)."""
+        await self._step()
+        owner = self._live(rt.plural, namespace, name, uid)
+        if owner is None:
+            return
+        spec = owner["spec"]
+        template = copy.deepcopy(spec.get("template") or {})
+        labels = dict((template.get("metadata") or {}).get("labels") or {})
+        pods_rt = self.resource_type("pods")
+        pods: list[tuple[str, Obj]] = []  # (generateName or name, labels)
+        if rt.kind == "Deployment":
+            digest = _template_hash(template)
+            rs_labels = {**labels, "pod-template-hash": digest}
+            selector = copy.deepcopy(spec.get("selector") or {})
+            selector.setdefault("matchLabels", {})["pod-template-hash"] = digest
+            template.setdefault("metadata", {})["labels"] = rs_labels
+            rs_rt = self.resource_type("replicasets")
+            replicaset = self._create_owned(
+                rs_rt,
+                owner,
+                {
+                    "metadata": {"name": f"{name}-{digest}", "labels": rs_labels},
+                    "spec": {
+                        "replicas": spec.get("replicas", 1),
+                        "selector": selector,
+                        "template": template,
+                    },
+                },
+            )
+            if replicaset is not None:
+                meta = replicaset["metadata"]
+                self._spawn(self._run_workload(rs_rt, namespace, meta["name"], meta["uid"]))
+            return
+        if rt.kind == "ReplicaSet":
+            pods = [(f"{name}-", labels) for _ in range(int(spec.get("replicas", 1)))]
+        elif rt.kind == "Job":
+            pods = [(f"{name}-", labels) for _ in range(int(spec.get("parallelism", 1)))]
+        else:  # StatefulSet
+            revision = f"{name}-{_template_hash(template)}"
+            for ordinal in range(int(spec.get("replicas", 1))):
+                pod_labels = {
+                    **labels,
+                    "apps.kubernetes.io/pod-index": str(ordinal),
+                    "controller-revision-hash": revision,
+                    "statefulset.kubernetes.io/pod-name": f"{name}-{ordinal}",
+                }
+                pods.append((f"{name}-{ordinal}", pod_labels))
+        for pod_name, pod_labels in pods:
+            key = "generateName" if pod_name.endswith("-") else "name"
+            pod_spec = copy.deepcopy(template.get("spec") or {})
+            if rt.kind == "StatefulSet":
+                pod_spec.setdefault("hostname", pod_name)
+                if spec.get("serviceName"):
+                    pod_spec.setdefault("subdomain", spec["serviceName"])
+            pod: Obj = {
+                "metadata": {
+                    key: pod_name,
+                    "labels": pod_labels,
+                    "annotations": dict((template.get("metadata") or {}).get("annotations") or {}),
+                },
+                "spec": pod_spec,
+            }
+            created = self._create_owned(pods_rt, owner, pod)
+            if created is None:
+                return
+            self._spawn(
+                self._run_pod(namespace, created["metadata"]["name"], created["metadata"]["uid"])
+            )
+
+    def run_cronjob(self, namespace: str, name: str, *, scheduled: datetime | None = None) -> Obj:
+        """The CronJob's schedule fires now (tests say when): its Job, named
+        ``<cronjob>-<minutes since the epoch>`` and owned by it, as the CronJob controller
+        makes it; with ``run_controllers``, the Job's pods follow."""
+        cronjobs = self.resource_type("cronjobs")
+        cronjob = self._require(cronjobs, namespace, name)
+        when = scheduled or datetime.now(UTC)
+        template = copy.deepcopy(cronjob["spec"]["jobTemplate"])
+        job_meta = template.get("metadata") or {}
+        job: Obj = {
+            "metadata": {
+                "name": f"{name}-{int(when.timestamp()) // 60}",
+                "labels": dict(job_meta.get("labels") or {}),
+                "annotations": {
+                    **(job_meta.get("annotations") or {}),
+                    "batch.kubernetes.io/cronjob-scheduled-timestamp": when.strftime(
+                        "%Y-%m-%dT%H:%M:%SZ"
+                    ),
+                },
+            },
+            "spec": template["spec"],
+        }
+        jobs = self.resource_type("jobs")
+        created = self._create_owned(jobs, cronjob, job)
+        if created is None:
+            raise ApiError(403, "Forbidden", f"namespace {namespace} refuses the Job")
+        updated = copy.deepcopy(cronjob)
+        updated["status"] = {
+            "active": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": created["metadata"]["name"],
+                    "namespace": namespace,
+                    "uid": created["metadata"]["uid"],
+                    "resourceVersion": created["metadata"]["resourceVersion"],
+                }
+            ],
+            "lastScheduleTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        self._replace(cronjobs, updated)
+        self._on_created(jobs, created)
+        return copy.deepcopy(created)
 
     def _live(self, kind: str, namespace: str, name: str, uid: str) -> Obj | None:
         found = self._find(self.resource_type(kind), namespace, name)
@@ -1805,7 +2277,7 @@ class ApiServerDouble:
         meta = _meta(obj)
         name = meta.get("name")
         if not name and meta.get("generateName"):
-            suffix = "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
+            suffix = "".join(secrets.choice(_SAFE_ALPHABET) for _ in range(5))
             name = meta["name"] = f"{meta['generateName']}{suffix}"
         if not name:
             raise _invalid(
@@ -1845,8 +2317,21 @@ class ApiServerDouble:
         meta["creationTimestamp"] = _now()
         for transient in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(transient, None)
-        if rt.kind in _WORKLOAD_KINDS:
+        if rt.kind in _WORKLOAD_KINDS or rt.kind in ("Job", "CronJob"):
             meta["generation"] = 1
+        if rt.kind == "Job" and not (obj["spec"].get("manualSelector")):
+            # The Job's own selector and pod labels, from its uid.
+            job_labels = {
+                "batch.kubernetes.io/controller-uid": meta["uid"],
+                "batch.kubernetes.io/job-name": name,
+                "controller-uid": meta["uid"],
+                "job-name": name,
+            }
+            obj["spec"]["selector"] = {
+                "matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}
+            }
+            template_meta = obj["spec"]["template"].setdefault("metadata", {})
+            template_meta["labels"] = {**(template_meta.get("labels") or {}), **job_labels}
         return obj
 
     def _validate_and_default(self, rt: ResourceType, obj: Obj, name: str) -> None:
@@ -1899,6 +2384,8 @@ class ApiServerDouble:
             for key, value in (obj.pop("stringData", None) or {}).items():
                 data[key] = base64.b64encode(str(value).encode()).decode()
             obj.setdefault("type", "Opaque")
+            if obj["type"] == SERVICE_ACCOUNT_TOKEN_TYPE:
+                self._fill_service_account_token(rt, obj, name)
         elif rt.kind in _WORKLOAD_KINDS:
             if not isinstance(spec, dict):
                 raise _invalid(rt, name, "spec", "Required value")
@@ -1937,17 +2424,93 @@ class ApiServerDouble:
             else:
                 spec.setdefault("replicas", 1)
                 obj["status"] = {"replicas": 0}
+        elif rt.kind == "Job":
+            self._validate_pod_template(rt, name, spec, "spec.template")
+            assert isinstance(spec, dict)
+            for key, value in (
+                ("parallelism", 1),
+                ("completions", 1),
+                ("backoffLimit", 6),
+                ("completionMode", "NonIndexed"),
+                ("suspend", False),
+            ):
+                spec.setdefault(key, value)
+            obj["status"] = {}
+        elif rt.kind == "CronJob":
+            if not isinstance(spec, dict) or not spec.get("schedule"):
+                raise _invalid(rt, name, "spec.schedule", "Required value")
+            job_spec = (spec.get("jobTemplate") or {}).get("spec")
+            self._validate_pod_template(rt, name, job_spec, "spec.jobTemplate.spec.template")
+            for key, value in (
+                ("concurrencyPolicy", "Allow"),
+                ("suspend", False),
+                ("successfulJobsHistoryLimit", 3),
+                ("failedJobsHistoryLimit", 1),
+            ):
+                spec.setdefault(key, value)
+            obj["status"] = {}
         elif rt.kind in ("ClusterRoleBinding", "RoleBinding"):
             if not obj.get("roleRef"):
                 raise _invalid(rt, name, "roleRef", "Required value")
+            kind = obj["roleRef"].get("kind")
+            allowed = (
+                ("ClusterRole",) if rt.kind == "ClusterRoleBinding" else ("Role", "ClusterRole")
+            )
+            if kind not in allowed:
+                supported = ", ".join(f'"{k}"' for k in allowed)
+                raise _invalid(
+                    rt,
+                    name,
+                    "roleRef.kind",
+                    f'Unsupported value: "{kind}": supported values: {supported}',
+                )
+
+    @staticmethod
+    def _validate_pod_template(rt: ResourceType, name: str, spec: Any, where: str) -> None:
+        """A Job's pod template: containers, and restartPolicy OnFailure or Never."""
+        template_spec = (
+            ((spec or {}).get("template") or {}).get("spec") if isinstance(spec, dict) else None
+        )
+        if not isinstance(template_spec, dict) or not template_spec.get("containers"):
+            raise _invalid(rt, name, f"{where}.spec.containers", "Required value")
+        policy = template_spec.setdefault("restartPolicy", "Always")
+        if policy not in ("OnFailure", "Never"):
+            raise _invalid(
+                rt,
+                name,
+                f"{where}.spec.restartPolicy",
+                f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"',
+            )
+
+    def _fill_service_account_token(self, rt: ResourceType, secret: Obj, name: str) -> None:
+        """What the token controller does for a ``kubernetes.io/service-account-token``
+        Secret: a token of the ServiceAccount its annotation names, in ``data.token``
+        (valid while the Secret and the ServiceAccount exist)."""
+        annotations = _meta(secret).setdefault("annotations", {})
+        account = annotations.get("kubernetes.io/service-account.name")
+        field_path = "metadata.annotations[kubernetes.io/service-account.name]"
+        if not account:
+            raise _invalid(rt, name, field_path, "Required value")
+        namespace = _meta(secret).get("namespace", "")
+        found = self._find(self.resource_type("serviceaccounts"), namespace, account)
+        if found is None:
+            return  # the real token controller never fills it (and deletes the Secret)
+        annotations["kubernetes.io/service-account.uid"] = found["metadata"]["uid"]
+        token = f"sa-{secrets.token_urlsafe(18)}"
+        self.tokens[token] = service_account_user(namespace, account)
+        self._sa_tokens[token] = (namespace, account, name)
+        data = secret["data"]
+        data["token"] = base64.b64encode(token.encode()).decode()
+        data["namespace"] = base64.b64encode(namespace.encode()).decode()
 
     # ---------------------------------------------------------------- HTTP
 
     def _authenticate(self, request: web.Request) -> str:
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            user = self.tokens.get(header[len("Bearer ") :].strip())
-            if user is not None:
+            token = header[len("Bearer ") :].strip()
+            user = self.tokens.get(token)
+            if user is not None and (token not in self._sa_tokens or self._sa_token_valid(token)):
                 return user
             raise ApiError(401, "Unauthorized", "Unauthorized")
         if self.require_auth:
@@ -2069,14 +2632,124 @@ class ApiServerDouble:
             return "delete" if target.name is not None else "deletecollection"
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
 
-    def _authorize(self, user: str, verb: str, target: _Target) -> None:
+    def request_attributes(
+        self, user: str, verb: str, target: _Target, query: dict[str, str] | None = None
+    ) -> Attributes:
+        """The authorizer's view of a request (see :class:`Attributes`)."""
+        namespace, name = target.namespace or "", target.name or ""
+        if target.rt.kind == "Namespace" and target.name:
+            namespace = target.name  # a real server's RequestInfo does the same
+        if verb in ("list", "watch"):
+            name = _exact_name((query or {}).get("fieldSelector"))
+        return Attributes(
+            user,
+            user_groups(user),
+            verb,
+            target.rt.group,
+            target.rt.plural,
+            target.sub or "",
+            namespace,
+            name,
+        )
+
+    def rbac_enforced(self, user: str) -> bool:
+        """Whether ``user``'s requests go through RBAC: ServiceAccounts and ``rbac_users``."""
+        return user.startswith(SERVICE_ACCOUNT_PREFIX) or user in self.rbac_users
+
+    def authorize(self, attrs: Attributes) -> tuple[bool, str]:
+        """The RBAC authorizer's answer for a resource request: (allowed, reason).
+
+        ClusterRoleBindings first, then the RoleBindings of the request's namespace; for each
+        binding, the first subject that names the user (User, Group, or ServiceAccount whose
+        namespace defaults to the binding's) brings the rules of its Role or ClusterRole. The
+        reason says which binding allowed, or (denied) which role could not be found.
+        """
+        errors: list[str] = []
+        cluster_bindings = self._items(self.resource_type("clusterrolebindings"))
+        scopes = [("ClusterRoleBinding", cluster_bindings, "")]
+        if attrs.namespace:
+            rolebindings = self._items(self.resource_type("rolebindings"), attrs.namespace)
+            scopes.append(("RoleBinding", rolebindings, attrs.namespace))
+        for kind, bindings, namespace in scopes:
+            for binding in bindings:
+                subject = next(
+                    (
+                        s
+                        for s in binding.get("subjects") or []
+                        if _subject_applies(s, attrs.user, attrs.groups, namespace)
+                    ),
+                    None,
+                )
+                if subject is None:
+                    continue
+                ref = binding.get("roleRef") or {}
+                rules, error = self._role_rules(ref, namespace)
+                if error:
+                    errors.append(error)
+                if any(rule_allows(rule, attrs) for rule in rules):
+                    name = binding["metadata"]["name"]
+                    if namespace:
+                        name = f"{name}/{namespace}"
+                    return True, (
+                        f'RBAC: allowed by {kind} "{name}" of {ref.get("kind")} '
+                        f'"{ref.get("name")}" to {_describe_subject(subject, namespace)}'
+                    )
+        if not errors:
+            return False, ""
+        return False, "RBAC: " + (errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]")
+
+    def authorize_path(self, user: str, verb: str, path: str) -> tuple[bool, str]:
+        """The RBAC answer for a non-resource URL (``/version``, ``/healthz``...)."""
+        if any(
+            non_resource_rule_allows({"verbs": ["get"], "nonResourceURLs": [url]}, verb, path)
+            for url in _BOOTSTRAP_PATHS
+        ):
+            return True, (
+                'RBAC: allowed by ClusterRoleBinding "system:discovery" of ClusterRole '
+                '"system:discovery" to Group "system:authenticated"'
+            )
+        groups = user_groups(user)
+        for binding in self._items(self.resource_type("clusterrolebindings")):
+            subject = next(
+                (s for s in binding.get("subjects") or [] if _subject_applies(s, user, groups, "")),
+                None,
+            )
+            if subject is None:
+                continue
+            ref = binding.get("roleRef") or {}
+            rules, _ = self._role_rules(ref, "")
+            if any(non_resource_rule_allows(rule, verb, path) for rule in rules):
+                return True, (
+                    f'RBAC: allowed by ClusterRoleBinding "{binding["metadata"]["name"]}" of '
+                    f'{ref.get("kind")} "{ref.get("name")}" to {_describe_subject(subject, "")}'
+                )
+        return False, ""
+
+    def _role_rules(self, ref: Obj, namespace: str) -> tuple[list[Obj], str]:
+        """The rules a roleRef points at, or an error as the real authorizer words it."""
+        kind, name = ref.get("kind"), ref.get("name", "")
+        role: Obj | None
+        if kind == "ClusterRole":
+            role = self._find(self.resource_type("clusterroles"), None, name)
+        elif kind == "Role" and namespace:
+            role = self._find(self.resource_type("roles"), namespace, name)
+        else:
+            return [], f'unsupported role reference kind: "{kind}"'
+        if role is None:
+            return [], f'{str(kind).lower()}.{_RBAC} "{name}" not found'
+        return [r for r in role.get("rules") or [] if isinstance(r, dict)], ""
+
+    def _authorize(
+        self, user: str, verb: str, target: _Target, query: dict[str, str] | None = None
+    ) -> None:
         if target.rt.plural in _NOT_STORED:
-            return  # everyone may ask what they may do
+            return  # everyone may ask what they may do (system:basic-user)
         verbs: tuple[str, ...] = (verb,)
         if target.sub == "portforward":
             # WebSocket upgrades are GETs; newer servers also require "create".
             verbs = ("get", "create")
         for checked in verbs:
+            attrs = self.request_attributes(user, checked, target, query)
             denial = next(
                 (
                     d
@@ -2085,25 +2758,12 @@ class ApiServerDouble:
                 ),
                 None,
             )
-            if denial is None:
-                continue
-            rt = target.rt
-            subject = f'{rt.group_resource} "{target.name}"' if target.name else rt.group_resource
-            scope = (
-                f'in the namespace "{target.namespace}"'
-                if target.namespace
-                else "at the cluster scope"
-            )
-            message = (
-                f'{subject} is forbidden: User "{user}" cannot {checked} resource '
-                f'"{target.resource}" in API group "{rt.group}" {scope}'
-            )
-            if denial.reason:
-                message += f": {denial.reason}"
-            details: Obj = {"group": rt.group, "kind": rt.plural}
-            if target.name:
-                details["name"] = target.name
-            raise ApiError(403, "Forbidden", message, details)
+            if denial is not None:
+                raise attrs.forbidden(denial.reason)
+            if self.rbac_enforced(user):
+                allowed, reason = self.authorize(attrs)
+                if not allowed:
+                    raise attrs.forbidden(reason)
 
     def _injected(self, verb: str, target: _Target) -> ApiError | None:
         for failure in self._failures:
@@ -2157,7 +2817,7 @@ class ApiServerDouble:
                 raise ApiError(
                     405, "MethodNotAllowed", f"{verb} is not supported on {target.resource}"
                 )
-            self._authorize(user, verb, target)
+            self._authorize(user, verb, target, query)
             injected = self._injected(verb, target)
             if injected is not None:
                 if verb == "watch" and injected.code == 410:
@@ -2173,9 +2833,11 @@ class ApiServerDouble:
             response = await self._dispatch(request, verb, target, query, body, user, record)
         except ApiError as error:
             record.code = error.code
+            self._notify()  # wait_for() may be waiting for this answer
             return error.response()
         if record.code == 0:
             record.code = response.status
+        self._notify()
         return response
 
     async def _dispatch(
@@ -2317,11 +2979,8 @@ class ApiServerDouble:
                     "this namespace will automatically be purged by the system.",
                     {"name": meta["name"], "kind": "namespaces"},
                 )
-            if self.hold_namespace_deletion:
-                terminating = copy.deepcopy(current)
-                terminating["metadata"]["deletionTimestamp"] = _now()
-                terminating["status"] = {"phase": "Terminating"}
-                return self._replace(rt, terminating)
+            if self.namespace_deletion_delay != 0:
+                return self._terminate_namespace(rt, current)
         gone = self._delete(rt, current, options.get("propagationPolicy"))
         if rt.kind in ("Pod", "Namespace"):
             return next(o for o in gone if o is current)
@@ -2337,7 +2996,7 @@ class ApiServerDouble:
         }
 
     def finish_namespace_deletion(self, name: str) -> None:
-        """End a namespace held in Terminating (``hold_namespace_deletion``)."""
+        """The namespace (Terminating or not) goes now, with whatever is still in it."""
         rt = self.resource_type("namespaces")
         self._delete(rt, self._require(rt, None, name), "Background")
 
@@ -2440,8 +3099,11 @@ class ApiServerDouble:
         return self._check_update(target, current, patched)
 
     def _review(self, body: Obj, user: str) -> Obj:
+        """A SelfSubjectAccessReview: the test's denials first, then (for the users RBAC
+        applies to) what the bindings allow; everything else is allowed."""
         spec = body.get("spec") or {}
         attrs = spec.get("resourceAttributes")
+        paths = spec.get("nonResourceAttributes")
         status: Obj = {"allowed": True}
         if attrs:
             resource = attrs.get("resource", "")
@@ -2465,6 +3127,29 @@ class ApiServerDouble:
                 status = {"allowed": False}
                 if denial.reason:
                     status["reason"] = denial.reason
+            elif self.rbac_enforced(user):
+                allowed, reason = self.authorize(
+                    Attributes(
+                        user,
+                        user_groups(user),
+                        attrs.get("verb", ""),
+                        attrs.get("group", ""),
+                        attrs.get("resource", ""),
+                        attrs.get("subresource", "") or "",
+                        attrs.get("namespace", "") or "",
+                        attrs.get("name", "") or "",
+                    )
+                )
+                status = {"allowed": allowed}
+                if reason:
+                    status["reason"] = reason
+        elif paths and self.rbac_enforced(user):
+            allowed, reason = self.authorize_path(
+                user, paths.get("verb", ""), paths.get("path", "")
+            )
+            status = {"allowed": allowed}
+            if reason:
+                status["reason"] = reason
         return {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",

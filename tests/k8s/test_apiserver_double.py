@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -814,3 +816,450 @@ async def test_discovery_version_and_openshift_scc() -> None:
                 "security.openshift.io", "v1", "securitycontextconstraints"
             )
         assert absent.value.status == 404
+
+
+# ------------------------------------------------------------------------------- RBAC
+
+SA_USER = f"system:serviceaccount:{NS}:reader"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+def role_ref(kind: str, name: str) -> client.V1RoleRef:
+    return client.V1RoleRef(api_group=RBAC_GROUP, kind=kind, name=name)
+
+
+def rule(
+    groups: list[str], resources: list[str], verbs: list[str], names: list[str] | None = None
+) -> client.V1PolicyRule:
+    return client.V1PolicyRule(
+        api_groups=groups, resources=resources, verbs=verbs, resource_names=names
+    )
+
+
+async def forbidden(call: Any) -> str:
+    """The message of the 403 that ``call`` (an awaitable) gets."""
+    with pytest.raises(ApiException) as refused:
+        await call
+    assert refused.value.status == 403
+    body = status_body(refused.value)
+    assert body["reason"] == "Forbidden"
+    return str(body["message"])
+
+
+@pytest.fixture
+async def reader(
+    apiserver: ApiServerDouble, api_client: client.ApiClient, core: client.CoreV1Api
+) -> AsyncIterator[client.CoreV1Api]:
+    """ServiceAccount ``reader`` of NS with: a ClusterRole (list/watch pods everywhere, get
+    pods/log) bound cluster-wide; a Role (one named configmap) bound in NS to the account
+    (its namespace left to the binding's); a ClusterRole (list services) bound in NS to the
+    group of NS's service accounts."""
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    await core.create_namespaced_service_account(
+        NS, client.V1ServiceAccount(metadata=meta("reader"))
+    )
+    await core.create_namespace(client.V1Namespace(metadata=meta("other")))
+    await core.create_namespaced_pod(NS, pod("p"))
+    await core.create_namespaced_config_map(NS, client.V1ConfigMap(metadata=meta("settings")))
+    await core.create_namespaced_config_map(NS, client.V1ConfigMap(metadata=meta("private")))
+    await rbac.create_cluster_role(
+        client.V1ClusterRole(
+            metadata=meta("pod-reader"),
+            rules=[rule([""], ["pods"], ["list", "watch"]), rule([""], ["pods/log"], ["get"])],
+        )
+    )
+    await rbac.create_cluster_role_binding(
+        client.V1ClusterRoleBinding(
+            metadata=meta("pod-reader"),
+            role_ref=role_ref("ClusterRole", "pod-reader"),
+            subjects=[client.RbacV1Subject(kind="ServiceAccount", name="reader", namespace=NS)],
+        )
+    )
+    await rbac.create_namespaced_role(
+        NS,
+        client.V1Role(
+            metadata=meta("settings"),
+            rules=[rule([""], ["configmaps"], ["get", "list", "watch"], ["settings"])],
+        ),
+    )
+    await rbac.create_namespaced_role_binding(
+        NS,
+        client.V1RoleBinding(
+            metadata=meta("settings"),
+            role_ref=role_ref("Role", "settings"),
+            subjects=[client.RbacV1Subject(kind="ServiceAccount", name="reader")],
+        ),
+    )
+    await rbac.create_cluster_role(
+        client.V1ClusterRole(
+            metadata=meta("service-lister"), rules=[rule([""], ["services"], ["list"])]
+        )
+    )
+    await rbac.create_namespaced_role_binding(
+        NS,
+        client.V1RoleBinding(
+            metadata=meta("services"),
+            role_ref=role_ref("ClusterRole", "service-lister"),
+            subjects=[
+                client.RbacV1Subject(
+                    kind="Group", name=f"system:serviceaccounts:{NS}", api_group=RBAC_GROUP
+                )
+            ],
+        ),
+    )
+    apiserver.set_pod_log(NS, "p", "hello\n")
+    async with apiserver.service_account_api_client(NS, "reader") as api:
+        yield client.CoreV1Api(api)
+
+
+async def test_service_account_requests_are_checked_against_rbac(
+    apiserver: ApiServerDouble, reader: client.CoreV1Api
+) -> None:
+    # Allowed: by the ClusterRoleBinding, in every namespace and across them.
+    assert [p.metadata.name for p in (await reader.list_pod_for_all_namespaces()).items] == ["p"]
+    await reader.list_namespaced_pod("other")
+    assert await reader.read_namespaced_pod_log("p", NS) == "hello\n"
+    # A verb the rule does not list, and a subresource that is not the resource.
+    assert await forbidden(reader.read_namespaced_pod("p", NS)) == (
+        f'pods "p" is forbidden: User "{SA_USER}" cannot get resource "pods" in API group "" '
+        f'in the namespace "{NS}"'
+    )
+    assert await forbidden(reader.read_namespaced_pod_status("p", NS)) == (
+        f'pods "p" is forbidden: User "{SA_USER}" cannot get resource "pods/status" in API '
+        f'group "" in the namespace "{NS}"'
+    )
+    assert await forbidden(reader.create_namespaced_pod(NS, pod("q"))) == (
+        f'pods is forbidden: User "{SA_USER}" cannot create resource "pods" in API group "" '
+        f'in the namespace "{NS}"'
+    )
+    assert await forbidden(reader.list_node()) == (
+        f'nodes is forbidden: User "{SA_USER}" cannot list resource "nodes" in API group "" '
+        "at the cluster scope"
+    )
+    # resourceNames: only a request that names the object (a list names one only through
+    # a metadata.name field selector, as on a real server).
+    await reader.read_namespaced_config_map("settings", NS)
+    listed = await reader.list_namespaced_config_map(NS, field_selector="metadata.name=settings")
+    assert [c.metadata.name for c in listed.items] == ["settings"]
+    assert await forbidden(reader.read_namespaced_config_map("private", NS)) == (
+        f'configmaps "private" is forbidden: User "{SA_USER}" cannot get resource "configmaps" '
+        f'in API group "" in the namespace "{NS}"'
+    )
+    assert await forbidden(reader.list_namespaced_config_map(NS)) == (
+        f'configmaps is forbidden: User "{SA_USER}" cannot list resource "configmaps" in API '
+        f'group "" in the namespace "{NS}"'
+    )
+    # A RoleBinding grants in its own namespace only; a Group subject reaches the account.
+    await reader.list_namespaced_service(NS)
+    assert await forbidden(reader.list_namespaced_service("other")) == (
+        f'services is forbidden: User "{SA_USER}" cannot list resource "services" in API group '
+        '"" in the namespace "other"'
+    )
+    # A request on a Namespace is in that namespace (RequestInfo), as real messages say.
+    assert await forbidden(reader.read_namespace("other")) == (
+        f'namespaces "other" is forbidden: User "{SA_USER}" cannot get resource "namespaces" '
+        'in API group "" in the namespace "other"'
+    )
+    refused = [(r.verb, r.resource, r.namespace) for r in apiserver.requests if r.code == 403]
+    assert refused == [
+        ("get", "pods", NS),
+        ("get", "pods/status", NS),
+        ("create", "pods", NS),
+        ("list", "nodes", None),
+        ("get", "configmaps", NS),
+        ("list", "configmaps", NS),
+        ("list", "services", "other"),
+        ("get", "namespaces", None),
+    ]
+
+
+async def test_wildcards_and_missing_roles(
+    apiserver: ApiServerDouble, api_client: client.ApiClient, reader: client.CoreV1Api
+) -> None:
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    await rbac.create_cluster_role(
+        client.V1ClusterRole(
+            metadata=meta("wild"),
+            rules=[rule(["*"], ["*/status"], ["get"]), rule(["apps"], ["*"], ["*"])],
+        )
+    )
+    for name, role in (("wild", "wild"), ("ghost", "ghost")):
+        await rbac.create_cluster_role_binding(
+            client.V1ClusterRoleBinding(
+                metadata=meta(name),
+                role_ref=role_ref("ClusterRole", role),
+                subjects=[client.RbacV1Subject(kind="User", name=SA_USER, api_group=RBAC_GROUP)],
+            )
+        )
+    await reader.read_namespaced_pod_status("p", NS)  # */status
+    apps = client.AppsV1Api(reader.api_client)
+    await apps.create_namespaced_daemon_set(NS, daemonset("agent"))  # apps/*, every verb
+    await apps.delete_namespaced_daemon_set("agent", NS)
+    # Denied, with the binding whose role is missing named as the real authorizer does.
+    assert await forbidden(reader.delete_namespaced_pod("p", NS)) == (
+        f'pods "p" is forbidden: User "{SA_USER}" cannot delete resource "pods" in API group '
+        f'"" in the namespace "{NS}": RBAC: clusterrole.rbac.authorization.k8s.io "ghost" '
+        "not found"
+    )
+    # Everything the admin does is allowed as before; RBAC can be switched on for a user.
+    await client.CoreV1Api(api_client).delete_namespaced_pod("p", NS)
+    apiserver.rbac_users.add("admin")
+    assert await forbidden(client.CoreV1Api(api_client).list_node()) == (
+        'nodes is forbidden: User "admin" cannot list resource "nodes" in API group "" at the '
+        "cluster scope"
+    )
+
+
+async def test_self_subject_access_review_of_a_service_account(
+    apiserver: ApiServerDouble, reader: client.CoreV1Api
+) -> None:
+    authz = client.AuthorizationV1Api(reader.api_client)
+
+    async def review(
+        verb: str, resource: str, namespace: str = "", name: str = "", subresource: str = ""
+    ) -> Any:
+        answer = await authz.create_self_subject_access_review(
+            client.V1SelfSubjectAccessReview(
+                spec=client.V1SelfSubjectAccessReviewSpec(
+                    resource_attributes=client.V1ResourceAttributes(
+                        verb=verb,
+                        resource=resource,
+                        namespace=namespace or None,
+                        name=name or None,
+                        subresource=subresource or None,
+                    )
+                )
+            )
+        )
+        return (answer.status.allowed, answer.status.reason)
+
+    assert await review("watch", "pods") == (
+        True,
+        'RBAC: allowed by ClusterRoleBinding "pod-reader" of ClusterRole "pod-reader" to '
+        f'ServiceAccount "reader/{NS}"',
+    )
+    assert await review("get", "pods", NS, "p", "log") == (
+        True,
+        'RBAC: allowed by ClusterRoleBinding "pod-reader" of ClusterRole "pod-reader" to '
+        f'ServiceAccount "reader/{NS}"',
+    )
+    assert await review("get", "configmaps", NS, "settings") == (
+        True,
+        f'RBAC: allowed by RoleBinding "settings/{NS}" of Role "settings" to ServiceAccount '
+        f'"reader/{NS}"',
+    )
+    assert await review("get", "configmaps", NS, "private") == (False, None)
+    assert await review("get", "pods", NS, "p") == (False, None)
+    assert await review("list", "services", "other") == (False, None)
+    # The answers agree with what the requests get.
+    await forbidden(reader.read_namespaced_pod("p", NS))
+    paths = await authz.create_self_subject_access_review(
+        client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                non_resource_attributes=client.V1NonResourceAttributes(path="/metrics", verb="get")
+            )
+        )
+    )
+    assert paths.status.allowed is False
+
+
+async def test_service_account_tokens_live_with_their_account(
+    apiserver: ApiServerDouble, api_client: client.ApiClient, core: client.CoreV1Api
+) -> None:
+    await core.create_namespaced_service_account(NS, client.V1ServiceAccount(metadata=meta("bot")))
+    secret = await core.create_namespaced_secret(
+        NS,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name="bot-token", annotations={"kubernetes.io/service-account.name": "bot"}
+            ),
+            type="kubernetes.io/service-account-token",
+        ),
+    )
+    account = await core.read_namespaced_service_account("bot", NS)
+    assert secret.metadata.annotations["kubernetes.io/service-account.uid"] == account.metadata.uid
+    assert base64.b64decode(secret.data["namespace"]).decode() == NS
+    token = base64.b64decode(secret.data["token"]).decode()
+    async with apiserver.api_client(token) as bot:
+        # Authenticated as the account (no binding: nothing allowed but asking).
+        message = await forbidden(client.CoreV1Api(bot).list_namespaced_pod(NS))
+        assert f'User "system:serviceaccount:{NS}:bot"' in message
+        await core.delete_namespaced_secret("bot-token", NS)
+        with pytest.raises(ApiException) as revoked:
+            await client.CoreV1Api(bot).list_namespaced_pod(NS)
+        assert revoked.value.status == 401
+    async with apiserver.service_account_api_client(NS, "bot") as bot:
+        await forbidden(client.CoreV1Api(bot).list_namespaced_pod(NS))
+        await core.delete_namespaced_service_account("bot", NS)
+        with pytest.raises(ApiException) as gone:
+            await client.CoreV1Api(bot).list_namespaced_pod(NS)
+        assert gone.value.status == 401
+
+
+# ------------------------------------------------------------------------------- deletion
+
+
+async def test_namespace_deletion_that_takes_time(
+    apiserver: ApiServerDouble, api_client: client.ApiClient, core: client.CoreV1Api
+) -> None:
+    apiserver.namespace_deletion_delay = 0.3
+    await core.create_namespaced_pod(NS, pod("p"))
+    await core.create_namespaced_secret(NS, client.V1Secret(metadata=meta("s")))
+    async with watch.Watch() as w:
+        events = w.stream(
+            core.list_namespace, field_selector=f"metadata.name={NS}", timeout_seconds=5
+        )
+        assert [t for t, _ in await collect(events, 1)] == ["ADDED"]
+        answered = await core.delete_namespace(NS)
+        assert "Terminating" in answered.status
+        terminating = await core.read_namespace(NS)
+        assert terminating.metadata.deletion_timestamp is not None
+        assert [(c.type, c.status, c.reason) for c in terminating.status.conditions] == [
+            ("NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered"),
+            ("NamespaceDeletionGroupVersionParsingFailure", "False", "ParsedGroupVersions"),
+            ("NamespaceDeletionContentFailure", "False", "ContentDeleted"),
+            ("NamespaceContentRemaining", "False", "ContentRemoved"),
+            ("NamespaceFinalizersRemaining", "False", "ContentHasNoFinalizer"),
+        ]
+        assert apiserver.objects(namespace=NS) == []  # its contents went at once
+        assert await forbidden(core.create_namespaced_pod(NS, pod("late"))) == (
+            f'pods "late" is forbidden: unable to create new content in namespace {NS} because '
+            "it is being terminated"
+        )
+        # Then the namespace itself goes, on its own.
+        seen = await collect(events, 2, timeout=3)
+    assert [(t, o["status"]["phase"]) for t, o in seen] == [
+        ("MODIFIED", "Terminating"),
+        ("DELETED", "Terminating"),
+    ]
+    assert apiserver.get("namespaces", NS) is None
+
+
+# ------------------------------------------------------------------------------- workloads
+
+
+async def test_workload_controllers_name_label_and_own_their_objects(
+    apiserver: ApiServerDouble, api_client: client.ApiClient, core: client.CoreV1Api
+) -> None:
+    apiserver.add_node("node-a")
+    apiserver.run_controllers(PodOutcome.running())
+    apps, batch = client.AppsV1Api(api_client), client.BatchV1Api(api_client)
+    template = client.V1PodTemplateSpec(
+        metadata=meta("", {"app": "web"}),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="main", image="web:1")]),
+    )
+    deployment = await apps.create_namespaced_deployment(
+        NS,
+        client.V1Deployment(
+            metadata=meta("web"),
+            spec=client.V1DeploymentSpec(
+                replicas=2,
+                selector=client.V1LabelSelector(match_labels={"app": "web"}),
+                template=template,
+            ),
+        ),
+    )
+    await apps.create_namespaced_stateful_set(
+        NS,
+        client.V1StatefulSet(
+            metadata=meta("db"),
+            spec=client.V1StatefulSetSpec(
+                replicas=2,
+                service_name="db",
+                selector=client.V1LabelSelector(match_labels={"app": "web"}),
+                template=template,
+            ),
+        ),
+    )
+    job_spec = client.V1JobSpec(
+        template=client.V1PodTemplateSpec(
+            spec=client.V1PodSpec(
+                restart_policy="Never",
+                containers=[client.V1Container(name="main", image="job:1")],
+            )
+        )
+    )
+    job = await batch.create_namespaced_job(
+        NS, client.V1Job(metadata=meta("migrate"), spec=job_spec)
+    )
+    assert job.spec.selector.match_labels == {
+        "batch.kubernetes.io/controller-uid": job.metadata.uid
+    }
+    assert job.spec.template.metadata.labels["batch.kubernetes.io/job-name"] == "migrate"
+    await batch.create_namespaced_cron_job(
+        NS,
+        client.V1CronJob(
+            metadata=meta("backup"),
+            spec=client.V1CronJobSpec(
+                schedule="0 0 * * *", job_template=client.V1JobTemplateSpec(spec=job_spec)
+            ),
+        ),
+    )
+    made = apiserver.run_cronjob(NS, "backup", scheduled=datetime(2025, 1, 17, tzinfo=UTC))
+    assert made["metadata"]["name"] == "backup-28951200"
+    await apiserver.settled()
+
+    def owner(obj: dict[str, Any]) -> tuple[str, str]:
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert ref["controller"] is True and ref["blockOwnerDeletion"] is True
+        return ref["kind"], ref["name"]
+
+    (rs,) = apiserver.objects("replicasets", NS)
+    digest = rs["metadata"]["labels"]["pod-template-hash"]
+    assert rs["metadata"]["name"] == f"web-{digest}" and 0 < len(digest) <= 10
+    assert set(digest) <= set("bcdfghjklmnpqrstvwxz2456789")
+    assert owner(rs) == ("Deployment", "web")
+    assert rs["metadata"]["ownerReferences"][0]["uid"] == deployment.metadata.uid
+    jobs = {
+        j["metadata"]["name"]: owner(j)
+        for j in apiserver.objects("jobs", NS)
+        if j["metadata"].get("ownerReferences")
+    }
+    assert jobs == {"backup-28951200": ("CronJob", "backup")}
+    cronjob = apiserver.get("cronjobs", "backup", NS)
+    assert cronjob is not None and cronjob["status"]["active"][0]["name"] == "backup-28951200"
+    pods = apiserver.objects("pods", NS)
+    owners = sorted(owner(p) for p in pods)
+    assert owners == [
+        ("Job", "backup-28951200"),
+        ("Job", "migrate"),
+        ("ReplicaSet", f"web-{digest}"),
+        ("ReplicaSet", f"web-{digest}"),
+        ("StatefulSet", "db"),
+        ("StatefulSet", "db"),
+    ]
+    names = {p["metadata"]["name"] for p in pods}
+    assert {"db-0", "db-1"} <= names
+    assert all(p["status"]["phase"] == "Running" and p["status"]["podIP"] for p in pods)
+    db0 = next(p for p in pods if p["metadata"]["name"] == "db-0")
+    assert db0["spec"]["hostname"] == "db-0" and db0["spec"]["subdomain"] == "db"
+    assert db0["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] == "db-0"
+    # Deleting the Deployment takes its ReplicaSet and their pods (garbage collection).
+    await apps.delete_namespaced_deployment("web", NS)
+    assert apiserver.objects("replicasets", NS) == []
+    assert sorted(owner(p)[0] for p in apiserver.objects("pods", NS)) == [
+        "Job",
+        "Job",
+        "StatefulSet",
+        "StatefulSet",
+    ]
+
+
+async def test_a_job_must_not_restart_always(
+    api_client: client.ApiClient, core: client.CoreV1Api
+) -> None:
+    job = client.V1Job(
+        metadata=meta("bad"),
+        spec=client.V1JobSpec(
+            template=client.V1PodTemplateSpec(
+                spec=client.V1PodSpec(containers=[client.V1Container(name="m", image="i")])
+            )
+        ),
+    )
+    with pytest.raises(ApiException) as invalid:
+        await client.BatchV1Api(api_client).create_namespaced_job(NS, job)
+    assert invalid.value.status == 422
+    assert status_body(invalid.value)["message"] == (
+        'Job.batch "bad" is invalid: spec.template.spec.restartPolicy: Unsupported value: '
+        '"Always": supported values: "OnFailure", "Never"'
+    )

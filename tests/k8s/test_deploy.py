@@ -80,15 +80,6 @@ async def test_preflight_lists_every_missing_permission(
     assert apiserver.mutations("create", "v1/namespaces") == []  # nothing was created
 
 
-async def test_preflight_refuses_a_second_capture(
-    apiserver: ApiServerDouble, api_client: client.ApiClient
-) -> None:
-    await apply(api_client, render(OPTIONS)[:1])  # the namespace of an earlier capture
-    with pytest.raises(PreflightError, match=r"already running .* netobserv-cli \(capture "
-                                             r"cap1\).*netobserv cleanup"):
-        await preflight(api_client, "netobserv-cli")
-
-
 async def test_rollout_reports_progress_until_every_agent_is_ready(
     apiserver: ApiServerDouble, api_client: client.ApiClient
 ) -> None:

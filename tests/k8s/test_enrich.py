@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ WEB_A, WEB_B = "198.18.0.10", "198.18.0.11"
 WEB_A6, WEB_B6 = "fd00:198:18::10", "fd00:198:18::11"
 AGENT_IP, DB_IP, DEBUG_IP, JOB_IP, DNS_IP = (
     "198.18.0.12", "198.18.0.13", "198.18.0.14", "198.18.0.15", "198.18.0.53")
+CRON_IP = "198.18.0.16"
+CRON_JOB = "backup-28951200"  # the Job a CronJob made for 2025-01-17 00:00 UTC
 WEB_SVC, WEB_SVC6, API_SVC = "198.19.0.10", "fd00:198:19::10", "198.19.0.1"
 RS = "web-7d4b9c5f6"
 EXTERNAL = "192.0.2.1"
@@ -78,7 +81,7 @@ def pod_obj(name: str, ips: list[str], *, node: str = NODE_A, ns: str = NS,
             phase: str = "Running") -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": ns, "labels": {"app": name}}
     if owner is not None:
-        api_version = "batch/v1" if owner[0] == "Job" else "apps/v1"
+        api_version = "batch/v1" if owner[0] in ("Job", "CronJob") else "apps/v1"
         meta["ownerReferences"] = [owner_ref(*owner, api_version=api_version)]
     status: dict[str, Any] = {"phase": phase, "hostIP": HOST_IPS[node],
                               "hostIPs": [{"ip": HOST_IPS[node]}]}
@@ -122,6 +125,15 @@ def replicaset_obj(name: str, deployment: str | None, ns: str = NS) -> dict[str,
             "spec": workload_spec(deployment or name)}
 
 
+def job_obj(name: str, cronjob: str | None, ns: str = NS) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": ns}
+    if cronjob:
+        meta["ownerReferences"] = [owner_ref("CronJob", cronjob, api_version="batch/v1")]
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+                {"name": "main", "image": "registry.example/app:1.0"}]}}}}
+
+
 def cluster_objects() -> dict[str, list[dict[str, Any]]]:
     """The objects of the tests, by kind."""
     return {
@@ -129,6 +141,8 @@ def cluster_objects() -> dict[str, list[dict[str, Any]]]:
                  node_obj(NODE_B, NODE_B_IP, ZONE_B)],
         "ReplicaSet": [replicaset_obj(RS, "web"),
                        replicaset_obj("coredns-5d78c9869d", "coredns", ns="kube-system")],
+        # A Job made by hand (its pods' owner), and one made by a CronJob.
+        "Job": [job_obj("migrate", None), job_obj(CRON_JOB, "backup")],
         "Pod": [
             pod_obj(f"{RS}-x7k2p", [WEB_A, WEB_A6], node=NODE_A, owner=("ReplicaSet", RS)),
             pod_obj(f"{RS}-q9z4m", [WEB_B, WEB_B6], node=NODE_B, owner=("ReplicaSet", RS)),
@@ -137,6 +151,7 @@ def cluster_objects() -> dict[str, list[dict[str, Any]]]:
             pod_obj("debug", [DEBUG_IP], node=NODE_A),
             pod_obj("migrate-4tq8w", [JOB_IP], node=NODE_B, owner=("Job", "migrate"),
                     phase="Succeeded"),
+            pod_obj(f"{CRON_JOB}-k2x9p", [CRON_IP], node=NODE_A, owner=("Job", CRON_JOB)),
             # Host network: its address is its node's.
             pod_obj("exporter-lm3nb", [NODE_A_IP], node=NODE_A, owner=("DaemonSet", "exporter"),
                     host_network=True),
@@ -170,6 +185,8 @@ EXPECTED: dict[str, Meta | None] = {
     DB_IP: Meta("db-0", NS, "Pod", "db", "StatefulSet", NODE_B, NODE_B_IP, ZONE_B),
     DEBUG_IP: Meta("debug", NS, "Pod", "debug", "Pod", NODE_A, NODE_A_IP, ZONE_A),
     JOB_IP: Meta("migrate-4tq8w", NS, "Pod", "migrate", "Job", NODE_B, NODE_B_IP, ZONE_B),
+    CRON_IP: Meta(f"{CRON_JOB}-k2x9p", NS, "Pod", "backup", "CronJob", NODE_A, NODE_A_IP,
+                  ZONE_A),
     DNS_IP: Meta("coredns-5d78c9869d-2xw9v", "kube-system", "Pod", "coredns", "Deployment",
                  NODE_B, NODE_B_IP, ZONE_B),
     NODE_A_IP: NODE_A_META, NODE_A_EXTERNAL: NODE_A_META, NODE_B_IP: NODE_B_META,
@@ -192,7 +209,7 @@ def loaded(objects: dict[str, list[dict[str, Any]]] | None = None) -> Inventory:
 def test_lookup_resolves_every_kind_of_address() -> None:
     inventory = loaded()
     assert {ip: inventory.lookup(ip) for ip in EXPECTED} == EXPECTED
-    assert inventory.counts() == {"Pod": 8, "Service": 3, "Node": 2, "ReplicaSet": 2}
+    assert inventory.counts() == {"Pod": 9, "Service": 3, "Node": 2, "ReplicaSet": 2, "Job": 2}
 
 
 def test_replicaset_listed_after_its_pods_resolves_then() -> None:
@@ -206,6 +223,24 @@ def test_replicaset_listed_after_its_pods_resolves_then() -> None:
     # A ReplicaSet without owner (created by hand) is the owner itself.
     inventory.apply("ReplicaSet", "MODIFIED", replicaset_obj(RS, None))
     assert inventory.lookup(WEB_A).owner_type == "ReplicaSet"  # type: ignore[union-attr]
+
+
+def test_job_listed_after_its_pods_resolves_to_its_cronjob_then() -> None:
+    objects = cluster_objects()
+    jobs = objects.pop("Job")
+    inventory = loaded(objects)
+    assert inventory.lookup(CRON_IP) == Meta(f"{CRON_JOB}-k2x9p", NS, "Pod", CRON_JOB, "Job",
+                                             NODE_A, NODE_A_IP, ZONE_A)
+    inventory.apply("Job", "ADDED", jobs[1])
+    assert inventory.lookup(CRON_IP) == EXPECTED[CRON_IP]
+    # The Job goes (history limit) while its pod is still there: the pod's own owner.
+    inventory.apply("Job", "DELETED", jobs[1])
+    assert inventory.lookup(CRON_IP).owner_type == "Job"  # type: ignore[union-attr]
+    # A Job made by hand is the owner itself; a pod's other owners are never followed.
+    inventory.apply("Job", "ADDED", jobs[0])
+    assert inventory.lookup(JOB_IP) == EXPECTED[JOB_IP]
+    inventory.apply("Job", "ADDED", job_obj("agent", "someone"))  # same name as a DaemonSet
+    assert inventory.lookup(AGENT_IP) == EXPECTED[AGENT_IP]
 
 
 def test_node_listed_after_its_pods_gives_the_zone_then() -> None:
@@ -312,7 +347,10 @@ def test_relist_replaces_the_state_of_that_kind_only() -> None:
     assert inventory.lookup(WEB_A) == web_a()
     inventory.replace("Service", [])
     assert inventory.lookup(WEB_SVC) is None
-    assert inventory.counts() == {"Pod": 8, "Service": 0, "Node": 2, "ReplicaSet": 2}
+    assert inventory.counts() == {"Pod": 9, "Service": 0, "Node": 2, "ReplicaSet": 2, "Job": 2}
+    inventory.replace("Job", [])
+    assert inventory.lookup(CRON_IP).owner_type == "Job"  # type: ignore[union-attr]
+    assert inventory.lookup(WEB_A) == web_a()
 
 
 async def test_client_models_are_accepted_once_sanitized() -> None:
@@ -524,6 +562,13 @@ async def seed(apiserver: ApiServerDouble) -> None:
             if ref["name"] == name:
                 ref["uid"] = deployment["metadata"]["uid"]
                 apiserver.put("replicasets", rs)
+    cronjob = apiserver.put("cronjobs", {
+        "metadata": {"name": "backup", "namespace": NS},
+        "spec": {"schedule": "0 0 * * *", "jobTemplate": {"spec": job_obj("x", None)["spec"]}}})
+    for job in objects["Job"]:
+        for ref in job["metadata"].get("ownerReferences", []):
+            ref["uid"] = cronjob["metadata"]["uid"]
+        apiserver.put("jobs", job)
     for pod in objects["Pod"]:
         apiserver.put("pods", pod)
     for svc in objects["Service"]:
@@ -557,7 +602,7 @@ async def test_watch_lists_then_follows_objects_made_through_the_api(
     async with watching(api_client, page_size=3) as watch:
         inventory = watch.inventory
         assert {ip: inventory.lookup(ip) for ip in EXPECTED} == EXPECTED
-        assert watch.lists == {"Pod": 1, "Service": 1, "Node": 1, "ReplicaSet": 1}
+        assert watch.lists == {"Pod": 1, "Service": 1, "Node": 1, "ReplicaSet": 1, "Job": 1}
         core = client.CoreV1Api(api_client)
         await core.create_namespaced_pod(NS, client.V1Pod(
             metadata=client.V1ObjectMeta(name="late", owner_references=[client.V1OwnerReference(
@@ -575,7 +620,7 @@ async def test_watch_lists_then_follows_objects_made_through_the_api(
         await until(lambda: inventory.lookup("198.19.0.30") is not None, "the new service")
         await core.delete_namespaced_pod("late", NS)
         await until(lambda: inventory.lookup("198.18.0.30") is None, "the pod's deletion")
-        assert watch.lists == {"Pod": 1, "Service": 1, "Node": 1, "ReplicaSet": 1}
+        assert watch.lists == {"Pod": 1, "Service": 1, "Node": 1, "ReplicaSet": 1, "Job": 1}
     # Stopped: the watches are closed.
     await apiserver.wait_for(lambda: apiserver.streams("watch") == 0, what="closed watches")
 
@@ -611,14 +656,14 @@ async def test_dropped_connections_resume_without_relisting(
     async with watching(api_client) as watch:
         inventory = watch.inventory
         for i in range(3):
-            await until(lambda: apiserver.streams("watch") == 4, "four watches")
-            assert apiserver.drop_connections() == 4
+            await until(lambda: apiserver.streams("watch") == 5, "five watches")
+            assert apiserver.drop_connections() == 5
             apiserver.put("pods", pod_obj(f"p{i}", [f"198.18.0.4{i}"], node=NODE_B))
             await until(lambda i=i: inventory.lookup(f"198.18.0.4{i}") is not None,
                         "the pod made while the watch was cut")
-        assert watch.lists == {"Pod": 1, "Service": 1, "Node": 1, "ReplicaSet": 1}
-        assert watch.drops == {"Pod": 3, "Service": 3, "Node": 3, "ReplicaSet": 3}
-        assert watch.failures == {"Pod": 0, "Service": 0, "Node": 0, "ReplicaSet": 0}
+        assert watch.lists == {"Pod": 1, "Service": 1, "Node": 1, "ReplicaSet": 1, "Job": 1}
+        assert watch.drops == {"Pod": 3, "Service": 3, "Node": 3, "ReplicaSet": 3, "Job": 3}
+        assert watch.failures == {"Pod": 0, "Service": 0, "Node": 0, "ReplicaSet": 0, "Job": 0}
     # A cut that resumes at once is no outage: nothing above debug.
     assert not [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
 
@@ -648,6 +693,103 @@ async def test_api_server_outage_is_logged_once_and_recovered(
     assert any("answers again" in r.getMessage() for r in records)
 
 
+#: Where workloads() makes its workloads, and the owners their pods must resolve to.
+SHOP = "shop"
+CRONJOB_RUN = datetime(2025, 1, 17, tzinfo=UTC)
+WORKLOAD_OWNERS = sorted([
+    ("web", "Deployment"), ("web", "Deployment"), ("agent", "DaemonSet"), ("agent", "DaemonSet"),
+    ("db", "StatefulSet"), ("db", "StatefulSet"), ("migrate", "Job"), ("backup", "CronJob"),
+    ("legacy", "ReplicaSet"), ("debug", "Pod"),
+])
+
+
+async def workloads(apiserver: ApiServerDouble, api_client: client.ApiClient) -> None:
+    """Every kind of pod owner, made through the API and brought up by the double's
+    controllers on the two nodes of seed(): a Deployment (through its ReplicaSet), a
+    DaemonSet, a StatefulSet, a Job, a CronJob (through the Job it made), a ReplicaSet made
+    by hand and a pod of its own."""
+    apiserver.run_controllers()
+    await client.CoreV1Api(api_client).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=SHOP)))
+    apps, batch = client.AppsV1Api(api_client), client.BatchV1Api(api_client)
+
+    def spec(app: str, **extra: Any) -> dict[str, Any]:
+        return {"selector": {"matchLabels": {"app": app}}, **extra,
+                "template": {"metadata": {"labels": {"app": app}}, "spec": {"containers": [
+                    {"name": "main", "image": "registry.example/app:1.0"}]}}}
+
+    job = {"template": {"spec": {"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": "registry.example/job:1.0"}]}}}
+    await apps.create_namespaced_deployment(SHOP, {"metadata": {"name": "web"},
+                                                   "spec": spec("web", replicas=2)})
+    await apps.create_namespaced_daemon_set(SHOP, {"metadata": {"name": "agent"},
+                                                   "spec": spec("agent")})
+    await apps.create_namespaced_stateful_set(SHOP, {"metadata": {"name": "db"},
+                                                     "spec": spec("db", replicas=2,
+                                                                  serviceName="db")})
+    await apps.create_namespaced_replica_set(SHOP, {"metadata": {"name": "legacy"},
+                                                    "spec": spec("legacy", replicas=1)})
+    await batch.create_namespaced_job(SHOP, {"metadata": {"name": "migrate"}, "spec": job})
+    await batch.create_namespaced_cron_job(SHOP, {
+        "metadata": {"name": "backup"},
+        "spec": {"schedule": "0 0 * * *", "jobTemplate": {"spec": job}}})
+    apiserver.run_cronjob(SHOP, "backup", scheduled=CRONJOB_RUN)
+    await client.CoreV1Api(api_client).create_namespaced_pod(SHOP, {
+        "metadata": {"name": "debug"},
+        "spec": {"containers": [{"name": "main", "image": "registry.example/app:1.0"}]}})
+    await apiserver.settled()
+
+
+def workload_owners(apiserver: ApiServerDouble, inventory: Inventory) -> list[tuple[str, str]]:
+    """(owner name, owner kind) of every pod of SHOP as the inventory resolves its address;
+    each must resolve to that very pod, on its node."""
+    owners = []
+    for pod in apiserver.objects("pods", SHOP):
+        meta = inventory.lookup(pod["status"]["podIP"])
+        if meta is None:
+            continue
+        node = pod["spec"]["nodeName"]
+        assert (meta.name, meta.namespace, meta.type, meta.host_name) == (
+            pod["metadata"]["name"], SHOP, "Pod", node)
+        owners.append((meta.owner_name, meta.owner_type))
+    return sorted(owners)
+
+
+async def check_workload_owners(apiserver: ApiServerDouble, inventory: Inventory) -> None:
+    await until(lambda: workload_owners(apiserver, inventory) == WORKLOAD_OWNERS,
+                "every workload's pod resolved to its owner")
+    # The named ones, spelled out.
+    by_name = {p["metadata"]["name"]: inventory.lookup(p["status"]["podIP"])
+               for p in apiserver.objects("pods", SHOP)}
+    for name in ("db-0", "db-1", "debug"):
+        meta = by_name[name]
+        assert meta is not None and (meta.owner_name, meta.owner_type) == (
+            ("debug", "Pod") if name == "debug" else ("db", "StatefulSet"))
+    cron_pods = [n for n in by_name if n.startswith("backup-28951200-")]
+    assert len(cron_pods) == 1 and by_name[cron_pods[0]].owner_type == (  # type: ignore[union-attr]
+        "CronJob")
+
+
+async def test_owner_chain_of_every_workload_kind(apiserver: ApiServerDouble,
+                                                  api_client: client.ApiClient) -> None:
+    await seed(apiserver)
+    async with watching(api_client) as watch:
+        await workloads(apiserver, api_client)
+        await check_workload_owners(apiserver, watch.inventory)
+        # The CronJob's Job deleted, its pod orphaned: the pod's owner is the Job it names.
+        (cron_pod,) = [p for p in apiserver.objects("pods", SHOP)
+                       if p["metadata"]["name"].startswith("backup-")]
+        await client.BatchV1Api(api_client).delete_namespaced_job(
+            "backup-28951200", SHOP, propagation_policy="Orphan")
+        ip = cron_pod["status"]["podIP"]
+        await until(lambda: watch.inventory.lookup(ip).owner_type == "Job",  # type: ignore[union-attr]
+                    "the orphaned pod owned by its Job")
+        assert watch.inventory.lookup(ip) == Meta(
+            cron_pod["metadata"]["name"], SHOP, "Pod", "backup-28951200", "Job",
+            cron_pod["spec"]["nodeName"], cron_pod["status"]["hostIP"],
+            ZONE_A if cron_pod["spec"]["nodeName"] == NODE_A else ZONE_B)
+
+
 async def test_forbidden_lists_never_get_ready(apiserver: ApiServerDouble,
                                                api_client: client.ApiClient) -> None:
     await seed(apiserver)
@@ -655,7 +797,7 @@ async def test_forbidden_lists_never_get_ready(apiserver: ApiServerDouble,
     async with InventoryWatch(api_client, backoff=0.05, max_backoff=0.1) as watch:
         assert not await watch.wait_ready(0.5)
         assert watch.problem is not None and "403" in watch.problem
-        assert watch.inventory.counts()["Pod"] == 8  # the other kinds are there
+        assert watch.inventory.counts()["Pod"] == 9  # the other kinds are there
         apiserver.allow_all()
         assert await watch.wait_ready(5)
 
@@ -667,7 +809,7 @@ FLOWS: list[tuple[str, str, int]] = [
     (WEB_A, WEB_SVC, 2048), (WEB_B, WEB_A, 2048), (WEB_A6, WEB_SVC6, 34525),
     (AGENT_IP, NODE_B_IP, 2048), (NODE_A_IP, EXTERNAL, 2048), (DB_IP, DEBUG_IP, 2048),
     (JOB_IP, DNS_IP, 2048), (DNS_IP, NODE_A_EXTERNAL, 2048), (EXTERNAL, "192.0.2.2", 2048),
-    (WEB_B6, "fd00:198:18::99", 34525),
+    (WEB_B6, "fd00:198:18::99", 34525), (CRON_IP, DB_IP, 2048),
 ]
 
 
@@ -791,7 +933,8 @@ async def test_aggregator_process_with_enrich_kubernetes(
     await seed(apiserver)
     closed, err = await run_process(tmp_path, "--enrich", "kubernetes",
                                     "--kubeconfig", str(kubeconfig))
-    assert "Kubernetes enrichment on: 8 pod(s), 3 service(s), 2 node(s), 2 replicaset(s)" in err
+    assert ("Kubernetes enrichment on: 9 pod(s), 3 service(s), 2 node(s), 2 replicaset(s), "
+            "2 job(s)") in err
     check_files(closed["files"])
     await apiserver.wait_for(lambda: apiserver.streams("watch") == 0, what="closed watches")
 

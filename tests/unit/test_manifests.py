@@ -69,9 +69,9 @@ COMBOS: dict[str, DeployOptions] = {
 }
 
 BASE_RULES = [
-    {"apiGroups": [""], "resources": ["pods", "services", "nodes"],
-     "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods", "services", "nodes"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "watch"]},
 ]
 
 #: OpenShift's SecurityContextConstraints CRD (security.openshift.io/v1), transcribed: its
