@@ -70,8 +70,9 @@ class Kind:
         return [(item.metadata.namespace, item.metadata.name) for item in listed.items]
 
     async def delete(self, api_client: client.ApiClient, namespace: str | None,
-                     name: str) -> bool:
-        """Delete one object (its dependents in the background); False if it was gone."""
+                     name: str) -> str | None:
+        """Delete one object (its dependents in the background): ``deleted``, ``already
+        being deleted`` (a namespace still terminating), or None if it was gone."""
         api = self._api(api_client)
         body = client.V1DeleteOptions(propagation_policy="Background")
         try:
@@ -83,9 +84,13 @@ class Kind:
                 await getattr(api, f"delete_{self.noun}")(name, body=body)
         except ApiException as exc:
             if exc.status == 404:
-                return False
+                return None
+            if exc.status == 409 and self.noun == "namespace":
+                # The server's answer for a namespace that is terminating already: it goes
+                # once its contents are gone, as cleanup wants.
+                return "already being deleted"
             raise
-        return True
+        return "deleted"
 
 
 #: Every kind the manifests hold, in the order cleanup deletes them: workloads first (the
@@ -160,9 +165,12 @@ async def cleanup(api_client: client.ApiClient, capture_id: str | None = None,
         for namespace, name in found:
             label = f"{kind.name} {namespace + '/' if namespace else ''}{name}"
             try:
-                if await kind.delete(api_client, namespace, name):
+                done = await kind.delete(api_client, namespace, name)
+                if done == "deleted":
                     deleted.append(label)
                     say(f"deleted {label}")
+                elif done is not None:
+                    say(f"{label} is {done}")
             except ApiException as exc:
                 failures.append(f"cannot delete {label}: {_reason(exc)}")
     if failures:

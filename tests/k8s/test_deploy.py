@@ -39,6 +39,21 @@ async def test_apply_then_cleanup_leaves_nothing(
     assert await cleanup(api_client, "cap1") == []  # idempotent
 
 
+async def test_cleanup_while_the_namespace_is_terminating_is_not_an_error(
+    apiserver: ApiServerDouble, api_client: client.ApiClient
+) -> None:
+    """A second cleanup while the first one's namespace is still terminating (as on a real
+    cluster, which answers 409 to its deletion) says so and succeeds."""
+    apiserver.namespace_deletion_delay = None  # until finish_namespace_deletion
+    await apply(api_client, render(OPTIONS))
+    assert (await cleanup(api_client, "cap1"))[-1] == "Namespace netobserv-cli"
+    said: list[str] = []
+    assert await cleanup(api_client, "cap1", say=said.append) == []
+    assert said == ["Namespace netobserv-cli is already being deleted"]
+    apiserver.finish_namespace_deletion("netobserv-cli")
+    assert apiserver.leftovers() == []
+
+
 async def test_cleanup_touches_only_what_the_tool_created(
     apiserver: ApiServerDouble, api_client: client.ApiClient
 ) -> None:
