@@ -2,18 +2,21 @@
 
 The article's spellings work as written (``--enable_filter=true``, ``--max-time=30s``);
 every underscore option also has a dashed alias. ``netobserv``, ``kubectl netobserv`` and
-``oc netobserv`` are the same program.
+``oc netobserv`` are the same program; its usage and messages name it as it was run
+(:func:`program_name`, :func:`spell`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
+import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from . import __version__
 from .model.errors import NetobservError, UsageError
@@ -24,6 +27,35 @@ if TYPE_CHECKING:
     from .capture.run import PacketOptions
 
 log = logging.getLogger("netobserv_tui")
+
+#: The program's name in every text of the code, and the executables that make it a kubectl
+#: or oc plugin (krew installs ``kubectl-netobserv``), with the command users type for them.
+NAME: Final = "netobserv"
+PLUGINS: Final = {"kubectl-netobserv": "kubectl netobserv", "oc-netobserv": "oc netobserv"}
+#: ``netobserv`` naming a command: at a word's start, followed by a command or the list of
+#: them (not ``netobserv-cli``, ``netobserv created``, nor an already spelled plugin).
+_COMMAND: Final = re.compile(
+    r"(?<![\w./-])(?<!kubectl )(?<!oc )netobserv"
+    r"(?= (?:\[|(?:flows|packets|open|cleanup|lab|version|help)\b))")
+
+
+def program_name(argv0: str | None = None) -> str:
+    """How the user runs this program: ``kubectl netobserv`` when it was started as
+    ``kubectl-netobserv`` (kubectl and krew run a plugin by its path, which argv[0] holds),
+    ``oc netobserv`` as ``oc-netobserv``, else ``netobserv``."""
+    name = Path(sys.argv[0] if argv0 is None else argv0).name
+    for executable, spoken in PLUGINS.items():
+        if name == executable or name.startswith(executable + "."):  # kubectl-netobserv.pyz
+            return spoken
+    return NAME
+
+
+def spell(text: str, program: str | None = None) -> str:
+    """``text`` with the commands it names (`netobserv cleanup`, ``usage: netobserv
+    flows``) as ``program`` (default: :func:`program_name`) is run."""
+    program = program_name() if program is None else program
+    return text if program == NAME else _COMMAND.sub(program, text)
+
 
 USAGE = """\
 netobserv captures network flows with eBPF, on a Kubernetes cluster or on this host.
@@ -61,7 +93,7 @@ def _add(p: argparse._ActionsContainer, name: str, *args: Any, **kwargs: Any) ->
     p.add_argument(*names, *args, **kwargs)
 
 
-def _capture_parser(sub: Any, command: str) -> argparse.ArgumentParser:
+def _capture_parser(sub: Any, command: str, program: str = NAME) -> argparse.ArgumentParser:
     """``flows`` and ``packets``: the same options, plus the packet capture's own."""
     if command == "flows":
         p: argparse.ArgumentParser = sub.add_parser(
@@ -76,7 +108,7 @@ def _capture_parser(sub: Any, command: str) -> argparse.ArgumentParser:
             "packets",
             allow_abbrev=False,
             help="capture packets",
-            usage="netobserv packets [PROTOCOL,PORT] [options] [filters]",
+            usage=f"{program} packets [PROTOCOL,PORT] [options] [filters]",
             description="Capture whole packets matching the filters on every node (or this "
             "host), show them live, and keep <output>/pcap/<time>.pcapng (with the flows "
             "under <output>/flow/). PROTOCOL,PORT (such as tcp,80) is short for "
@@ -98,7 +130,7 @@ def _capture_parser(sub: Any, command: str) -> argparse.ArgumentParser:
                         "read when the capture ends, and followed while it runs for -w -")
         pk.add_argument("-w", dest="write", metavar="FILE",
                         help="'-': also write the pcapng stream to stdout while capturing "
-                        "(implies --no-tui), e.g. `netobserv packets tcp,80 -w - | "
+                        f"(implies --no-tui), e.g. `{program} packets tcp,80 -w - | "
                         "wireshark -k -i -`")
         _add(pk, "--pcap_stdout", action="store_true", help="the same as -w -")
     target = p.add_argument_group("target")
@@ -183,11 +215,12 @@ def _capture_parser(sub: Any, command: str) -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netobserv", add_help=False)
+def build_parser(program: str = NAME) -> argparse.ArgumentParser:
+    """The parser; its usage and errors name the program ``program``."""
+    parser = argparse.ArgumentParser(prog=program, add_help=False)
     sub = parser.add_subparsers(dest="command")
-    _capture_parser(sub, "flows")
-    _capture_parser(sub, "packets")
+    _capture_parser(sub, "flows", program)
+    _capture_parser(sub, "packets", program)
     opener = sub.add_parser(
         "open", help="browse a saved capture (.db, .json or .pcapng) in the terminal UI",
         description="Browse a saved capture with the views, filters and details of the "
@@ -235,7 +268,7 @@ def packets_shorthand(text: str, enable: bool = True) -> list[str]:
     return ["--enable_filter=true", *flags] if enable else flags
 
 
-def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
+def _flows(args: argparse.Namespace, filters: FilterSet, program: str = NAME) -> int:
     from .capture.cluster import ClusterOptions
     from .capture.run import FlowsRequest, run_flows
     from .capture.session import Limits
@@ -294,7 +327,8 @@ def _flows(args: argparse.Namespace, filters: FilterSet) -> int:
                          "(--peer_ip, --cidr, ...)")
     request = FlowsRequest(capture, limits, tui=not args.no_tui and not (
                                packets and packets.stdout), lab=args.lab,
-                           cluster=cluster if in_cluster else None, packets=packets)
+                           cluster=cluster if in_cluster else None, packets=packets,
+                           spell=functools.partial(spell, program=program))
     if args.cache_max_flows < 1:
         raise UsageError("--cache-max-flows must be a positive number of flows")
     parse_duration(args.cache_active_timeout, "--cache-active-timeout")
@@ -412,9 +446,10 @@ def _cleanup(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    program = program_name()
+    parser = build_parser(program)
     if not argv or argv[0] in ("help", "-h", "--help"):
-        print(USAGE)
+        print(spell(USAGE, program))
         return 0
     if argv[0] == "lab":
         from .lab.cli import main as lab_main
@@ -435,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                 shorthand = packets_shorthand(args.filter, enable=not filters.enabled)
                 filters, _ = FilterSet.parse([*pre, *shorthand, *argv[1:]])
         except UsageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {spell(str(exc), program)}", file=sys.stderr)
             return exc.exit_code
     else:
         args = parser.parse_args(argv)
@@ -449,15 +484,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"netobserv-tui version {__version__}")
             return 0
         if args.command in ("flows", "packets"):
-            return _flows(args, filters)
+            return _flows(args, filters, program)
         if args.command == "open":
             return _open(args)
         if args.command == "cleanup":
             return _cleanup(args)
-        print(USAGE)
+        print(spell(USAGE, program))
         return 2
     except NetobservError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {spell(str(exc), program)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -6,11 +6,15 @@ Same contract as :class:`~.target.LocalTarget` (``start`` gives the live stream'
 
     start: connect (kubeconfig, context) -> preflight -> create the objects -> wait for the
            rollout (progress; diagnostics and cleanup on failure) -> port-forward
+    watch: while the capture runs, tell (a Notice) when running agents have not connected
+           to the aggregator within ``agents_grace`` seconds, with their logs; and when they
+           have, after all
     stop:  delete the DaemonSet (each agent flushes its last flows) -> FINISH/FETCH the files
            through the port-forward into --output -> delete every object of the capture
 
 Every exit path deletes what was created: a failed start cleans up before raising, and
-``stop`` cleans up even when the files could not be copied (that is reported).
+``stop`` cleans up even when the files could not be copied (that is reported).  An agent
+that never connected is a problem of the result (a non-zero exit), its files kept.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
@@ -36,21 +41,32 @@ from ..k8s.manifests import (
     AGENT_NAME,
     AGGREGATOR_NAME,
     CAPTURE_LABEL,
+    SERVICE_NAME,
     DeployOptions,
     needs_memlock,
 )
 from ..k8s.objects import apply, cleanup
 from ..k8s.portforward import PortForward
 from ..k8s.preflight import check_reachable, node_kernels, preflight
-from ..k8s.rollout import wait_ready
+from ..k8s.rollout import AgentPod, RolloutError, agent_pods, log_tail, wait_ready
 from ..model.errors import CaptureError, UsageError
 from ..model.fetch import FetchError, finish_and_fetch
+from .session import Notice, Notify
 from .target import CaptureOptions, CaptureResult, StreamEndpoint, packet_loss_warnings
 
 log = logging.getLogger(__name__)
 
 #: How long the agents get to flush and exit once their DaemonSet is deleted.
 AGENTS_GONE_TIMEOUT = 60.0
+#: Seconds a running agent may take to connect to the aggregator before the user is told.
+AGENTS_GRACE = 10.0
+#: Seconds between two looks at the agents while the capture runs.
+AGENTS_CHECK_INTERVAL = 2.0
+#: Log lines of each agent that did not connect: on stderr (and in the log), in the header.
+AGENT_LOG_LINES = 5
+HEADER_LOG_LINES = 2
+#: Agents whose log lines the header shows (the others are counted).
+HEADER_AGENTS = 3
 
 
 @dataclass
@@ -73,6 +89,10 @@ class ClusterOptions:
     workload_namespaces: tuple[str, ...] = ()
     workload_pods: tuple[str, ...] = ()
     workload_selector: str = ""
+    #: Seconds a running agent may take to connect before the user is told; and between
+    #: two looks at the agents (module defaults, read when the options are made).
+    agents_grace: float = field(default_factory=lambda: AGENTS_GRACE)
+    agents_check_interval: float = field(default_factory=lambda: AGENTS_CHECK_INTERVAL)
 
     @property
     def workload(self) -> bool:
@@ -173,6 +193,100 @@ async def serves_openshift(api_client: client.ApiClient) -> bool:
     return any(group.name == "security.openshift.io" for group in groups.groups or [])
 
 
+def agent_matches(pod: AgentPod, info: Mapping[str, Any]) -> bool:
+    """Whether an agent the aggregator knows (its HELLO: ``ip``, the node's address from
+    the DaemonSet, and ``hostname``, the node's on the host network) runs in ``pod``."""
+    ip, host = str(info.get("ip") or ""), str(info.get("hostname") or "")
+    if pod.host_ip and ip == pod.host_ip:
+        return True
+    # A node named by its FQDN may have a short hostname, and the other way round.
+    return bool(host) and host.split(".")[0] == pod.node.split(".")[0]
+
+
+class ConnectCheck:
+    """Which running agents have not connected to the aggregator for ``grace`` seconds.
+
+    Fed with the agent pods and the aggregator's ``per_agent`` STATS at times the caller
+    gives (no clock of its own).  ``never`` keeps the pods it reported whose agent never
+    connected at all: the capture has nothing from their nodes.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        #: Since when each pod's agent has not been connected (pod name -> time).
+        self._since: dict[str, float] = {}
+        #: Reported pods whose agent was never seen, by pod name.
+        self.never: dict[str, AgentPod] = {}
+
+    def update(self, now: float, pods: Iterable[AgentPod],
+               per_agent: Mapping[str, Mapping[str, Any]]) -> list[AgentPod]:
+        """The pods whose agent has not been connected for ``grace`` seconds, by node."""
+        known = list(per_agent.values())
+        connected = [info for info in known if info.get("connected")]
+        missing = []
+        current = set()
+        for pod in pods:
+            current.add(pod.name)
+            if any(agent_matches(pod, info) for info in known):
+                self.never.pop(pod.name, None)
+            if any(agent_matches(pod, info) for info in connected):
+                self._since.pop(pod.name, None)
+                continue
+            if now - self._since.setdefault(pod.name, now) >= self.grace:
+                missing.append(pod)
+                if not any(agent_matches(pod, info) for info in known):
+                    self.never[pod.name] = pod
+        for gone in set(self._since) - current:
+            del self._since[gone]
+        for gone in set(self.never) - current:
+            del self.never[gone]
+        return sorted(missing, key=lambda p: (p.node, p.name))
+
+
+def not_connected(missing: Sequence[tuple[AgentPod, Sequence[str]]], total: int,
+                  grace: float, service: str, *, never: bool = False) -> str:
+    """The full text about agents that did not connect: each pod with its node, state and
+    last log lines, then what to check (``service``: the aggregator's Service and
+    address)."""
+    nodes = ", ".join(pod.node for pod, _ in missing)
+    if never:
+        head = (f"{len(missing)} of {total} agents never connected to the aggregator; the "
+                f"capture has no flows from {nodes}:")
+    else:
+        head = (f"{len(missing)} of {total} agents not connected to the aggregator for "
+                f"{grace:g}s or more; no flows come from {nodes}:")
+    lines = [head]
+    for pod, text in missing:
+        where = f"  {pod.name} on {pod.node} ({pod.state})"
+        if text:
+            lines.append(where + ", last log lines:")
+            lines.extend(f"    {line}" for line in text)
+        else:
+            lines.append(where + ": no log line")
+    lines.append(f"Check that the nodes reach the Service {service}, that no NetworkPolicy "
+                 "blocks it, and that cluster DNS answers from the host network (the "
+                 "agents' fallback).")
+    return "\n".join(lines)
+
+
+def not_connected_brief(missing: Sequence[tuple[AgentPod, Sequence[str]]], total: int,
+                        grace: float, service: str, log_file: Path) -> str:
+    """The same for the TUI's header: the nodes, the last log lines of the first few
+    pods, what to check and where the rest is."""
+    nodes = [pod.node for pod, _ in missing]
+    more = len(nodes) - HEADER_AGENTS
+    lines = [f"⚠ {len(missing)} of {total} agents not connected to the aggregator for "
+             f"{grace:g}s: {', '.join(nodes[:HEADER_AGENTS])}"
+             + (f" and {more} more" if more > 0 else "")]
+    for pod, text in missing[:HEADER_AGENTS]:
+        shown = list(text[-HEADER_LOG_LINES:]) or ["(no log line)"]
+        lines.append(f"  {pod.node}: {shown[0]}")
+        lines.extend(f"  {' ' * len(pod.node)}  {line}" for line in shown[1:])
+    lines.append(f"Check the Service {service}, NetworkPolicies and cluster DNS from the "
+                 f"host network; details in {log_file}")
+    return "\n".join(lines)
+
+
 class KubernetesTarget:
     """A capture on every node of a cluster (or those of ``--node-selector``)."""
 
@@ -193,6 +307,12 @@ class KubernetesTarget:
         self._local: tuple[str, int] = ("127.0.0.1", 0)
         self._created = False
         self._started = 0.0
+        self._connect_check = ConnectCheck(cluster.agents_grace)
+        #: The latest STATS (set by ``watch``): which agents the aggregator knows.
+        self._stats: Callable[[], Mapping[str, Any]] = dict
+        #: Running agent pods at the latest look.
+        self._agents_running = 0
+        self._service = ""
 
     async def start(self) -> StreamEndpoint:
         try:
@@ -230,8 +350,13 @@ class KubernetesTarget:
         await apply(api, manifests.render(deploy), on_created=created)
         self.say(f"Waiting for the agents and the aggregator (up to "
                  f"{self.cluster.rollout_timeout:g}s)...")
-        await wait_ready(api, deploy.namespace, self.capture_id, self.cluster.rollout_timeout,
-                         progress=lambda text: self.say(f"  {text}"))
+        try:
+            await wait_ready(api, deploy.namespace, self.capture_id,
+                             self.cluster.rollout_timeout,
+                             progress=lambda text: self.say(f"  {text}"))
+        except RolloutError as exc:
+            raise RolloutError(f"{exc}\nEvery pod state, event and log line found: "
+                               f"{self.log_file}", exc.details) from None
         self._ws = WsApiClient(configuration=api.configuration)
         self._forward = PortForward(self._ws, deploy.namespace, AGGREGATOR_NAME,
                                     deploy.aggregator_port)
@@ -240,10 +365,91 @@ class KubernetesTarget:
         self._started = time.monotonic()
         return StreamEndpoint(host, port, self.token)
 
+    @property
+    def log_file(self) -> Path:
+        """Where the capture's log goes (see ``run.py``)."""
+        return self.options.output / "netobserv.log"
+
+    async def watch(self, stats: Callable[[], Mapping[str, Any]], notify: Notify) -> None:
+        """While the capture runs: say (``notify``) which running agents have not connected
+        to the aggregator ``agents_grace`` seconds on, with their last log lines and what to
+        check; say it again when that changes, and when every agent is connected."""
+        self._stats = stats
+        shown: tuple[str, ...] = ()
+        while True:
+            await asyncio.sleep(self.cluster.agents_check_interval)
+            latest = stats()
+            if "per_agent" not in latest or self._api is None or self.deploy is None:
+                continue  # no STATS yet (or an aggregator that does not say who is there)
+            try:
+                pods = await agent_pods(self._api, self.deploy.namespace, self.capture_id)
+                missing = self._connect_check.update(time.monotonic(), pods,
+                                                     latest.get("per_agent") or {})
+                names = tuple(pod.name for pod in missing)
+                if names != shown and missing:
+                    found = await self._with_logs(missing, AGENT_LOG_LINES)
+                    service = await self._service_address()
+                    grace = self.cluster.agents_grace
+                    notify(Notice(
+                        not_connected_brief(found, len(pods), grace, service, self.log_file),
+                        not_connected(found, len(pods), grace, service)))
+                elif names != shown and pods:
+                    done = f"All {len(pods)} agents are connected now."
+                    notify(Notice(done, done, cleared=True))
+                shown, self._agents_running = names, len(pods)
+            except (CaptureError, ApiException, aiohttp.ClientError, OSError,
+                    TimeoutError) as exc:
+                # Only a look: the capture goes on; the next look may work.
+                log.info("Could not check the agents: %s", exc)
+
+    async def _with_logs(self, pods: Iterable[AgentPod],
+                         lines: int) -> list[tuple[AgentPod, list[str]]]:
+        assert self._api is not None and self.deploy is not None
+        core = client.CoreV1Api(self._api)
+        return [(pod, await log_tail(core, self.deploy.namespace, pod.name,
+                                     manifests.AGENT_CONTAINER, lines)) for pod in pods]
+
+    async def _service_address(self) -> str:
+        """``netobserv-cli/netobserv-aggregator (ClusterIP 10.96.0.12, port 9990)``: what
+        the agents try to reach."""
+        if self._service:
+            return self._service
+        assert self._api is not None and self.deploy is not None
+        ns, port = self.deploy.namespace, self.deploy.aggregator_port
+        address = f"port {port}"
+        try:
+            service = await client.CoreV1Api(self._api).read_namespaced_service(
+                SERVICE_NAME, ns)
+            if service.spec and service.spec.cluster_ip:
+                address = f"ClusterIP {service.spec.cluster_ip}, {address}"
+        except ApiException:
+            pass
+        self._service = f"{ns}/{SERVICE_NAME} ({address})"
+        return self._service
+
+    async def _never_connected(self) -> str:
+        """The problem of agents that never connected (their logs read now), or ""."""
+        per_agent = (self._stats() or {}).get("per_agent") or {}
+        never = [pod for pod in self._connect_check.never.values()
+                 if not any(agent_matches(pod, info) for info in per_agent.values())]
+        if not never:
+            return ""
+        try:
+            found = await self._with_logs(never, AGENT_LOG_LINES)
+            service = await self._service_address()
+        except (ApiException, aiohttp.ClientError, OSError, TimeoutError):
+            found, service = [(pod, []) for pod in never], self._service or SERVICE_NAME
+        return not_connected(found, max(self._agents_running, len(found)),
+                             self.cluster.agents_grace, service, never=True)
+
     async def stop(self, say: Callable[[str], None] = lambda _step: None) -> CaptureResult:
         problems: list[str] = []
         summary: dict[str, Any] = {}
         if self._forward is not None and self.deploy is not None and self._api is not None:
+            # Before the agents go: their logs go with them.
+            never = await self._never_connected()
+            if never:
+                problems.append(never)
             say("Stopping the agents: each sends its last flows, then detaches...")
             try:
                 await self._agents_gone()

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -18,7 +18,7 @@ from ..agent.kernel import check_privileges
 from ..model.errors import CaptureError, UsageError
 from .owner import OURS, hand_over, invoking_user, private_files
 from .pcap_stream import PcapngFollower, stdout_binary
-from .session import Limits, Progress, headless, run_capture
+from .session import Limits, Notice, Progress, headless, run_capture
 from .target import CaptureOptions, CaptureResult, LocalTarget, StreamEndpoint
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ class FlowsRequest:
     cluster: ClusterOptions | None = None
     #: A packet capture (``netobserv packets``).
     packets: PacketOptions | None = None
+    #: Messages name commands as ``netobserv cleanup``; this spells them as the user runs
+    #: the program (``kubectl netobserv cleanup`` as a kubectl plugin; see cli.py).
+    spell: Callable[[str], str] = str
 
 
 @contextlib.contextmanager
@@ -76,29 +79,43 @@ def _features_text(features: dict[str, str]) -> str:
 
 
 @contextlib.contextmanager
-def _logs_to_file(path: Path) -> Iterator[None]:
-    """The TUI draws on the terminal: while it runs, log records go to a file instead."""
+def _logs_to_file(path: Path, *, terminal: bool = False) -> Iterator[None]:
+    """Log records of INFO and above go to ``path`` while the capture runs (the details
+    of what went wrong, which the terminal gets in short).  The TUI draws on the
+    terminal: with it, they go only there; without it (``terminal``), the terminal keeps
+    getting what ``--log-level`` says."""
     root = logging.getLogger()
-    saved = root.handlers[:]
+    saved, saved_level = root.handlers[:], root.level
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     with contextlib.suppress(OSError):
         path.chmod(0o600)  # it quotes addresses and names; older versions made it 0644
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root.handlers = [handler]
+    levels = {h: h.level for h in saved}
+    if terminal:
+        for kept in saved:
+            kept.setLevel(max(kept.level, saved_level))
+        root.handlers = [*saved, handler]
+    else:
+        root.handlers = [handler]
+    root.setLevel(min(saved_level, logging.INFO))
     try:
         yield
     finally:
         root.handlers = saved
+        root.setLevel(saved_level)
+        for kept, level in levels.items():
+            kept.setLevel(level)
         handler.close()
 
 
-def _report(result: CaptureResult, reason: str, packets: PacketOptions | None = None) -> None:
+def _report(result: CaptureResult, reason: str, packets: PacketOptions | None = None,
+            spell: Callable[[str], str] = str) -> None:
     print(f"Capture ended: {reason}.", file=sys.stderr)
     for problem in result.problems:
-        print(f"error: {problem}", file=sys.stderr)
+        print(f"error: {spell(problem)}", file=sys.stderr)
     for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {spell(warning)}", file=sys.stderr)
     print(f"{result.flows} flows, {result.bytes} bytes, {result.packets} packets.", file=sys.stderr)
     if packets is not None:
         print(f"{result.captured_packets} packets ({result.captured_bytes} bytes) written to "
@@ -204,8 +221,12 @@ async def _run_flows(request: FlowsRequest) -> int:
             ) -> str:
                 nonlocal follower
                 what = "packets" if packets is not None else "flows"
+                # A cluster's agents do not report their interfaces: they take those asked.
+                where = ", ".join(target.interfaces) or (
+                    (", ".join(options.interfaces) or "every interface")
+                    if request.cluster is not None else "no interface")
                 print(
-                    f"Capturing {what} on {', '.join(target.interfaces) or 'no interface'}"
+                    f"Capturing {what} on {where}"
                     f"{_features_text(target.features)}; press Ctrl+C to stop.",
                     file=sys.stderr,
                     flush=True,
@@ -217,7 +238,8 @@ async def _run_flows(request: FlowsRequest) -> int:
                 return await headless(endpoint, stop, progress)
 
             try:
-                result, reason = await run_capture(target, limits, foreground)
+                with _logs_to_file(options.output / "netobserv.log", terminal=True):
+                    result, reason = await run_capture(target, limits, foreground)
             finally:
                 if follower is not None:
                     await asyncio.to_thread(follower.finish)
@@ -226,9 +248,9 @@ async def _run_flows(request: FlowsRequest) -> int:
                         stream.close()
     if packets is not None and packets.tls_keylog is not None:
         _add_secrets(result, packets.tls_keylog)
-    _report(result, reason, packets)
-    if request.cluster is not None and not request.cluster.copy and not result.problems:
-        return 0  # the user declined the files
+    _report(result, reason, packets, request.spell)
+    if request.cluster is not None and not request.cluster.copy:
+        return 1 if result.problems else 0  # the user declined the files
     if not result.files:
         raise CaptureError("no file was written; see the messages above")
     return 1 if result.problems else 0
@@ -302,10 +324,15 @@ async def _with_tui(
         if app.is_running:
             app.request_stop(why)
 
+    def on_notice(notice: Notice) -> None:
+        if isinstance(app, FlowsApp):  # the cluster's app (a local capture has no notice)
+            app.show_warning("" if notice.cleared else notice.brief)
+
     print(f"Starting the capture on the {target.description}...", file=sys.stderr)
     with _logs_to_file(request.capture.output / "netobserv.log"):
         try:
-            return await run_capture(target, limits, foreground, on_stop, abort=app_task)
+            return await run_capture(target, limits, foreground, on_stop, abort=app_task,
+                                     on_notice=on_notice)
         finally:
             if not app_task.done():
                 app.request_stop("stopped")

@@ -3,6 +3,10 @@
 ``run_capture`` owns the order of things. Whatever ends the capture (Ctrl+C in the TUI,
 SIGINT/SIGTERM, ``--max-time``, ``--max-bytes``, an error) goes through the same
 ``target.stop()``, which delivers the last partial interval and completes the files.
+
+A target may also watch the capture while it runs (``target.watch(stats, notify)``: the
+cluster target checks that every agent connected); what it says is a :class:`Notice`,
+shown by the foreground (the TUI's header, or stderr without it) and logged.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ..model.stream import LiveStream, StatsUpdate
@@ -30,6 +34,22 @@ class Limits:
     max_bytes: int | None = None
 
 
+@dataclass(frozen=True)
+class Notice:
+    """Something the user must know while the capture runs (such as agents that did not
+    connect): ``brief`` for the TUI's header (a few lines), ``full`` for stderr and the log.
+    ``cleared`` says that an earlier notice is over."""
+
+    brief: str
+    full: str
+    cleared: bool = False
+
+
+#: A target's watch: it reads the latest STATS with the first argument, and says what the
+#: user must know (and when that is over) with the second.
+Notify = Callable[[Notice], None]
+
+
 @dataclass
 class Progress:
     started: float
@@ -37,6 +57,10 @@ class Progress:
     bytes: int = 0
     packets: int = 0
     agents: int = 0
+    #: The latest STATS payload ({} until the first one).
+    stats: dict[str, Any] = field(default_factory=dict)
+    #: The target's latest notice (None: none so far).
+    notice: Notice | None = None
 
     def line(self) -> str:
         return (
@@ -61,14 +85,22 @@ Foreground = Callable[[StreamEndpoint, asyncio.Event, Progress], Coroutine[Any, 
 
 async def headless(
     endpoint: StreamEndpoint, stop: asyncio.Event, progress: Progress,
-    out: TextIO | None = None,
+    out: TextIO | None = None, *, interval: float = 1.0,
 ) -> str:
-    """No TUI: print progress on ``out`` (stderr) until asked to stop."""
+    """No TUI: print progress on ``out`` (stderr) every ``interval`` seconds, and each
+    notice of the target once, until asked to stop."""
     out = out or sys.stderr  # the stderr of now, not of when this module was imported
     last = ""
+    said: Notice | None = None
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=1.0)
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        if progress.notice is not said:
+            said = progress.notice
+            if said is not None:
+                # On a terminal, the notice replaces the progress line, which follows it.
+                out.write(("\r\x1b[K" if out.isatty() else "")
+                          + ("" if said.cleared else "warning: ") + said.full + "\n")
         line = progress.line()
         if out.isatty():
             out.write("\r" + line)
@@ -88,12 +120,15 @@ async def run_capture(
     on_stop_requested: Callable[[str], None] | None = None,
     out: TextIO | None = None,
     abort: Awaitable[Any] | None = None,
+    on_notice: Notify | None = None,
 ) -> tuple[CaptureResult, str]:
     """Start, run the foreground until a stop reason, stop. Returns (result, reason).
 
     While stopping, each step is said on ``out`` (the TUI has exited by then), so a long
     index build or file transfer never looks like a hang.  ``abort`` (the TUI ending while
     it shows the start's progress) cancels a start still running, like a stop request.
+    A target's notices go to ``progress.notice`` (which ``headless`` prints), to the log
+    and to ``on_notice`` (the TUI).
     """
     loop = asyncio.get_running_loop()
     told = out or sys.stderr
@@ -145,10 +180,21 @@ async def run_capture(
             progress.bytes = int(stats.get("bytes", 0))
             progress.packets = int(stats.get("packets", 0))
             progress.agents = int(stats.get("agents", 0))
+            progress.stats = stats
             if limits.max_bytes is not None and progress.bytes >= limits.max_bytes:
                 request_stop(f"max-bytes reached ({progress.bytes} >= {limits.max_bytes})")
 
+        def notify(notice: Notice) -> None:
+            log.info("%s", notice.full)
+            progress.notice = notice
+            if on_notice is not None:
+                on_notice(notice)
+
         tasks.append(asyncio.create_task(watch_stats(endpoint, on_stats)))
+        watch: Callable[[Callable[[], dict[str, Any]], Notify], Coroutine[Any, Any, None]] \
+            | None = getattr(target, "watch", None)
+        if watch is not None:
+            tasks.append(asyncio.create_task(watch(lambda: progress.stats, notify)))
         if limits.max_time is not None:
             tasks.append(
                 asyncio.create_task(_after(limits.max_time, request_stop, "max-time reached"))

@@ -169,6 +169,11 @@ class FlowsApp(PlainNotifications, App[str]):
         if self.is_running:
             self._progress.update("\n".join(self._progress_lines))
 
+    def show_warning(self, text: str) -> None:
+        """Lines under the header's progress that the capture wants seen ("" removes
+        them); from the app's loop."""
+        self._header.show_warning(text)
+
     def attach(self, stream: tuple[str, int, str], store: FlowStore | None,
                header: Mapping[str, str]) -> None:
         """The capture has started: follow its stream, search its store."""

@@ -120,12 +120,18 @@ async def test_rollout_stuck_in_image_pull_says_why_at_once(
     await apiserver.settled()
     with pytest.raises(RolloutError) as caught:
         await wait_ready(api_client, "netobserv-cli", "cap1", timeout=30, interval=0.05)
-    message = str(caught.value)
-    assert "pods cannot start: netobserv-agent-" in message
-    assert "ImagePullBackOff (Back-off pulling image \"registry.test/nobs:1\")" in message
-    assert "on node-b: ImagePullBackOff" in message
-    assert "recent events:" in message and "registry.test/nobs:1: not found" in message
-    assert "last log lines of netobserv-aggregator/aggregator:\n  up" in message
+    assert str(caught.value).splitlines() == [
+        "the capture did not start: the pods cannot start (agents 1/2 ready, aggregator "
+        "Ready):",
+        '  agent pod on node-b, container agent: ImagePullBackOff: Failed to pull image '
+        '"registry.test/nobs:1": rpc error: code = NotFound desc = failed to pull and unpack '
+        'image "registry.test/nobs:1": failed to resolve reference "registry.test/nobs:1": '
+        'registry.test/nobs:1: not found',
+    ]
+    details = caught.value.details  # what goes to output/netobserv.log
+    assert "on node-b: ImagePullBackOff" in details
+    assert "events:" in details and "registry.test/nobs:1: not found" in details
+    assert "last log lines of netobserv-aggregator/aggregator:\n  up" in details
 
 
 async def test_rollout_deadline_with_no_node_for_the_agents(

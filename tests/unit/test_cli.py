@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from netobserv_tui import __version__, clidoc
-from netobserv_tui.cli import build_parser, main
+from netobserv_tui.cli import build_parser, main, program_name, spell
 from netobserv_tui.model.errors import UsageError
 from netobserv_tui.model.units import parse_duration, parse_size
 
@@ -321,19 +321,116 @@ def test_workload_flags_need_a_cluster(
 
 
 def test_kubectl_and_oc_plugins_are_the_same_program(tmp_path: Path) -> None:
-    """krew installs kubectl-netobserv; oc finds oc-netobserv: both are netobserv."""
+    """krew installs kubectl-netobserv; oc finds oc-netobserv: both are netobserv, and each
+    names itself as the user typed it."""
     bindir = Path(sys.executable).parent
     outputs = set()
-    for name in ("netobserv", "kubectl-netobserv", "oc-netobserv"):
+    for name, spoken in (("netobserv", "netobserv"), ("kubectl-netobserv", "kubectl netobserv"),
+                         ("oc-netobserv", "oc netobserv")):
         exe = bindir / name
         assert exe.is_file(), f"{name} is not installed next to {sys.executable}"
         for args in (["version"], ["flows", "--yaml", f"--output={tmp_path / name}",
                                    "--pull-policy=Sometimes"]):
             done = subprocess.run([str(exe), *args], capture_output=True, text=True,
                                   timeout=60)
-            outputs.add((tuple(args[:1]), done.returncode,
-                         done.stdout.strip(), done.stderr.strip()))
+            if args[0] == "flows":
+                assert done.stderr.startswith(f"usage: {spoken} flows [-h]"), done.stderr
+            # The usage is wrapped to the name's length: compare the words.
+            words = " ".join(done.stderr.replace(f"{spoken} flows", "PROGRAM").split())
+            outputs.add((tuple(args[:1]), done.returncode, done.stdout.strip(), words))
     assert len(outputs) == 2, outputs  # one answer per command, whatever the name
+
+
+@pytest.mark.parametrize(("argv0", "name"), [
+    ("/home/u/.krew/bin/kubectl-netobserv", "kubectl netobserv"),  # as kubectl runs it
+    ("kubectl-netobserv", "kubectl netobserv"),
+    ("/usr/local/bin/oc-netobserv", "oc netobserv"),
+    ("/tmp/kubectl-netobserv.pyz", "kubectl netobserv"),  # the release's zipapp, renamed
+    ("/usr/bin/netobserv", "netobserv"),
+    ("/src/netobserv_tui/__main__.py", "netobserv"),  # python -m netobserv_tui
+    ("kubectl-netobserver", "netobserv"),
+])
+def test_the_program_name_comes_from_argv0(argv0: str, name: str) -> None:
+    assert program_name(argv0) == name
+
+
+def test_spell_names_commands_and_nothing_else() -> None:
+    text = ("a capture is already running in namespace netobserv-cli: remove it with "
+            "`netobserv cleanup`; see `netobserv flows --help`; objects netobserv created; "
+            "usage: netobserv flows [-h]; Syntax: netobserv [flows|packets]; already "
+            "`kubectl netobserv open`")
+    assert spell(text, "oc netobserv") == (
+        "a capture is already running in namespace netobserv-cli: remove it with "
+        "`oc netobserv cleanup`; see `oc netobserv flows --help`; objects netobserv created; "
+        "usage: oc netobserv flows [-h]; Syntax: oc netobserv [flows|packets]; already "
+        "`kubectl netobserv open`")
+    assert spell(text, "netobserv") == text
+
+
+@pytest.fixture
+def plugin(tmp_path: Path) -> Path:
+    """A kubectl plugin as krew installs one: ``kubectl-netobserv``, a link to the
+    program, which kubectl runs by its path."""
+    link = tmp_path / "bin" / "kubectl-netobserv"
+    link.parent.mkdir()
+    link.symlink_to(Path(sys.executable).parent / "netobserv")
+    return link
+
+
+def test_the_plugin_says_kubectl_netobserv_in_usage_and_errors(
+    plugin: Path, tmp_path: Path
+) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(plugin), *args], capture_output=True, text=True,
+                              timeout=60, cwd=tmp_path)
+
+    done = run("help")
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[2] == (
+        "Syntax: kubectl netobserv [flows|packets|open|cleanup|lab|version|help] [options]")
+    assert done.stdout.splitlines()[-2] == (
+        "  help       Show this help; `kubectl netobserv flows --help` lists the flow options.")
+    done = run("flows", "--help")
+    assert done.stdout.startswith("usage: kubectl netobserv flows [-h] [--local]")
+    done = run("packets", "--help")
+    assert done.stdout.startswith(
+        "usage: kubectl netobserv packets [PROTOCOL,PORT] [options] [filters]")
+    done = run("flows", "--rollout-timeout")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "kubectl netobserv flows: error: argument --rollout_timeout/--rollout-timeout: "
+        "expected one argument")
+    done = run("open")  # no capture under ./output
+    assert done.returncode == 2
+    assert done.stderr == ("error: no capture in output/flow: give the file to open, as in "
+                           "`kubectl netobserv open path/to/<time>.db`\n")
+    done = run("packets", "tcp,http")
+    assert done.returncode == 2
+    assert done.stderr.endswith("or use the filter flags (see `kubectl netobserv packets "
+                                "--help`)\n")
+
+
+def test_an_error_of_a_capture_names_the_plugin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Messages made deep down (a leftover capture's "remove it with `netobserv cleanup`")
+    are printed as the user runs the program."""
+    from netobserv_tui.model.errors import CaptureError
+
+    def refuse(request: Any) -> int:
+        # What the capture prints itself at its end (problems, warnings) is spelled too.
+        assert request.spell("Retry with `netobserv cleanup`.") == (
+            "Retry with `oc netobserv cleanup`.")
+        raise CaptureError("a capture is already running (or was interrupted) in namespace "
+                           "netobserv-cli: stop it, or remove it with `netobserv cleanup`")
+
+    monkeypatch.setattr(sys, "argv", ["/home/u/.krew/bin/oc-netobserv"])
+    monkeypatch.setattr("netobserv_tui.capture.run.run_flows", refuse)
+    monkeypatch.setattr("asyncio.run", lambda value: value)
+    assert main(["flows", "--no-tui", "--local", f"--output={tmp_path}"]) == 1
+    assert capsys.readouterr().err == (
+        "error: a capture is already running (or was interrupted) in namespace netobserv-cli: "
+        "stop it, or remove it with `oc netobserv cleanup`\n")
 
 
 def test_open_a_packet_capture_checks_the_file_then_needs_a_terminal(

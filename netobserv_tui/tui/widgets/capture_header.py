@@ -77,6 +77,8 @@ class CaptureHeader(Widget):
         self._capture_name = ""
         self._lost_reason = ""
         self._paused = False
+        #: What the capture warns about (agents that did not connect...), "" if nothing.
+        self._warning = ""
         # Totals and rates
         self._flows: int | None = None
         self._bytes: int | None = None
@@ -117,6 +119,12 @@ class CaptureHeader(Widget):
         self._samples.clear()
         self._rates = None
         self._set_state("✖ stream lost")
+
+    def show_warning(self, text: str) -> None:
+        """Lines the capture wants seen under the progress ("" removes them)."""
+        self._warning = text
+        self.set_class(bool(text), "-warning")
+        self._changed()
 
     def show_paused(self, paused: bool) -> None:
         """The app paused (or resumed) its table; the capture itself goes on."""
@@ -251,6 +259,7 @@ class CaptureHeader(Widget):
             lines = self._what + _fit(self._progress_items(elapsed), width)
         if self._lost_reason:
             lines.append(Content.styled(self._lost_reason, "bold"))
+        lines.extend(Content.styled(line, "bold") for line in self._warning.splitlines())
         return _NEWLINE.join(lines)
 
     def _what_items(self) -> list[_Item]:
