@@ -25,6 +25,7 @@ from .model.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
     from .capture.run import PacketOptions
+    from .store import FlowStore
 
 log = logging.getLogger("netobserv_tui")
 
@@ -384,10 +385,18 @@ def _open(args: argparse.Namespace) -> int:
 
         header = {"output": str(store.path)}
         with sized_from_terminal():
-            FlowsApp(None, header, store=store, max_rows=args.max_rows).run()
+            FlowsApp(None, header, store=store, max_rows=args.max_rows,
+                     names_first=_has_names(store)).run()
     finally:
         store.close()
     return 0
+
+
+def _has_names(store: FlowStore, sample: int = 500) -> bool:
+    """Whether the newest flows of a saved capture carry Kubernetes names (a cluster
+    capture: the table then starts with the Names columns)."""
+    newest = store.search(None, sample).records
+    return any(record.get("SrcK8S_Name") or record.get("DstK8S_Name") for record in newest)
 
 
 def _open_packets(path: Path, max_rows: int) -> int:

@@ -287,7 +287,7 @@ async def _with_tui(
     if request.packets is not None and request.cluster is None:
         app = PacketsApp(None, first, starting=True)
     else:
-        app = FlowsApp(None, first, starting=True)
+        app = FlowsApp(None, first, starting=True, names_first=request.cluster is not None)
     if hasattr(target, "say"):
         target.say = app.show_progress
 

@@ -41,7 +41,7 @@ from .columns import Record
 from .messages import FlowsReceived, StatsReceived, StopRequested, StreamConnected, StreamLost
 from .plain import PlainNotifications
 from .screens import DetailsScreen, HelpScreen
-from .views import ViewState
+from .views import NAMES_ENRICHMENT, ViewState
 from .widgets import CaptureHeader, FlowTable
 from .widgets.filter_bar import FilterBar, FilterInput
 
@@ -93,6 +93,7 @@ class FlowsApp(PlainNotifications, App[str]):
         refresh_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         starting: bool = False,
+        names_first: bool = False,
     ) -> None:
         super().__init__()
         if stream is None and store is None and not starting:
@@ -110,7 +111,9 @@ class FlowsApp(PlainNotifications, App[str]):
         self._table = FlowTable(max_rows=max_rows, refresh_interval=refresh_interval, id="flows")
         self._filter_bar = FilterBar(id="filter")
         self._status = Static("Waiting for flows…", id="status", markup=False)
-        self.view_state = ViewState()
+        # A cluster's flows are read by who the ends are; IP & port is one Page Down away.
+        self.view_state = ViewState(enrichment_index=NAMES_ENRICHMENT) if names_first \
+            else ViewState()
         self.chips = FilterChips()
         #: Bumped on every change of view or chips: late search results of an older
         #: filter are dropped.

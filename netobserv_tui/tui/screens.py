@@ -130,7 +130,7 @@ class DetailsScreen(ModalScreen[None]):
 HELP_KEYS: Final[tuple[tuple[str, str], ...]] = (
     ("Ctrl+C, Ctrl+Q", "Stop the capture: flush and keep the files, then exit"),
     ("Left / Right", "Previous / next view: Overview, Packet drops, DNS, RTT, Raw"),
-    ("Page Up / Page Down", "Fewer / more enrichment columns (None ... All)"),
+    ("Page Up / Page Down", "Fewer / more enrichment columns (Names, IP & port ... All)"),
     ("Up / Down", "On the filter line: show more / fewer rows"),
     ("letters, digits, ...", "Type a filter; Enter adds it as a chip (all chips must match)"),
     ("  keyword", "Any field contains it (case-insensitive): tcp, 198.18.0.10, NXDomain"),

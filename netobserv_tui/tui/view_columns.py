@@ -13,7 +13,7 @@ from typing import Final, Literal
 
 from netobserv_tui.model.fields import BY_NAME, FIELDS
 
-from .columns import FLOW_COLUMNS, Cell, Column, Record, tcp_flags
+from .columns import FLOW_COLUMNS, Cell, Column, Record, endpoint, tcp_flags
 
 _FLOW: Final = {column.key: column for column in FLOW_COLUMNS}
 
@@ -101,6 +101,28 @@ DST_NAME: Final = field_column("DstK8S_Name", "Dst name")
 DST_TYPE: Final = field_column("DstK8S_Type", "Dst type")
 SRC_ZONE: Final = field_column("SrcK8S_Zone", "Src zone")
 DST_ZONE: Final = field_column("DstK8S_Zone", "Dst zone")
+
+
+
+def _named(side: str) -> Callable[[Record], Cell]:
+    """``namespace/name`` of an end (``name`` without a namespace: a node), else its
+    ``address:port`` (an end outside the cluster)."""
+    name_key, ns_key = f"{side}K8S_Name", f"{side}K8S_Namespace"
+    addr_key, port_key = f"{side}Addr", f"{side}Port"
+
+    def render(record: Record) -> Cell:
+        name = record.get(name_key)
+        if name:
+            namespace = record.get(ns_key)
+            return f"{namespace}/{name}" if namespace else str(name)
+        return endpoint(record.get(addr_key), record.get(port_key))
+
+    return render
+
+
+#: Who each end is, as a cluster user reads it; the address where no name is known.
+SRC_NAMED: Final = Column("src_named", "Source", _named("Src"))
+DST_NAMED: Final = Column("dst_named", "Destination", _named("Dst"))
 
 # -- Raw ------------------------------------------------------------------------------
 

@@ -11,19 +11,22 @@ data columns.  The Raw view already shows every field, so it ignores enrichment
 Enrichment sets, in cycling order:
 
 ========== =================================================================================
-None       nothing added
-IP & port  Source and Destination as ``addr:port`` (the Overview's own endpoint columns)
+Names      Source and Destination as ``namespace/name`` (a node: its name; an end the
+           cluster does not know: ``addr:port``); the default of a cluster capture
+IP & port  Source and Destination as ``addr:port`` (the Overview's own endpoint columns);
+           the default on this host
 Node       ``SrcK8S_HostName``, ``DstK8S_HostName``
 Namespace  ``SrcK8S_Namespace``, ``DstK8S_Namespace``
 Owner      ``SrcK8S_OwnerName``, ``SrcK8S_OwnerType``, ``DstK8S_OwnerName``, ``DstK8S_OwnerType``
 Resource   ``SrcK8S_Name``, ``SrcK8S_Type``, ``DstK8S_Name``, ``DstK8S_Type``
 Zone       ``SrcK8S_Zone``, ``DstK8S_Zone``
-All        every set above, in that order
+All        every set from IP & port on, in that order
 ========== =================================================================================
 
 ``SrcK8S_HostIP``, ``DstK8S_HostIP`` and ``K8S_FlowLayer`` appear in the Raw view only.
 The default state is the Overview with "IP & port", whose columns are exactly
-``columns.FLOW_COLUMNS`` (the table shown before views existed).
+``columns.FLOW_COLUMNS`` (the table shown before views existed); a cluster capture starts
+with "Names" (:data:`NAMES_ENRICHMENT`).
 """
 
 from __future__ import annotations
@@ -112,14 +115,18 @@ _SETS: Final[tuple[Enrichment, ...]] = (
     Enrichment("Zone", (vc.SRC_ZONE, vc.DST_ZONE)),
 )
 
-#: Enrichment sets in Page Down order (Page Up goes backwards).
+#: Enrichment sets in Page Down order (Page Up goes backwards). "Names" (namespace/name of
+#: each end, the address where none is known) is the default on a cluster, "IP & port" one
+#: Page Down from it, the default on this host.
 ENRICHMENTS: Final[tuple[Enrichment, ...]] = (
-    Enrichment("None", ()),
+    Enrichment("Names", (vc.SRC_NAMED, vc.DST_NAMED)),
     *_SETS,
     Enrichment("All", tuple(column for s in _SETS for column in s.columns)),
 )
 
-_DEFAULT_ENRICHMENT: Final = 1  # "IP & port"
+NAMES_ENRICHMENT: Final = 0
+IP_PORT_ENRICHMENT: Final = 1
+_DEFAULT_ENRICHMENT: Final = IP_PORT_ENRICHMENT
 
 
 @dataclass(frozen=True, slots=True)

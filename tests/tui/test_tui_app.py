@@ -243,3 +243,42 @@ async def test_header_says_which_feature_is_off_and_why(aggregator: FakeAggregat
         text = header_text(app)
         assert "with pktdrop" in text
         assert "rtt off: tracepoint tcp:tcp_probe not available" in text
+
+
+async def test_newest_first_is_by_time_and_rows_without_a_time_come_last(
+    aggregator: FakeAggregator,
+) -> None:
+    """Agents deliver intervals at their own pace: an older interval may arrive after a newer
+    one. The table still shows the latest times on top; a record without a time (a drop
+    seen outside the TC hooks) comes after every record with one, however late it came."""
+    app = make_app(aggregator, refresh_interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await asyncio.wait_for(aggregator.subscribed.wait(), 5)
+        untimed = flow(9, Bytes=999, TimeFlowStartMs=None, TimeFlowEndMs=None)
+        await aggregator.send_flows([flow(5), flow(7)])
+        await aggregator.send_flows([flow(2), flow(6), untimed])  # an agent's late interval
+        await aggregator.send_flows([flow(3)])
+        table = app.query_one(FlowTable)
+        await wait_until(pilot, lambda: table.row_count == 6, "6 rows")
+        assert [r["Bytes"] for r in table.shown_records()] == [107, 106, 105, 103, 102, 999]
+        assert table.latest() == table.shown_records()
+
+
+async def test_a_cluster_capture_starts_with_names_and_ip_port_one_page_down(
+    aggregator: FakeAggregator,
+) -> None:
+    app = make_app(aggregator, refresh_interval=0.05, names_first=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await asyncio.wait_for(aggregator.subscribed.wait(), 5)
+        await aggregator.send_flows([flow(1, SrcK8S_Name="web-1", SrcK8S_Namespace="shop",
+                                          DstK8S_Name="node-a")])
+        table = app.query_one(FlowTable)
+        await wait_until(pilot, lambda: table.row_count == 1, "the row")
+        assert app.view_state.title() == "Overview · Names"
+        assert row_text(table, 0)[4:6] == ["shop/web-1", "node-a"]
+        await pilot.press("pagedown")
+        assert app.view_state.title() == "Overview · IP & port"
+        await wait_until(pilot, lambda: row_text(table, 0)[4:6] == [
+            "10.0.0.1:40001", "10.0.0.2:443"], "the addresses")
+    local = make_app(aggregator)
+    assert local.view_state.title() == "Overview · IP & port"

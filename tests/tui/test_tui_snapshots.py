@@ -102,7 +102,7 @@ def settled(*keys: str) -> Callable[[Pilot[Any]], Any]:
         ("dns", ("right", "right")),
         ("rtt", ("right", "right", "right")),
         ("raw", ("left",)),
-        ("overview_all_enrichment", ("pageup",)),
+        ("overview_all_enrichment", ("pageup", "pageup")),
     ],
 )
 def test_view(snap_compare: Compare, app: FlowsApp, name: str, keys: tuple[str, ...]) -> None:

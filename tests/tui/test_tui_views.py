@@ -68,7 +68,7 @@ async def test_page_keys_cycle_the_enrichment_columns(tmp_path: Path) -> None:
             row = first_row(app)
             assert "node-1" in row and "node-2" in row
             await pilot.press("pageup", "pageup")
-            assert app.view_state.enrichment.name == "None"
+            assert app.view_state.enrichment.name == "Names"
             await pilot.press("pageup")
             assert app.view_state.enrichment.name == "All"
             assert "Src zone" in labels(app) and "Dst owner type" in labels(app)

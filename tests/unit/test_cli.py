@@ -447,3 +447,23 @@ def test_open_a_packet_capture_checks_the_file_then_needs_a_terminal(
     assert main(["open", str(good)]) == 2  # pytest's stdin is no terminal
     err = capsys.readouterr().err
     assert "open needs a terminal" in err and "tshark" in err
+
+
+def test_open_starts_a_cluster_capture_with_names(tmp_path: Path) -> None:
+    """``netobserv open`` of a file whose flows carry Kubernetes names starts on the Names
+    columns (as the live cluster capture did); a host capture keeps IP & port."""
+    from netobserv_tui.aggregator.writers import FlowWriter
+    from netobserv_tui.cli import _has_names
+    from netobserv_tui.store import open_store
+
+    columns = ["SrcAddr", "DstAddr", "Bytes", "Packets", "SrcK8S_Name", "SrcK8S_Namespace"]
+    for name, expected in (("web-1", True), (None, False)):
+        writer = FlowWriter(tmp_path / str(expected))
+        writer.write_batch(columns, [["198.18.0.1", "198.18.0.2", 60, 1, name,
+                                      "shop" if name else None]] * 3)
+        writer.close()
+        store = open_store(writer.db_path)
+        try:
+            assert _has_names(store) is expected
+        finally:
+            store.close()

@@ -13,7 +13,8 @@ from netobserv_tui.tui.columns import FLOW_COLUMNS
 from netobserv_tui.tui.views import ENRICHMENTS, VIEWS, ViewState
 
 VIEW_NAMES = ["Overview", "Packet drops", "DNS", "RTT", "Raw"]
-ENRICHMENT_NAMES = ["None", "IP & port", "Node", "Namespace", "Owner", "Resource", "Zone", "All"]
+ENRICHMENT_NAMES = ["Names", "IP & port", "Node", "Namespace", "Owner", "Resource", "Zone",
+                    "All"]
 
 
 def keys(state: ViewState) -> list[str]:
@@ -62,7 +63,7 @@ def test_enrichment_cycling_wraps_both_ways_and_keeps_the_view() -> None:
         forward.append(state.enrichment.name)
         assert state.view.name == "DNS"
         state = state.next_enrichment()
-    assert forward == [*ENRICHMENT_NAMES, "None"]
+    assert forward == [*ENRICHMENT_NAMES, "Names"]
 
 
 def test_moves_keep_the_other_index_and_return_new_states() -> None:
@@ -82,29 +83,43 @@ def test_out_of_range_indices_are_refused(bad: tuple[int, int]) -> None:
         ViewState(*bad)
 
 
-def test_each_view_columns_without_enrichment() -> None:
-    assert keys(state_of("Overview", "None")) == [
-        "time", "interface", "direction", "proto", "bytes", "packets", "flags",
+def test_each_view_columns_with_names() -> None:
+    names = ["src_named", "dst_named"]
+    assert keys(state_of("Overview", "Names")) == [
+        "time", "interface", "direction", "proto", *names, "bytes", "packets", "flags",
     ]
-    assert keys(state_of("Packet drops", "None")) == [
-        "time", "interface", "proto", "PktDropLatestDropCause", "PktDropLatestState",
+    assert keys(state_of("Packet drops", "Names")) == [
+        "time", "interface", "proto", *names, "PktDropLatestDropCause", "PktDropLatestState",
         "PktDropBytes", "PktDropPackets", "PktDropLatestFlags",
     ]
-    assert keys(state_of("DNS", "None")) == [
-        "time", "interface", "proto", "DnsId", "DnsName", "DnsFlagsResponseCode",
+    assert keys(state_of("DNS", "Names")) == [
+        "time", "interface", "proto", *names, "DnsId", "DnsName", "DnsFlagsResponseCode",
         "DnsLatencyMs", "DnsErrno",
     ]
-    assert keys(state_of("RTT", "None")) == [
-        "time", "interface", "proto", "TimeFlowRttNs", "TcpRetransmits", "TcpResetsSent",
-        "TcpResetsReceived",
+    assert keys(state_of("RTT", "Names")) == [
+        "time", "interface", "proto", *names, "TimeFlowRttNs", "TcpRetransmits",
+        "TcpResetsSent", "TcpResetsReceived",
     ]
-    assert keys(state_of("Raw", "None")) == list(FIELD_NAMES)
+    assert keys(state_of("Raw", "Names")) == list(FIELD_NAMES)
+
+
+def test_names_show_who_each_end_is_and_the_address_where_none_is_known() -> None:
+    state = state_of("Overview", "Names")
+    src, dst = (c for c in state.columns() if c.key in ("src_named", "dst_named"))
+    pod_to_node = {"SrcK8S_Name": "web-7f9c", "SrcK8S_Namespace": "shop",
+                   "DstK8S_Name": "node-a", "SrcAddr": "10.0.0.1", "DstAddr": "10.0.1.1"}
+    assert (src.render(pod_to_node), dst.render(pod_to_node)) == ("shop/web-7f9c", "node-a")
+    outside = {"SrcAddr": "fd00:198:18::9", "SrcPort": 443, "DstAddr": "198.18.0.7",
+               "DstPort": 53}
+    assert (src.render(outside), dst.render(outside)) == ("[fd00:198:18::9]:443",
+                                                          "198.18.0.7:53")
+    assert (src.label, dst.label) == ("Source", "Destination")
 
 
 def test_enrichment_sets() -> None:
     sets = {e.name: [c.key for c in e.columns] for e in ENRICHMENTS}
     assert sets == {
-        "None": [],
+        "Names": ["src_named", "dst_named"],
         "IP & port": ["src", "dst"],
         "Node": ["SrcK8S_HostName", "DstK8S_HostName"],
         "Namespace": ["SrcK8S_Namespace", "DstK8S_Namespace"],
@@ -202,11 +217,12 @@ def test_feature_cells_are_empty_when_absent_and_formatted_when_present() -> Non
     assert cells("RTT", "IP & port", RECORD) == [
         "", "", "UDP", "10.129.0.48:41000", "172.30.0.10:53", "0.121", "", "", "",
     ]
-    assert cells("Packet drops", "None", RECORD) == ["", "", "UDP", "", "", "", "", "RST,ACK"]
+    assert cells("Packet drops", "Names", RECORD) == [
+        "", "", "UDP", "10.129.0.48:41000", "172.30.0.10:53", "", "", "", "", "RST,ACK"]
 
 
 def test_raw_cells_show_values_as_stored() -> None:
-    row = dict(zip(FIELD_NAMES, cells("Raw", "None", RECORD), strict=True))
+    row = dict(zip(FIELD_NAMES, cells("Raw", "Names", RECORD), strict=True))
     assert row["Interfaces"] == "ens5,br-ex"
     assert row["DstPort"] == 53
     assert row["DnsFlagsResponseCode"] == "NXDomain"

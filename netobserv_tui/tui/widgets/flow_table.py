@@ -13,6 +13,11 @@ Adding records only appends to a deque; the table is rebuilt at most once per
 costs a handful of repaints.  While paused, records keep arriving but the table is not
 rebuilt.
 
+"Newest first" is by time: the rows shown are the records with the latest
+``TimeFlowEndMs``, in that order (records that arrived later first among equal times); a
+record without a time comes after every record with one. Agents deliver intervals at their
+own pace, so arrival order alone would put an older interval above a newer one.
+
 How many rows are shown: as many as fit the table's height (the article's "number of
 displayed flows", adapted to the screen), or :attr:`limit` once the user chose one with
 Up/Down (up to ``max_rows``; more than fit makes the table scroll).  Rows off screen are
@@ -23,6 +28,7 @@ for the 40 rows a 48-line terminal shows (``tests/bench/bench_tui.py``).
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +41,19 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
 from ..columns import FLOW_COLUMNS, Column, Record
+
+
+def newest_first(records: Iterable[Record], count: int) -> list[Record]:
+    """The ``count`` newest of ``records`` (given in arrival order), newest first: by
+    ``TimeFlowEndMs``, later arrivals first among equal times, records without a time
+    last."""
+    items = list(records)
+
+    def key(index: int) -> tuple[bool, int, int]:
+        end = items[index].get("TimeFlowEndMs")
+        return end is not None, end or 0, index
+
+    return [items[i] for i in heapq.nlargest(count, range(len(items)), key=key)]
 
 
 class FlowTable(DataTable[Text]):
@@ -174,7 +193,7 @@ class FlowTable(DataTable[Text]):
     def latest(self) -> list[Record]:
         """What is being shown or would be shown: results or ring, newest first."""
         source = self._results if self._results is not None else self._flows
-        return list(reversed(source))
+        return newest_first(source, len(source))
 
     def shown_records(self) -> list[Record]:
         """The records of the table's rows, in row order (as of the last rebuild)."""
@@ -220,7 +239,7 @@ class FlowTable(DataTable[Text]):
         self._dirty = False
         source = self._results if self._results is not None else self._flows
         count = min(self.fit_rows() if self.limit is None else self.limit, len(source))
-        shown = [source[-1 - i] for i in range(count)]
+        shown = newest_first(source, count)
         cursor_row = self.cursor_row
         self.clear()
         self.add_rows(self._cells(record) for record in shown)
