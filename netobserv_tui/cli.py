@@ -180,7 +180,8 @@ def _capture_parser(sub: Any, command: str, program: str = NAME) -> argparse.Arg
                          help="write every manifest the capture would apply to "
                          "<output>/netobserv-<id>.yaml and exit; no cluster is contacted")
     feat = p.add_argument_group(
-        "features", "opt-in; each accepts =true/=false, and alone means true"
+        "features", "opt-in (on by default in a flows capture with --lab, whose traffic "
+        "has drops, DNS and TCP); each accepts =true/=false, and alone means true"
     )
     for name, text in (
         ("--enable_pktdrop", "packet drops with the kernel's drop cause"),
@@ -188,8 +189,8 @@ def _capture_parser(sub: Any, command: str, program: str = NAME) -> argparse.Arg
         ("--enable_rtt", "TCP round-trip time, plus retransmissions and resets"),
         ("--enable_all", "all of the above"),
     ):
-        _add(feat, name, type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
-             help=f"{text} (default: false)")
+        _add(feat, name, type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
+             help=f"{text} (default: false; true with --lab)")
     _add(feat, "--dns_port", type=int, default=53, metavar="PORT",
          help="port DNS tracking looks at (default 53)")
     add_filter_arguments(p.add_argument_group(
@@ -275,11 +276,15 @@ def _flows(args: argparse.Namespace, filters: FilterSet, program: str = NAME) ->
     from .capture.session import Limits
     from .capture.target import CaptureOptions
 
+    # What was not said follows --enable_all, else the lab demo's default: every feature
+    # on, so that each view has rows at once (its traffic has drops, DNS and TCP).
+    unsaid = args.enable_all if args.enable_all is not None else (
+        args.lab and args.command == "flows")
     features = [
         name
         for name, flag in (("pktdrop", args.enable_pktdrop), ("dns", args.enable_dns),
                            ("rtt", args.enable_rtt))
-        if flag or args.enable_all
+        if (unsaid if flag is None else flag)
     ]
     if not 0 < args.dns_port < 65536:
         raise UsageError(f"--dns-port: {args.dns_port} is not a port; use 1 to 65535")

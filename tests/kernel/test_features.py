@@ -279,10 +279,11 @@ def test_dns_fields_match_what_dig_saw(lab: Lab, tmp_path: Path, tcp: bool) -> N
 
 
 def test_lab_demo_feeds_every_view(lab_host: None, tmp_path: Path) -> None:
-    """`flows --lab` (the embedded default): DNS incl. NXDOMAIN, a firewall drop, TCP RTT."""
+    """`flows --local --lab` (the README's main job) with no feature flag: DNS incl.
+    NXDOMAIN, a firewall drop and TCP RTT are there, since the lab demo turns them on."""
     out = subprocess.run(
         [sys.executable, "-m", "netobserv_tui", "flows", "--local", "--lab", "--no-tui",
-         "--enable_all=true", "--max-time=7s", "--output", str(tmp_path)],
+         "--max-time=7s", "--output", str(tmp_path)],
         capture_output=True, text=True, timeout=180,
     )
     assert out.returncode == 0, out.stderr

@@ -467,3 +467,25 @@ def test_open_starts_a_cluster_capture_with_names(tmp_path: Path) -> None:
             assert _has_names(store) is expected
         finally:
             store.close()
+
+
+@pytest.mark.parametrize(("argv", "features"), [
+    (["flows", "--local", "--lab"], ["pktdrop", "dns", "rtt"]),
+    (["flows", "--local", "--lab", "--enable_dns=false"], ["pktdrop", "rtt"]),
+    (["flows", "--local", "--lab", "--enable_all=false"], []),
+    (["flows", "--local", "--lab", "--enable_all=false", "--enable_rtt"], ["rtt"]),
+    (["flows", "--local"], []),
+    (["flows", "--local", "--enable_dns"], ["dns"]),
+    (["flows", "--local", "--enable_all", "--enable_pktdrop=false"], ["dns", "rtt"]),
+    (["packets", "--local", "--lab", "udp,53"], []),
+])
+def test_the_lab_demo_turns_every_feature_on_unless_told(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: list[str], features: list[str]
+) -> None:
+    """The README's main job (`flows --local --lab`) shows drops, DNS and RTT at once; the
+    flags still turn each off. Elsewhere features stay opt-in."""
+    seen: list[Any] = []
+    monkeypatch.setattr("netobserv_tui.capture.run.run_flows", seen.append)
+    monkeypatch.setattr("asyncio.run", lambda value: 0)
+    assert main([*argv, "--no-tui", f"--output={tmp_path}"]) == 0
+    assert seen[0].capture.features == features
