@@ -70,8 +70,8 @@ commands:
   open       Browse a saved capture (.db, .json or .pcapng; default the newest .db)
              with the same views and filters; needs no root and no agent.
   cleanup    Remove anything an interrupted capture left behind (TC programs).
-  lab        Build or remove the network-namespace lab: lab up|down|status.
-  version    Print the version.
+  lab        The network-namespace lab on its own: lab up|down|status|traffic.
+  version    Print the version (also --version).
   help       Show this help; `netobserv flows --help` lists the flow options.
 """
 
@@ -213,7 +213,10 @@ def _capture_parser(sub: Any, command: str, program: str = NAME) -> argparse.Arg
                      help="where files are written (default ./output)")
     _add(lim, "--no_tui", action="store_true",
          help="no terminal UI: run in the foreground, progress on stderr")
-    _add(lim, "--log_level", default="warning", choices=["debug", "info", "warning", "error"])
+    _add(lim, "--log_level", default="warning", choices=["debug", "info", "warning", "error"],
+         help="what the terminal shows of the tool's log (default: warning); "
+         "<output>/netobserv.log keeps info and above, and debug also makes the agent "
+         "log each step")
     return p
 
 
@@ -458,6 +461,19 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args``, except that an unknown option of a command is reported with
+    that command's usage (``netobserv flows --bogus`` shows the flows usage, not the list
+    of commands)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        commands = next(action for action in parser._actions
+                        if isinstance(action, argparse._SubParsersAction))
+        command = commands.choices.get(str(getattr(args, "command", "")), parser)
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     program = program_name()
@@ -465,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("help", "-h", "--help"):
         print(spell(USAGE, program))
         return 0
+    if argv[0] in ("--version", "-V"):
+        argv[0] = "version"
     if argv[0] == "lab":
         from .lab.cli import main as lab_main
 
@@ -478,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             pre = ["--enable_filter=true"] if argv[0] == "packets" and not (
                 given & {"--enable_filter", "--enable-filter"}) else []
             filters, rest = FilterSet.parse([*pre, *argv[1:]])
-            args = parser.parse_args([argv[0], *rest])
+            args = _parse(parser, [argv[0], *rest])
             if argv[0] == "packets" and args.filter is not None:
                 # PROTOCOL,PORT joins the first rule's flags, wherever it was written.
                 shorthand = packets_shorthand(args.filter, enable=not filters.enabled)
@@ -487,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {spell(str(exc), program)}", file=sys.stderr)
             return exc.exit_code
     else:
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
     logging.basicConfig(
         level=getattr(args, "log_level", "warning").upper(),
         stream=sys.stderr,

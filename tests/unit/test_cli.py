@@ -489,3 +489,35 @@ def test_the_lab_demo_turns_every_feature_on_unless_told(
     monkeypatch.setattr("asyncio.run", lambda value: 0)
     assert main([*argv, "--no-tui", f"--output={tmp_path}"]) == 0
     assert seen[0].capture.features == features
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["-V"], ["version"]])
+def test_version_in_every_usual_spelling(argv: list[str],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 0
+    assert capsys.readouterr().out == f"netobserv-tui version {__version__}\n"
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["flows", "--bogus"], "flows"), (["packets", "tcp,80", "--bogus"], "packets"),
+    (["open", "--nope"], "open"), (["cleanup", "--nope"], "cleanup")])
+def test_an_unknown_option_shows_its_commands_usage(
+    argv: list[str], command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: netobserv {command} ")
+    assert err.endswith(f"netobserv {command}: error: unrecognized arguments: {argv[-1]}\n")
+
+
+def test_every_option_of_flows_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["flows", "--help"])
+    out = capsys.readouterr().out
+    assert "--log_level {debug,info,warning,error}, --log-level {debug,info,warning,error}\n" \
+        "                        what the terminal shows" in out
+    from netobserv_tui.cli import USAGE
+
+    assert "lab up|down|status|traffic" in USAGE
