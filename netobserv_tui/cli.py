@@ -15,13 +15,15 @@ import logging
 import os
 import re
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from . import __version__
 from .model.errors import NetobservError, UsageError
 from .model.filters import PROTOCOLS, FilterSet, add_filter_arguments
-from .model.units import parse_duration, parse_size
+from .model.units import human_bytes, parse_duration, parse_size
 
 if TYPE_CHECKING:
     from .capture.run import PacketOptions
@@ -233,7 +235,10 @@ def build_parser(program: str = NAME) -> argparse.ArgumentParser:
     )
     opener.add_argument("file", type=Path, nargs="?",
                         help="a capture's .db, .json or .pcapng file (default: the newest "
-                        ".db in ./output/flow)")
+                        ".db in ./output/flow that holds flows)")
+    opener.add_argument("--list", action="store_true",
+                        help="list the captures in ./output/flow (start, duration, flows, "
+                        "size), newest last, and exit")
     _add(opener, "--max_rows", type=int, default=1000, metavar="N",
          help="records the table keeps, newest first (default 1000)")
     cleaner = sub.add_parser(
@@ -368,12 +373,71 @@ def _packet_options(args: argparse.Namespace, filters: FilterSet) -> PacketOptio
                          tls_keylog=keylog.resolve() if keylog else None)
 
 
+@dataclass(frozen=True)
+class SavedCapture:
+    """One capture's database under ``output/flow``, summed up for ``open``."""
+
+    path: Path
+    flows: int
+    first_ms: int | None
+    last_ms: int | None
+    size: int
+
+
+def _saved_captures(output: Path) -> list[SavedCapture]:
+    """The databases of ``output/flow``, oldest first (their names are their UTC start);
+    one that cannot be read counts as empty."""
+    from .store import StoreError, open_store
+
+    found = []
+    for path in sorted((output / "flow").glob("*.db")):
+        try:
+            store = open_store(path)
+            try:
+                totals = store.totals()
+            finally:
+                store.close()
+            flows, first, last = totals.flows, totals.first_ms, totals.last_ms
+        except (StoreError, OSError):
+            flows, first, last = 0, None, None
+        found.append(SavedCapture(path, flows, first, last, path.stat().st_size))
+    return found
+
+
 def _newest_capture(output: Path) -> Path:
-    captures = sorted((output / "flow").glob("*.db"))
+    """The newest capture with flows (saying so when it skipped newer empty ones)."""
+    captures = _saved_captures(output)
     if not captures:
         raise UsageError(f"no capture in {output / 'flow'}: give the file to open, as in "
                          "`netobserv open path/to/<time>.db`")
-    return captures[-1]
+    with_flows = [c for c in captures if c.flows]
+    chosen = with_flows[-1] if with_flows else captures[-1]
+    if chosen is not captures[-1]:
+        print(f"{captures[-1].path} (the newest) holds no flow; opening {chosen.path} "
+              f"({chosen.flows:,} flows). `netobserv open --list` shows every capture.",
+              file=sys.stderr)
+    return chosen.path
+
+
+def _list_captures(output: Path) -> int:
+
+    captures = _saved_captures(output)
+    if not captures:
+        print(f"no capture in {output / 'flow'}", file=sys.stderr)
+        return 1
+    print(f"{'started (UTC)':<20} {'duration':>9} {'flows':>10} {'size':>9}  file")
+    for c in captures:
+        started = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(c.first_ms / 1000))
+                   if c.first_ms is not None else "-")
+        span = ("-" if c.first_ms is None or c.last_ms is None
+                else _span(max(0, c.last_ms - c.first_ms) / 1000))
+        print(f"{started:<20} {span:>9} {c.flows:>10,} {human_bytes(c.size):>9}  {c.path}")
+    return 0
+
+
+def _span(seconds: float) -> str:
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
 def _open(args: argparse.Namespace) -> int:
@@ -381,6 +445,8 @@ def _open(args: argparse.Namespace) -> int:
 
     if args.max_rows < 1:
         raise UsageError("--max-rows must be a positive number of rows")
+    if args.list:
+        return _list_captures(Path("output"))
     if args.file is not None and args.file.suffix == ".pcapng":
         return _open_packets(args.file, args.max_rows)
     store = open_store(args.file or _newest_capture(Path("output")))

@@ -1,4 +1,5 @@
-"""Parsers for human-friendly durations and sizes used by command-line flags."""
+"""Human-friendly durations and sizes: parsers for command-line flags, and the size
+format the TUI and the CLI print."""
 
 from __future__ import annotations
 
@@ -34,3 +35,12 @@ def parse_size(text: str, flag: str = "size") -> int:
         )
     unit = (match.group(2) or "").lower().removesuffix("b")
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def human_bytes(n: float) -> str:
+    """Decimal units, as ``--max-bytes`` reads them: ``1.5 MB``."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

@@ -67,15 +67,6 @@ def duration(seconds: float) -> str:
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
-def human_bytes(n: float) -> str:
-    """Decimal units, as the ``--max-bytes`` flag reads them: ``1.5 MB``."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 FLOW_COLUMNS: tuple[Column, ...] = (
     Column("time", "Time end", lambda r: clock_ms(r.get("TimeFlowEndMs"))),
     Column("interface", "Interface", lambda r: r.get("Interface") or ""),

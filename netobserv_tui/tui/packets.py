@@ -72,10 +72,11 @@ from textual.widgets.data_table import RowKey
 from textual.worker import Worker, WorkerState
 
 from ..model.stream import LiveStream, StatsUpdate, StreamError
+from ..model.units import human_bytes
 from ..store.base import StoreError
 from ..store.pcap import Layer, PacketFile, PacketSummary, decode_layers, hexdump
 from .app import PROGRESS_LINES, STOPPED
-from .columns import duration, endpoint, human_bytes
+from .columns import duration, endpoint
 from .messages import StatsReceived, StopRequested, StreamConnected, StreamLost
 from .plain import PlainNotifications
 from .screens import HelpScreen

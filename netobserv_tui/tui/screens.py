@@ -21,7 +21,8 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from ..model.fields import BY_NAME, FIELD_NAMES
-from .columns import human_bytes, proto_name, tcp_flags
+from ..model.units import human_bytes
+from .columns import proto_name, tcp_flags
 
 _DIRECTION: Final = {0: "ingress", 1: "egress"}
 

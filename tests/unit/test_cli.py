@@ -205,11 +205,48 @@ def test_open_without_a_file_takes_the_newest_capture(
 
     older = FlowWriter(tmp_path / "output", started=datetime(2026, 1, 1, tzinfo=UTC))
     newer = FlowWriter(tmp_path / "output", started=datetime(2026, 2, 1, tzinfo=UTC))
+    older.write_batch(["SrcAddr", "Bytes", "Packets"], [["198.18.0.1", 60, 1]])
+    newer.write_batch(["SrcAddr", "Bytes", "Packets"], [["198.18.0.1", 60, 1]])
     older.close()
     newer.close()
     assert main(["open"]) == 2  # no terminal here, but the message names the file chosen
     err = capsys.readouterr().err
     assert f"output/flow/{newer.db_path.name}" in err and older.db_path.name not in err
+
+
+def test_open_skips_a_newest_capture_without_flows_and_lists_them_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3-second capture that saw nothing is not what `open` should show: it takes the
+    newest one with flows, says so, and `--list` shows every capture."""
+    from datetime import UTC, datetime
+
+    from netobserv_tui.aggregator.writers import FlowWriter
+
+    monkeypatch.chdir(tmp_path)
+    full = FlowWriter(tmp_path / "output", started=datetime(2026, 1, 1, tzinfo=UTC))
+    full.write_batch(["SrcAddr", "Bytes", "Packets", "TimeFlowStartMs", "TimeFlowEndMs"],
+                     [["198.18.0.1", 60, 1, 1_767_225_600_000 + i * 1000,
+                       1_767_225_600_000 + i * 1000 + 500] for i in range(1250)])
+    full.close()
+    empty = FlowWriter(tmp_path / "output", started=datetime(2026, 2, 1, tzinfo=UTC))
+    empty.close()
+    assert main(["open"]) == 2  # no terminal: the message names the file chosen
+    err = capsys.readouterr().err
+    assert err.startswith(f"output/flow/{empty.db_path.name} (the newest) holds no flow; "
+                          f"opening output/flow/{full.db_path.name} (1,250 flows). "
+                          "`netobserv open --list` shows every capture.\n")
+    assert f"open needs a terminal: run it in an interactive shell, or query the file with " \
+        f"sqlite3 or jq (output/flow/{full.db_path.name})" in err
+    assert main(["open", "--list"]) == 0
+    size = full.db_path.stat().st_size
+    assert capsys.readouterr().out.splitlines() == [
+        "started (UTC)         duration      flows      size  file",
+        f"2026-01-01 00:00:00    0:20:50      1,250 {size / 1000:>6.1f} kB  "
+        f"output/flow/{full.db_path.name}",
+        f"-                            -          0 {empty.db_path.stat().st_size / 1000:>6.1f}"
+        f" kB  output/flow/{empty.db_path.name}",
+    ]
 
 
 def test_yaml_writes_every_manifest_and_contacts_no_cluster(

@@ -24,7 +24,8 @@ from textual.geometry import Size
 from textual.timer import Timer
 from textual.widget import Widget
 
-from ..columns import duration, human_bytes
+from ...model.units import human_bytes
+from ..columns import duration
 
 if TYPE_CHECKING:
     from textual.css.styles import RulesMap
