@@ -134,6 +134,8 @@ class FlowsApp(PlainNotifications, App[str]):
             return self._stream is not None or self.starting
         if action == "close_file":
             return self._stream is None and not self.starting
+        if action == "toggle_pause":  # a saved file does not change: nothing to pause
+            return self._stream is not None or self.starting
         return super().check_action(action, parameters)
 
     def compose(self) -> ComposeResult:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from netobserv_tui.model.units import human_bytes
 from netobserv_tui.tui.columns import (
     FLOW_COLUMNS,
     duration,
     endpoint,
-    human_bytes,
     proto_name,
     tcp_flags,
 )

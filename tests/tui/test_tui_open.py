@@ -96,6 +96,20 @@ async def test_open_an_empty_capture(tmp_path: Path) -> None:
                          "an empty search")
 
 
+async def test_a_saved_capture_offers_no_pause(tmp_path: Path) -> None:
+    """A file does not change: the footer offers no Pause, and Ctrl+P changes nothing."""
+    writer = write_capture(tmp_path, 5)
+    app = FlowsApp(None, {"output": str(writer.db_path)}, store=open_store(writer.db_path),
+                   refresh_interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, app, 7)
+        shown = {binding.action for (_, binding, enabled, _) in app.active_bindings.values()
+                 if enabled and binding.show}
+        assert "toggle_pause" not in shown and "close_file" in shown
+        await pilot.press("ctrl+p")
+        assert app.query_one(FlowTable).paused is False
+
+
 async def test_a_burst_of_keys_is_applied_in_order(tmp_path: Path) -> None:
     """Keys that arrive together (a fast typist, tmux send-keys, a busy app) keep their order:
     Enter makes a chip of what was typed before it, Backspace deletes the character before it."""
