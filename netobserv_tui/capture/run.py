@@ -68,6 +68,17 @@ def _maybe_lab(enabled: bool) -> Iterator[None]:
         yield
 
 
+def _interfaces_text(names: list[str], shown: int = 3) -> str:
+    """``eth0, eth1`` or, past ``shown`` names, ``12 interfaces (eth0, eth1, eth2, ...)``:
+    the header's first line stays one line on a node with many (the full list is in the
+    log and in the --no-tui line)."""
+    if not names:
+        return "every interface"
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{len(names)} interfaces ({', '.join(names[:shown])}, ...)"
+
+
 def _features_text(features: dict[str, str]) -> str:
     """`` with pktdrop, dns (rtt off: tracepoint tcp:tcp_probe not available)``."""
     if not features:
@@ -300,7 +311,7 @@ async def _with_tui(
     async def foreground(endpoint: StreamEndpoint, stop: asyncio.Event, _p: Progress) -> str:
         header = {
             "target": target.description + (" + lab" if request.lab else ""),
-            "capture": f"{what} on " + (", ".join(target.interfaces) or "every interface")
+            "capture": f"{what} on " + _interfaces_text(target.interfaces)
             + _features_text(target.features),
             "output": str(request.capture.output),
         }

@@ -65,7 +65,12 @@ def field_column(
 DROP_BYTES: Final = field_column("PktDropBytes", "Drop bytes")
 DROP_PACKETS: Final = field_column("PktDropPackets", "Drop pkts")
 DROP_STATE: Final = field_column("PktDropLatestState", "Drop state")
-DROP_CAUSE: Final = field_column("PktDropLatestDropCause", "Drop cause")
+#: The kernel's reason without its common prefix (``NETFILTER_DROP`` for
+#: ``SKB_DROP_REASON_NETFILTER_DROP``): 16 characters more for the other columns at 160
+#: columns; the files, the details and the filters keep the full name.
+DROP_CAUSE: Final = Column(
+    "PktDropLatestDropCause", "Drop cause",
+    lambda r: str(r.get("PktDropLatestDropCause") or "").removeprefix("SKB_DROP_REASON_"))
 DROP_FLAGS: Final = Column(
     "PktDropLatestFlags", "Drop flags", lambda r: tcp_flags(r.get("PktDropLatestFlags"))
 )

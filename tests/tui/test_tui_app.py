@@ -282,3 +282,24 @@ async def test_a_cluster_capture_starts_with_names_and_ip_port_one_page_down(
             "10.0.0.1:40001", "10.0.0.2:443"], "the addresses")
     local = make_app(aggregator)
     assert local.view_state.title() == "Overview · IP & port"
+
+
+async def test_the_first_header_line_stays_one_line_with_every_feature_and_many_interfaces(
+    aggregator: FakeAggregator,
+) -> None:
+    """The lab with every feature at 160 columns: the interfaces are counted, not listed,
+    and what is captured, where and with what fits the first line."""
+    from netobserv_tui.capture.run import _features_text, _interfaces_text
+
+    names = [f"nobs-pod-{c}" for c in "abcdefgh"]
+    assert _interfaces_text(names[:3]) == "nobs-pod-a, nobs-pod-b, nobs-pod-c"
+    assert _interfaces_text([]) == "every interface"
+    where = _interfaces_text(names)
+    assert where == "8 interfaces (nobs-pod-a, nobs-pod-b, nobs-pod-c, ...)"
+    capture = f"flows on {where}" + _features_text({"pktdrop": "on", "dns": "on", "rtt": "on"})
+    app = FlowsApp(("127.0.0.1", aggregator.port, TOKEN),
+                   {**HEADER, "target": "local host + lab", "capture": capture})
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_until(pilot, lambda: "with pktdrop, dns, rtt" in header_text(app), "header")
+        first = header_text(app).splitlines()[0]
+        assert capture in first and "output/flow" in first, header_text(app)
