@@ -152,14 +152,36 @@ def bcc_ready() -> None:
 IMAGE_TAG = "localhost/netobserv-tui:test"
 
 
+def _image_ids() -> set[str]:
+    """Every image in the host's containers-storage (none before buildah is installed)."""
+    if shutil.which("buildah") is None:
+        return set()
+    done = subprocess.run(["buildah", "images", "--all", "--quiet", "--no-trunc"],
+                          capture_output=True, text=True, timeout=120)
+    return set(done.stdout.split()) if done.returncode == 0 else set()
+
+
 @pytest.fixture(scope="session")
-def image() -> str:
-    """The image, built from deploy/Containerfile by scripts/build-image (once per run; about
-    a minute with warm caches, several on a fresh machine)."""
+def image() -> Iterator[str]:
+    """The image, built from deploy/Containerfile by scripts/build-image (once per run; a
+    few minutes, the Debian base included). When the run ends, the images it made are
+    removed (the tag, its build's cache layers, a base image it made): about 1 GB a run
+    otherwise. Images that were there before are left alone."""
     if os.geteuid() != 0:
         pytest.skip("building and running the image needs root")
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([str(root / "scripts" / "build-image"), IMAGE_TAG], cwd=root,
-                          capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return IMAGE_TAG
+    before = _image_ids()
+    try:
+        done = subprocess.run([str(root / "scripts" / "build-image"), IMAGE_TAG], cwd=root,
+                              capture_output=True, text=True, timeout=1800)
+        assert done.returncode == 0, done.stderr[-3000:]
+        yield IMAGE_TAG
+    finally:
+        made = sorted(_image_ids() - before)
+        if shutil.which("buildah") is not None:
+            subprocess.run(["buildah", "rmi", "--force", IMAGE_TAG, *made],
+                           capture_output=True, timeout=600)
+        left = _image_ids() & set(made)
+        if left:
+            warnings.warn(f"images the test run made are still there: {sorted(left)}",
+                          stacklevel=1)
