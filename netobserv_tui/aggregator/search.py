@@ -3,8 +3,9 @@
 A local capture's TUI reads the SQLite file itself; a cluster capture's file is in the
 aggregator pod, so the TUI sends its query (the chips as typed and the view's fields, see
 :class:`~netobserv_tui.store.Query`) and the aggregator searches with exactly the same
-code (:class:`~netobserv_tui.store.SqliteStore`), in a thread of its own, through a
-read-only connection: ingest is not held up (the file is in WAL mode while it is written).
+code (:class:`~netobserv_tui.store.SqliteStore`, which answers the chips in SQL), in a
+thread of its own, through a read-only connection: ingest is not held up (the file is in
+WAL mode while it is written).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ async def search_session(reader: asyncio.StreamReader, writer: asyncio.StreamWri
                 raise ValueError("limit and after are integers")
             limit = max(0, min(limit, MAX_LIMIT))
             result = await asyncio.to_thread(store.search, match, limit, after=after,
-                                             narrow=narrow)
+                                             narrow=narrow, query=query)
         except RegexTimeout as exc:  # the TUI drops that chip
             writer.write(encode(FrameType.ERROR, {"reason": str(exc), "kind": "regex_timeout"}))
         except (ValueError, StoreError) as exc:

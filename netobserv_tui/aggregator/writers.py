@@ -11,7 +11,9 @@ The writer is the aggregator's hot path, so it works on whole column-major batch
   inserting costs several times the insert itself (measured on one core: ~50k rows/s with
   live indexes against ~450k rows/s without; building them at the end takes ~3 s per
   million rows).  A file left by a crash is complete (with its ``-wal`` file, see below) but
-  unindexed; :func:`recover` indexes it.
+  unindexed; :func:`recover` indexes it.  The file is marked as holding validated values
+  only (``PRAGMA application_id``, :data:`~netobserv_tui.store.base.TYPED_APPLICATION_ID`):
+  the readers' live filters then need not check each value's type.
 * JSON: ``[`` at open, each batch appended as objects separated by ``",\\n"`` and flushed,
   ``]`` at close, so a crash leaves at most the closing bracket missing (:func:`recover`
   appends it).  Rows are formatted with a ``%`` template per column tuple; integers format
@@ -57,6 +59,7 @@ import sqlite_utils
 
 from ..model.fields import BY_NAME, FIELD_NAMES, FIELDS, INDEXED
 from ..model.private import create_private, make_private_dirs
+from ..store.base import TYPED_APPLICATION_ID
 from .batch import Batch
 
 log = logging.getLogger(__name__)
@@ -172,6 +175,8 @@ class FlowWriter:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             create_schema(sqlite_utils.Database(self._conn))
+            # Batches are validated: readers need not check each value's type.
+            self._conn.execute(f"PRAGMA application_id={TYPED_APPLICATION_ID}")
         except BaseException:
             self._json.close()
             raise

@@ -18,11 +18,13 @@ Modules:
 - :mod:`.chips`: the live filter's chip language (keyword, ``Field=value``, ``/regex/``).
 - :mod:`.query`: a filter as data (:class:`Query`), compiled to a predicate and a narrowing.
 - :mod:`.sqlite`, :mod:`.jsonfile`: the two file readers.
+- :mod:`.textsearch`: the chips answered without a Python test per row, over a SQLite file.
 - :mod:`.remote`: a capture searched by the aggregator that holds it (SEARCH frames).
 
 A search takes the live filter's predicate (:meth:`.chips.FilterChips.matches`) and applies
 it in Python to every record, newest first, keeping the first ``limit`` matches and
-counting all of them; a store may first narrow the rows in SQL (:class:`Narrowing`).
+counting all of them; a store may first narrow the rows in SQL (:class:`Narrowing`), and a
+SQLite store given the query answers it from its own index (:mod:`.textsearch`).
 """
 
 from __future__ import annotations

@@ -24,6 +24,11 @@ Match: TypeAlias = Callable[[Mapping[str, Any]], bool]
 
 #: The first 16 bytes of every SQLite 3 database file.
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+#: ``PRAGMA application_id`` of the SQLite files the aggregator writes: every value is of its
+#: column's kind (integers in integer columns, texts in the others), checked before it is
+#: written.  A reader may rely on it; a file without it (an older capture, one from
+#: another tool) is checked value by value.
+TYPED_APPLICATION_ID: Final = 0x6E6F6273  # "nobs"
 #: Where captures are, for error messages.
 CAPTURES_HINT: Final = "captures are written as <output>/flow/<timestamp>.db and .json"
 #: A capture's SQLite file name (``writers.TIMESTAMP_FORMAT``, maybe with a ``-N`` suffix).

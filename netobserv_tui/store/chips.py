@@ -27,12 +27,19 @@ anything else
     Keyword: case-insensitive substring of the text of any field.
 
 The text of a field is its value as the Raw view shows it (``str``, lists comma-joined); a
-NULL field has no text.  ``Proto`` also has its name (``TCP``), so the keyword ``tcp``
-finds TCP flows.  A chip is one line, so a keyword matches inside one field, never across two.
+NULL field has no text.  A record also has the texts the flow table shows that no single
+field holds: ``Proto``'s name (``TCP``), so the keyword ``tcp`` finds TCP flows, and each
+endpoint as the Source and Destination columns show it, address and port together
+(:func:`endpoint`: ``198.18.0.12:53``, ``[fd00:198:18::12]:53``; only when the port is not
+0), so a keyword copied from the table finds its rows.  A chip is one line, so a keyword
+matches inside one of these texts, never across two; a regex's ``^`` and ``$`` anchor at
+the start and end of each.
 
-Speed: field chips cost a dict lookup per record; keyword and regex chips share one text per
-record, built only when such a chip exists.  0.3-0.45 s per 100,000 records of 37 fields
-with text chips, 20 ms with field chips only (CPython 3.11).
+Speed: in Python, field chips cost a dict lookup per record; keyword and regex chips share
+one text per record, built only when such a chip exists.  0.3-0.45 s per 100,000 records of
+37 fields with text chips, 20 ms with field chips only (CPython 3.11).  A capture's SQLite
+file answers the chips without a Python test per record (:mod:`.textsearch`), with exactly
+these semantics.
 """
 
 from __future__ import annotations
@@ -56,16 +63,61 @@ _FIELD_BY_LOWER: Final = {name.lower(): name for name in BY_NAME}
 #: Seconds one regex chip may spend on one record's text (a few hundred characters: a sane
 #: pattern takes microseconds).
 REGEX_TIMEOUT: Final = 0.2
-_REGEX_FLAGS: Final = regex.IGNORECASE | regex.MULTILINE | regex.VERSION0
+#: How every regex chip is compiled (a regex literal prefilter uses the same).
+REGEX_FLAGS: Final = regex.IGNORECASE | regex.MULTILINE | regex.VERSION0
 
 
 class RegexTimeout(StoreError):
     """A regex chip took longer than :data:`REGEX_TIMEOUT` on one record."""
+
+
+def regex_search(pattern: regex.Pattern[str], text: str) -> bool:
+    """Whether a regex chip's ``pattern`` is found in ``text``, within :data:`REGEX_TIMEOUT`
+    (else :class:`RegexTimeout`).  The GIL is let go while it matches."""
+    try:
+        return pattern.search(text, timeout=REGEX_TIMEOUT, concurrent=True) is not None
+    except TimeoutError:
+        raise RegexTimeout(
+            f"/{pattern.pattern}/ ran over {REGEX_TIMEOUT:g} s on one flow and was "
+            "stopped: it backtracks too much (nested repeats such as (a+)+ do); "
+            "remove it with Backspace and try a simpler one") from None
+
+
 _PROTO_BY_NAME: Final = {name.lower(): number for number, name in PROTO_NAMES.items()}
 
 
+def endpoint(addr: str | None, port: int | None) -> str:
+    """An address and its port as the flow table shows them: ``10.0.0.1:80``,
+    ``[fd00::1]:53``; the bare address when the port is 0 or absent; ``""`` without an
+    address.  The TUI's Source and Destination columns and the chips' text share it."""
+    if not addr:
+        return ""
+    host = f"[{addr}]" if ":" in addr else addr
+    return f"{host}:{port}" if port else addr
+
+
+#: ``(address field, port field)`` of the endpoints a record's text shows as ``addr:port``.
+ENDPOINTS: Final = (("SrcAddr", "SrcPort"), ("DstAddr", "DstPort"))
+
+
+def field_text(value: Any) -> str:
+    """The text of one non-NULL field value: ``str``, a list's elements comma-joined."""
+    if type(value) is list:
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def shown_endpoint(addr: Any, port: Any) -> str | None:
+    """The ``addr:port`` text a record's endpoint adds to its text, or None when the table
+    shows the bare address (port 0 or absent: the address field's own text) or nothing."""
+    if type(addr) is not str or not addr or type(port) is not int or not port:
+        return None
+    return endpoint(addr, port)
+
+
 def record_text(record: Record) -> str:
-    """The text every keyword and regex chip searches: one line per non-NULL field."""
+    """The text every keyword and regex chip searches: one line per non-NULL field, then
+    the protocol's name and the ``addr:port`` endpoints (see the module)."""
     parts = []
     for value in record.values():
         if value is None:
@@ -79,6 +131,10 @@ def record_text(record: Record) -> str:
         name = PROTO_NAMES.get(proto)
         if name is not None:
             parts.append(name)
+    for addr_name, port_name in ENDPOINTS:
+        shown = shown_endpoint(record.get(addr_name), record.get(port_name))
+        if shown is not None:
+            parts.append(shown)
     return "\n".join(parts)
 
 
@@ -96,6 +152,8 @@ class Chip:
     predicate: Predicate | None = field(default=None, compare=False)
     #: ``(field, number)`` of an integer field chip: what a store may check in SQL.
     equals: tuple[str, int] | None = None
+    #: The field a field chip tests (field chips).
+    field_name: str = ""
 
 
 def parse_chip(text: str) -> tuple[Chip | None, str | None]:
@@ -119,7 +177,7 @@ def _parse_regex(text: str) -> tuple[Chip | None, str | None]:
     if not source:
         return None, f"{text!r}: empty regular expression"
     try:
-        pattern = regex.compile(source, _REGEX_FLAGS)
+        pattern = regex.compile(source, REGEX_FLAGS)
     except (regex.error, ValueError, OverflowError) as exc:
         return None, f"{text!r}: invalid regular expression: {exc}"
     return Chip(text, "regex", pattern=pattern), None
@@ -145,10 +203,11 @@ def _parse_field(text: str) -> tuple[Chip | None, str | None]:
             example = "6 or tcp" if name == "Proto" else "53"
             return None, f"{text!r}: {name} is a number, as in {name}={example}"
         return Chip(text, "field", predicate=_number_equals(name, number),
-                    equals=(name, number)), None
+                    equals=(name, number), field_name=name), None
     if kind is list:
-        return Chip(text, "field", predicate=_any_element_equals(name, value.lower())), None
-    return Chip(text, "field", predicate=_text_equals(name, value.lower())), None
+        return Chip(text, "field", predicate=_any_element_equals(name, value.lower()),
+                    field_name=name), None
+    return Chip(text, "field", predicate=_text_equals(name, value.lower()), field_name=name), None
 
 
 def _parse_number(name: str, value: str) -> int | None:
@@ -251,14 +310,7 @@ class FilterChips:
                 if keyword not in lowered:
                     return False
         for pattern in self._patterns:
-            try:
-                found = pattern.search(text, timeout=REGEX_TIMEOUT, concurrent=True)
-            except TimeoutError:
-                raise RegexTimeout(
-                    f"/{pattern.pattern}/ ran over {REGEX_TIMEOUT:g} s on one flow and was "
-                    "stopped: it backtracks too much (nested repeats such as (a+)+ do); "
-                    "remove it with Backspace and try a simpler one") from None
-            if found is None:
+            if not regex_search(pattern, text):
                 return False
         return True
 

@@ -24,14 +24,19 @@ class Query:
     chips: tuple[str, ...] = ()
     fields: tuple[str, ...] = ()
 
-    def compile(self) -> tuple[Match | None, Narrowing]:
-        """``(predicate or None when everything matches, narrowing)``; ValueError names
-        a chip that does not parse."""
+    def parse(self) -> FilterChips:
+        """The chips parsed; ValueError names a chip that does not parse."""
         chips = FilterChips()
         for text in self.chips:
             chips, error = chips.add(text)
             if error is not None:
                 raise ValueError(error)
+        return chips
+
+    def compile(self) -> tuple[Match | None, Narrowing]:
+        """``(predicate or None when everything matches, narrowing)``; ValueError names
+        a chip that does not parse."""
+        chips = self.parse()
         fields = self.fields
         narrowing = Narrowing(fields, chips.equalities(), complete=chips.only_equalities())
 

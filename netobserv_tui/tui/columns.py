@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
 from netobserv_tui.model.fields import PROTO_NAMES
+from netobserv_tui.store.chips import endpoint as endpoint  # the filters match this text
 
 Record: TypeAlias = Mapping[str, Any]
 Cell: TypeAlias = str | int
@@ -34,14 +35,6 @@ def clock_ms(ms: int | None) -> str:
     if ms is None:
         return ""
     return datetime.fromtimestamp(ms / 1000).strftime("%H:%M:%S.%f")[:-3]
-
-
-def endpoint(addr: str | None, port: int | None) -> str:
-    """``10.0.0.1:80``, ``[fd00::1]:53``; the bare address when the port is 0 or absent."""
-    if not addr:
-        return ""
-    host = f"[{addr}]" if ":" in addr else addr
-    return f"{host}:{port}" if port else addr
 
 
 def tcp_flags(flags: int | None) -> str:

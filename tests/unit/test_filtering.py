@@ -188,6 +188,19 @@ def test_record_text() -> None:
     assert record_text({"Proto": 99}) == "99"
 
 
+def test_record_text_has_the_endpoints_the_table_shows() -> None:
+    text = record_text({"SrcAddr": "198.18.0.12", "SrcPort": 53, "DstAddr": "fd00::1",
+                        "DstPort": 40000, "Proto": 17})
+    assert text == ("198.18.0.12\n53\nfd00::1\n40000\n17\nUDP\n198.18.0.12:53\n"
+                    "[fd00::1]:40000")
+    assert record_text({"SrcAddr": "10.0.0.1", "SrcPort": 0}) == "10.0.0.1\n0"
+    assert matching("10.129.0.48:41000") == ["nodejs-basic-7d9f"]
+    assert matching("10.129.0.48:") == ["nodejs-basic-7d9f", "router-default"]
+    assert matching("0.48:3001") == ["router-default"]
+    assert matching("/^172\\.30\\.0\\.10:53$/") == ["nodejs-basic-7d9f"]
+    assert matching("41000:") == []  # never across two texts
+
+
 def test_filter_keeps_order() -> None:
     records = [{"n": i, "Proto": 6 if i % 2 else 17} for i in range(10)]
     found = chips("Proto=tcp").filter(records)
