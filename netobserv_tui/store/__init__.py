@@ -20,6 +20,8 @@ Modules:
 - :mod:`.sqlite`, :mod:`.jsonfile`: the two file readers.
 - :mod:`.textsearch`: the chips answered without a Python test per row, over a SQLite file.
 - :mod:`.remote`: a capture searched by the aggregator that holds it (SEARCH frames).
+- :mod:`.findings`: what a capture shows is wrong (NXDOMAIN, unanswered SYNs, drops...),
+  computed in SQL, with the chips that filter to it (the TUI's Findings view).
 
 A search takes the live filter's predicate (:meth:`.chips.FilterChips.matches`) and applies
 it in Python to every record, newest first, keeping the first ``limit`` matches and
@@ -46,6 +48,7 @@ from .base import (
     Totals,
     read_head,
 )
+from .findings import Finding
 from .jsonfile import JsonStore
 from .query import Query
 from .remote import RemoteStore
@@ -53,6 +56,7 @@ from .sqlite import SqliteStore
 
 __all__ = [
     "CAPTURES_HINT",
+    "Finding",
     "FlowStore",
     "JsonStore",
     "Match",

@@ -35,13 +35,15 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
 from ..model.stream import FlowBatch, LiveStream, StatsUpdate, StreamError
-from ..store import FlowStore, Narrowing, Query, SearchResult, StoreError
+from ..store import FlowStore, JsonStore, Narrowing, Query, SearchResult, SqliteStore, StoreError
 from ..store.chips import FilterChips, RegexTimeout
+from ..store.findings import Finding, findings, findings_from_records, summary_line
 from .columns import Record
+from .findings import FindingsList
 from .messages import FlowsReceived, StatsReceived, StopRequested, StreamConnected, StreamLost
 from .plain import PlainNotifications
 from .screens import DetailsScreen, HelpScreen
-from .views import NAMES_ENRICHMENT, ViewState
+from .views import NAMES_ENRICHMENT, VIEWS, ViewState
 from .widgets import CaptureHeader, FlowTable
 from .widgets.filter_bar import FilterBar, FilterInput
 
@@ -49,6 +51,8 @@ from .widgets.filter_bar import FilterBar, FilterInput
 STOPPED = "stopped"
 #: Lines of start progress kept on screen.
 PROGRESS_LINES = 12
+#: Seconds between two computations of a live capture's findings.
+FINDINGS_INTERVAL = 3.0
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -94,6 +98,7 @@ class FlowsApp(PlainNotifications, App[str]):
         clock: Callable[[], float] = time.monotonic,
         starting: bool = False,
         names_first: bool = False,
+        findings_interval: float = FINDINGS_INTERVAL,
     ) -> None:
         super().__init__()
         if stream is None and store is None and not starting:
@@ -110,6 +115,16 @@ class FlowsApp(PlainNotifications, App[str]):
         self._header = CaptureHeader(header, clock=clock, id="header")
         self._table = FlowTable(max_rows=max_rows, refresh_interval=refresh_interval, id="flows")
         self._filter_bar = FilterBar(id="filter")
+        self._findings_list = FindingsList(id="findings")
+        self._findings_interval = findings_interval
+        self._finding = False
+        #: What the findings were computed from ("the whole capture", "the latest N flows").
+        self._findings_scope = ""
+        self._findings_line = ""
+        #: Not before this time (monotonic) is the next computation started.
+        self._findings_next = 0.0
+        #: Completed computations of the findings, for tests.
+        self.findings_runs = 0
         self._status = Static("Waiting for flows…", id="status", markup=False)
         # A cluster's flows are read by who the ends are; IP & port is one Page Down away.
         self.view_state = ViewState(enrichment_index=NAMES_ENRICHMENT) if names_first \
@@ -142,12 +157,14 @@ class FlowsApp(PlainNotifications, App[str]):
         yield self._header
         yield self._progress
         yield self._table
+        yield self._findings_list
         yield self._filter_bar
         yield self._status
         yield Footer()
 
     def on_mount(self) -> None:
         self._progress.display = self.starting
+        self._findings_list.display = False
         if self.starting:
             self._header.show_connecting("the capture being started")
             self._status.update(self.status_text())
@@ -164,6 +181,10 @@ class FlowsApp(PlainNotifications, App[str]):
             shown_path = self._header_info.get("output") or str(self._store.path)
             self._header.show_file(_totals_dict(self._store), shown_path)
             self._load_file()
+        if self._stream is not None or self.starting:
+            self.set_interval(self._findings_interval, self._refresh_findings)
+        if self._stream is not None or self._store is not None:
+            self.call_later(self._refresh_findings)
 
     # -- starting ----------------------------------------------------------------------
 
@@ -203,6 +224,18 @@ class FlowsApp(PlainNotifications, App[str]):
     def _show(self, state: ViewState) -> None:
         refilter = state.view != self.view_state.view
         self.view_state = state
+        findings_view = state.view.findings
+        self._table.display = not findings_view
+        self._findings_list.display = findings_view
+        self.sub_title = state.title()
+        self._show_findings_line()
+        if findings_view:
+            self._findings_list.focus()
+            self._refresh_findings()
+            self._update_status()
+            return
+        if self._findings_list.has_focus:
+            self._filter_bar.input.focus()
         # A new view shows other rows: no rebuild of the old ones under the new columns.
         self._table.set_columns(state.columns(), rebuild=not refilter)
         self.sub_title = state.title()
@@ -261,10 +294,102 @@ class FlowsApp(PlainNotifications, App[str]):
         if message.character:
             field.insert_text_at_cursor(message.character)
 
+    # -- findings ----------------------------------------------------------------------
+
+    def _refresh_findings(self) -> None:
+        """Timer: compute the findings again, in a thread (one at a time).  From the SQLite
+        file when the store is one (the whole capture), from a JSON file's records, else
+        (a cluster capture searched through its aggregator) from the latest flows held."""
+        if self._finding or self.starting:
+            return
+        # A computation that takes long (a big capture) runs less often: at most a fifth
+        # of the time goes to it.
+        if time.monotonic() < self._findings_next:
+            return
+        store = self._store
+        if isinstance(store, SqliteStore | JsonStore) and not (
+                self._stream is None and self.findings_runs):
+            self._finding = True
+            self._compute_findings(store, None)
+        elif store is None or not isinstance(store, SqliteStore | JsonStore):
+            self._finding = True
+            self._compute_findings(None, self._table.ring())
+
+    @work(thread=True, group="findings", exit_on_error=False)
+    def _compute_findings(self, store: FlowStore | None,
+                          records: list[Record] | None) -> None:
+        started = time.monotonic()
+        try:
+            if isinstance(store, SqliteStore):
+                found, scope = findings(store.path), "the whole capture"
+            elif store is not None:
+                with self._store_lock:
+                    result = store.search(None, 1 << 62)
+                found, scope = findings_from_records(result.records), "the whole capture"
+            else:
+                rows = records or []
+                found = findings_from_records(rows)
+                flows = "flow" if len(rows) == 1 else "flows"
+                scope = (f"the latest {len(rows):,} {flows} held here (the whole capture's "
+                         "come with its SQLite file: netobserv open)")
+        except Exception:
+            self.call_from_thread(self._findings_failed)
+            raise
+        self._findings_next = time.monotonic() + 4 * (time.monotonic() - started)
+        self.call_from_thread(self._findings_done, found, scope)
+
+    def _findings_failed(self) -> None:
+        self._finding = False
+
+    def _findings_done(self, found: list[Finding], scope: str) -> None:
+        self._finding = False
+        self.findings_runs += 1
+        self._findings_scope = scope
+        self._findings_list.show(found, f"No findings in {scope}: no NXDOMAIN, unanswered "
+                                        "or refused SYN, drop, retransmission, RTT or DNS "
+                                        "latency")
+        self._findings_line = summary_line(found)
+        self._show_findings_line()
+        if self.view_state.view.findings:
+            self._update_status()
+
+    def _show_findings_line(self) -> None:
+        """The header's findings line; outside the Findings view, with the way there."""
+        line = self._findings_line
+        if line and not self.view_state.view.findings:
+            line += f" (← to the {VIEWS[-1].name} view)"
+        self._header.show_findings(line)
+
+    def show_finding(self, finding: Finding) -> None:
+        """Filter the table to ``finding`` (its chips replace the chips) in the Overview."""
+        chips = FilterChips()
+        for text in finding.chips:
+            chips, error = chips.add(text)
+            if error is not None:  # pragma: no cover - findings make valid chips
+                self.notify(error, title="Filter not added", severity="error", timeout=6)
+        self.chips = chips
+        self._filter_bar.show_chips(chips.texts)
+        self._show(ViewState(0, self.view_state.enrichment_index))
+        self._filter_bar.input.focus()
+
+    def on_findings_list_chosen(self, message: FindingsList.Chosen) -> None:
+        self.show_finding(message.finding)
+
+    def on_findings_list_left(self, message: FindingsList.Left) -> None:
+        field = self._filter_bar.input
+        field.focus()
+        if message.character:
+            field.insert_text_at_cursor(message.character)
+
     # -- filter chips ------------------------------------------------------------------
 
     def on_filter_input_entered(self, message: FilterInput.Entered) -> None:
         if not message.value.strip():
+            if self.view_state.view.findings:
+                finding = self._findings_list.current()
+                if finding is not None:
+                    self.show_finding(finding)
+                return
             self._show_details(self._table.cursor_row)
             return
         chips, error = self.chips.add(message.value)
@@ -403,6 +528,9 @@ class FlowsApp(PlainNotifications, App[str]):
         if event.state is not WorkerState.ERROR:
             return
         error = event.worker.error
+        if event.worker.group == "findings":
+            self.notify(f"{error}", title="Findings failed", severity="error", timeout=10)
+            return
         if event.worker.group == "search":
             self._searching = self._first_search = False
             if isinstance(error, RegexTimeout):
@@ -454,6 +582,14 @@ class FlowsApp(PlainNotifications, App[str]):
             return "Starting the capture… (Ctrl+C cancels and cleans up)"
         table = self._table
         parts = [self.view_state.title()]
+        if self.view_state.view.findings:
+            count = len(self._findings_list.findings)
+            if not self.findings_runs:
+                parts.append("looking for findings…")
+            else:
+                parts.append(f"{count:,} findings in {self._findings_scope}; Enter filters "
+                             "the flows to the one selected")
+            return " · ".join(parts)
         shown, kept = table.row_count, len(table.latest())
         limit = f" (limit {table.limit}, Up/Down)" if table.limit is not None else ""
         if self._first_search:

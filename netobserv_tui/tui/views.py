@@ -6,7 +6,8 @@ press and rebuilds the table from :meth:`ViewState.columns`.
 A view's columns are ``lead + enrichment + tail``: the enrichment set chosen with Page Up /
 Page Down is inserted between the view's leading columns (time, protocol, ...) and its own
 data columns.  The Raw view already shows every field, so it ignores enrichment
-(``View.enriched`` is false).
+(``View.enriched`` is false).  The Findings view shows no flow table but the capture's
+findings (``View.findings``; :mod:`netobserv_tui.store.findings`).
 
 Enrichment sets, in cycling order:
 
@@ -52,6 +53,8 @@ class View:
     fields: tuple[str, ...] = ()
     #: False for the Raw view, which already shows every field.
     enriched: bool = True
+    #: The Findings view: a list of findings (``tui.findings``) instead of the flow table.
+    findings: bool = False
 
     def has_data(self, record: Mapping[str, Any]) -> bool:
         """True when ``record`` carries at least one of the view's fields (not NULL)."""
@@ -103,8 +106,17 @@ RAW: Final = View(
     enriched=False,
 )
 
-#: Views in Left/Right order.
-VIEWS: Final[tuple[View, ...]] = (OVERVIEW, DROPS, DNS, RTT, RAW)
+FINDINGS: Final = View(
+    "Findings",
+    lead=(),
+    tail=(),
+    empty_hint="No findings yet: no NXDOMAIN, unanswered SYN, drop or retransmission",
+    enriched=False,
+    findings=True,
+)
+
+#: Views in Left/Right order; Findings is one Left press from the Overview.
+VIEWS: Final[tuple[View, ...]] = (OVERVIEW, DROPS, DNS, RTT, RAW, FINDINGS)
 
 _SETS: Final[tuple[Enrichment, ...]] = (
     Enrichment("IP & port", (vc.SRC, vc.DST)),
@@ -167,6 +179,8 @@ class ViewState:
     def columns(self) -> tuple[Column, ...]:
         """The table's columns, left to right, for this view and enrichment set."""
         view = self.view
+        if view.findings:  # no flow table: its columns stay as they were
+            return ()
         if not view.enriched:
             return view.lead + view.tail
         return view.lead + self.enrichment.columns + view.tail

@@ -23,6 +23,7 @@ from tui_helpers import wait_until
 
 from netobserv_tui.store import open_store
 from netobserv_tui.tui.app import FlowsApp
+from netobserv_tui.tui.findings import FindingsList
 from netobserv_tui.tui.widgets import FlowTable
 from netobserv_tui.tui.widgets.filter_bar import FilterBar
 
@@ -75,6 +76,8 @@ def settled(*keys: str) -> Callable[[Pilot[Any]], Any]:
         app.query_one(FilterBar).input.cursor_blink = False
         table = app.query_one(FlowTable)
         await wait_until(pilot, lambda: table.row_count > 0, "the file's rows")
+        # The header's findings line comes once they are computed.
+        await wait_until(pilot, lambda: app.findings_runs > 0, "the findings")
         for key in keys:
             await pilot.press(key)
         await wait_until(pilot, lambda: "searching" not in app.status_text(), "the search")
@@ -101,12 +104,26 @@ def settled(*keys: str) -> Callable[[Pilot[Any]], Any]:
         ("drops", ("right",)),
         ("dns", ("right", "right")),
         ("rtt", ("right", "right", "right")),
-        ("raw", ("left",)),
+        ("raw", ("left", "left")),
         ("overview_all_enrichment", ("pageup", "pageup")),
     ],
 )
 def test_view(snap_compare: Compare, app: FlowsApp, name: str, keys: tuple[str, ...]) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=settled(*keys))
+
+
+def test_findings_view(snap_compare: Compare, app: FlowsApp) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        assert isinstance(pilot.app, FlowsApp)
+        app = pilot.app
+        app.query_one(FilterBar).input.cursor_blink = False
+        await wait_until(pilot, lambda: app.findings_runs > 0, "the findings")
+        await pilot.press("left")
+        await wait_until(pilot, lambda: app.query_one(FindingsList).row_count == 7, "the rows")
+        await pilot.pause(0.1)
+        await pilot.wait_for_scheduled_animations()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
 def test_filter_chips(snap_compare: Compare, app: FlowsApp) -> None:

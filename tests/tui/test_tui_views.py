@@ -50,9 +50,11 @@ async def test_views_cycle_both_ways_and_show_their_columns(tmp_path: Path) -> N
             row = first_row(app)
             assert "NETFILTER_DROP" in row and "3" in row and "180" in row
             await pilot.press("left", "left")
+            assert app.view_state.title() == "Findings"
+            await pilot.press("left")
             assert app.view_state.title() == "Raw"
             assert "PktDropLatestDropCause" in labels(app)
-            await pilot.press("right")
+            await pilot.press("right", "right")
             assert app.view_state.title() == "Overview · IP & port"
 
 

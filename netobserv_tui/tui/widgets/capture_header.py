@@ -80,6 +80,8 @@ class CaptureHeader(Widget):
         self._paused = False
         #: What the capture warns about (agents that did not connect...), "" if nothing.
         self._warning = ""
+        #: The findings line (``3 findings: ...``), "" if nothing is found.
+        self._findings = ""
         # Totals and rates
         self._flows: int | None = None
         self._bytes: int | None = None
@@ -126,6 +128,12 @@ class CaptureHeader(Widget):
         self._warning = text
         self.set_class(bool(text), "-warning")
         self._changed()
+
+    def show_findings(self, text: str) -> None:
+        """The line that says what the Findings view found ("" removes it)."""
+        if text != self._findings:
+            self._findings = text
+            self._changed()
 
     def show_paused(self, paused: bool) -> None:
         """The app paused (or resumed) its table; the capture itself goes on."""
@@ -261,6 +269,8 @@ class CaptureHeader(Widget):
         if self._lost_reason:
             lines.append(Content.styled(self._lost_reason, "bold"))
         lines.extend(Content.styled(line, "bold") for line in self._warning.splitlines())
+        if self._findings:
+            lines.append(Content.styled(self._findings, "bold"))
         return _NEWLINE.join(lines)
 
     def _what_items(self) -> list[_Item]:

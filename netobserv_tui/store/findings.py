@@ -1,0 +1,443 @@
+"""Findings: what a capture says is wrong, computed in SQL over a capture's whole ``flow``
+table (the TUI's Findings view and the header line that announces them).
+
+Plain Python and :mod:`sqlite3`, no Textual.  :func:`findings` takes an open connection or a
+path (opened read-only) and returns a list of :class:`Finding`, problems first:
+
+``nxdomain``
+    DNS answers with the code NXDomain, by queried name: distinct answers (DNS id and
+    endpoints; a flow seen on two interfaces counts once), and who asked (the answer's
+    destination: its workload when the capture knows it, else its address).
+``syn_unanswered`` and ``syn_refused``
+    TCP connection attempts: 4-tuples with a SYN and no ACK nor RST, whose reverse 4-tuple
+    never sent a SYN+ACK; refused when the reverse sent a RST, unanswered otherwise.  By
+    destination (workload and port, else address and port).
+``drops``
+    One finding per kernel drop cause: dropped packets and flows, the top flows.
+``retransmits``
+    TCP retransmissions by flow (per 4-tuple, the largest count seen on one interface).
+``rtt`` and ``dns_latency`` (informational)
+    The slowest smoothed TCP RTTs by destination, the slowest DNS answers by name and server.
+
+A finding's ``chips`` are filter chips (:mod:`.chips` language) that show its flows in the
+table.  A column that a capture did not record (its feature off) is NULL in every row: its
+finding is simply absent.  Each finding is one or two scans of the table (``NOT INDEXED``:
+a live capture's file has no index, and grouping in an index's order reads rows at
+random); on 100,000 flows, all of them take about a sixth of a bare fetchall of the rows
+for a capture with few problems and half of it for one full of them (unanswered SYNs,
+drops, NXDOMAIN, an RTT on every TCP record): ``tests/bench/bench_store.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal, TypeAlias
+
+from netobserv_tui.model.fields import FIELD_NAMES, FIELDS, PROTO_NAMES
+
+from .chips import endpoint
+
+Severity: TypeAlias = Literal["problem", "info"]
+
+#: Evidence rows kept per finding.
+TOP: Final = 5
+#: Drop causes reported (the most dropped packets first).
+MAX_DROP_CAUSES: Final = 5
+#: Names, destinations... quoted in a title.
+TITLE_NAMES: Final = 3
+
+_SYN: Final = 0x02
+_RST: Final = 0x04
+_ACK: Final = 0x10
+_DNS_RESPONSE: Final = 0x8000
+_DROP_PREFIX: Final = "SKB_DROP_REASON_"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing the capture shows, with the numbers behind it."""
+
+    #: ``nxdomain``, ``syn_unanswered``, ``syn_refused``, ``drops``, ``retransmits``,
+    #: ``rtt``, ``dns_latency``.
+    kind: str
+    #: One line with the numbers.
+    title: str
+    #: The top groups with their counts, one line each.
+    evidence: tuple[str, ...]
+    #: Filter chip texts that show the finding's flows.
+    chips: tuple[str, ...]
+    #: A few words for the header line (``NXDOMAIN 2 names``).
+    summary: str
+    severity: Severity = "problem"
+
+
+def findings(source: sqlite3.Connection | str | Path) -> list[Finding]:
+    """Every finding of the capture in ``source`` (a connection, or a file opened read-only);
+    problems first, in the order of the module's list.  No table yet: no finding."""
+    if isinstance(source, sqlite3.Connection):
+        return _findings(source)
+    conn = sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True,
+                           timeout=5.0)
+    try:
+        return _findings(conn)
+    finally:
+        conn.close()
+
+
+def findings_from_records(records: Iterable[Mapping[str, Any]]) -> list[Finding]:
+    """The findings of ``records`` (dicts of fields, as the stores and the live stream give
+    them), computed by the same SQL in a table in memory: for a capture without its SQLite
+    file at hand (a JSON file, the latest flows of a cluster capture)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(f"CREATE TABLE flow ({', '.join(f'{f.name} {f.sql}' for f in FIELDS)})")
+        marks = ", ".join("?" * len(FIELD_NAMES))
+        conn.executemany(
+            f"INSERT INTO flow VALUES ({marks})",
+            ([_cell(record.get(name)) for name in FIELD_NAMES] for record in records))
+        return _findings(conn)
+    finally:
+        conn.close()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return json.dumps(list(value))
+    return value
+
+
+def _findings(conn: sqlite3.Connection) -> list[Finding]:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(flow)")}
+    if not columns:
+        return []
+    result: list[Finding] = []
+    for needs, compute in _COMPUTE:
+        if needs <= columns:
+            result.extend(compute(conn))
+    result.sort(key=lambda f: f.severity != "problem")
+    return result
+
+
+# -- who: a workload when the capture knows it, else an address ------------------------
+
+
+def _who_sql(side: str) -> str:
+    """``namespace, owner, address`` of one end (``Src`` or ``Dst``): the address only when
+    no owner is known, so that a workload's pods group together."""
+    return (f"{side}K8S_Namespace, {side}K8S_OwnerName, "
+            f"CASE WHEN {side}K8S_OwnerName IS NULL THEN {side}Addr END")
+
+
+def _who_label(namespace: Any, owner: Any, addr: Any, port: Any = None) -> str:
+    if owner:
+        name = f"{namespace}/{owner}" if namespace else str(owner)
+        return f"{name}:{port}" if port else name
+    return endpoint(addr, port) or "?"
+
+
+def _who_chips(side: str, namespace: Any, owner: Any, addr: Any,
+               port: Any = None) -> tuple[str, ...]:
+    chips: list[str] = []
+    if owner:
+        if namespace:
+            chips.append(f"{side}K8S_Namespace={namespace}")
+        chips.append(f"{side}K8S_OwnerName={owner}")
+    elif addr:
+        chips.append(f"{side}Addr={addr}")
+    if port:
+        chips.append(f"{side}Port={port}")
+    return tuple(chips)
+
+
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count:,} {word if count == 1 else (plural or word + 's')}"
+
+
+def _names(names: Sequence[str], total: int) -> str:
+    shown = ", ".join(names[:TITLE_NAMES])
+    return f"{shown}, …" if total > TITLE_NAMES else shown
+
+
+def _ms_from_ns(ns: float) -> str:
+    ms = ns / 1e6
+    if ms < 1:
+        return f"{ms:.3f} ms"
+    if ms < 100:
+        return f"{ms:.1f} ms"
+    return f"{ms:,.0f} ms"
+
+
+def _split(text: Any) -> list[str]:
+    """The values of ``group_concat(DISTINCT ...)`` (comma-separated), sorted."""
+    return sorted(str(text).split(",")) if text else []
+
+
+def _who_list(text: Any) -> str:
+    values = _split(text) or ["?"]
+    return _names(values, len(values))
+
+
+# -- NXDOMAIN ----------------------------------------------------------------------------
+
+#: One DNS answer: a flow seen on several interfaces is one answer.
+_ANSWER_KEY: Final = ("DnsId || '|' || SrcAddr || '|' || SrcPort || '|' || DstAddr || '|' "
+                      "|| DstPort")
+#: Who asked (the answer's destination) / who answered (its source), as one text.
+_ASKER: Final = ("CASE WHEN DstK8S_OwnerName IS NOT NULL THEN "
+                 "coalesce(DstK8S_Namespace || '/', '') || DstK8S_OwnerName ELSE DstAddr END")
+_SERVER: Final = ("CASE WHEN SrcK8S_OwnerName IS NOT NULL THEN "
+                  "coalesce(SrcK8S_Namespace || '/', '') || SrcK8S_OwnerName ELSE SrcAddr END")
+
+
+def _nxdomain(conn: sqlite3.Connection) -> list[Finding]:
+    groups = conn.execute(f"""
+        SELECT coalesce(DnsName, '?') AS name, count(DISTINCT {_ANSWER_KEY}) AS answers,
+               group_concat(DISTINCT {_ASKER})
+        FROM flow NOT INDEXED WHERE lower(DnsFlagsResponseCode) = 'nxdomain'
+        GROUP BY name ORDER BY answers DESC, name
+    """).fetchall()
+    if not groups:
+        return []
+    total = sum(answers for _, answers, _ in groups)
+    names = [name for name, _, _ in groups]
+    evidence = tuple(f"{name}  {_plural(answers, 'answer')} · asked by {_who_list(askers)}"
+                     for name, answers, askers in groups[:TOP])
+    chips: tuple[str, ...] = ("DnsFlagsResponseCode=NXDomain",)
+    if len(groups) == 1 and names[0] != "?":
+        chips += (f"DnsName={names[0]}",)
+    return [Finding(
+        "nxdomain",
+        f"NXDOMAIN: {_plural(total, 'answer')} for {_plural(len(groups), 'name')} "
+        f"({_names(names, len(names))})",
+        evidence, chips, f"NXDOMAIN {_plural(len(groups), 'name')}")]
+
+
+# -- TCP connection attempts -------------------------------------------------------------
+
+_SOURCE: Final = ("CASE WHEN SrcK8S_OwnerName IS NOT NULL THEN "
+                  "coalesce(SrcK8S_Namespace || '/', '') || SrcK8S_OwnerName ELSE SrcAddr END")
+
+#: 4-tuples that sent a SYN without ACK nor RST, and what came back on the reverse 4-tuple:
+#: no SYN+ACK and a RST (refused) or nothing (unanswered); by destination.
+_ATTEMPTS: Final = f"""
+    WITH syn AS MATERIALIZED (
+        SELECT SrcAddr, SrcPort, DstAddr, DstPort, {_SOURCE} AS source,
+               DstK8S_Namespace AS ns, DstK8S_OwnerName AS owner,
+               min(Flags) AS fmin, max(Flags) AS fmax
+        FROM flow NOT INDEXED WHERE Proto = 6 AND (Flags & {_SYN | _ACK | _RST}) = {_SYN}
+        GROUP BY SrcAddr, SrcPort, DstAddr, DstPort
+    ), back AS (
+        SELECT SrcAddr, SrcPort, DstAddr, DstPort,
+               max((Flags & {_SYN | _ACK}) = {_SYN | _ACK}) AS synack,
+               max((Flags & {_RST}) != 0) AS rst
+        FROM flow NOT INDEXED WHERE Proto = 6 AND ((Flags & {_SYN | _ACK}) = {_SYN | _ACK}
+                                                   OR (Flags & {_RST}) != 0)
+          AND (DstAddr, DstPort, SrcAddr, SrcPort) IN
+              (SELECT SrcAddr, SrcPort, DstAddr, DstPort FROM syn)
+        GROUP BY SrcAddr, SrcPort, DstAddr, DstPort
+    )
+    SELECT CASE WHEN back.rst THEN 'syn_refused' ELSE 'syn_unanswered' END AS state,
+           syn.ns, syn.owner, CASE WHEN syn.owner IS NULL THEN syn.DstAddr END AS addr,
+           syn.DstPort AS port, count(*) AS attempts, group_concat(DISTINCT syn.source),
+           min(syn.fmin), max(syn.fmax)
+    FROM syn LEFT JOIN back
+      ON back.SrcAddr = syn.DstAddr AND back.SrcPort = syn.DstPort
+     AND back.DstAddr = syn.SrcAddr AND back.DstPort = syn.SrcPort
+    WHERE coalesce(back.synack, 0) = 0
+    GROUP BY state, syn.ns, syn.owner, addr, port
+    ORDER BY attempts DESC, addr, syn.owner, port
+"""
+
+
+def _attempts(conn: sqlite3.Connection) -> list[Finding]:
+    rows = conn.execute(_ATTEMPTS).fetchall()
+    result = []
+    for kind, what, short in (("syn_unanswered", "SYN unanswered", "SYN unanswered"),
+                              ("syn_refused", "SYN refused (RST)", "SYN refused")):
+        groups = [row[1:] for row in rows if row[0] == kind]
+        if not groups:
+            continue
+        total = sum(g[4] for g in groups)
+        labels = [_who_label(*g[:4]) for g in groups]
+        evidence = tuple(
+            f"{label}  {_plural(g[4], 'attempt')} from {_who_list(g[5])}"
+            for label, g in zip(labels[:TOP], groups[:TOP], strict=False))
+        chips: tuple[str, ...] = ("Proto=6",)
+        if len(groups) == 1:
+            chips += _who_chips("Dst", *groups[0][:4])
+        if min(g[6] for g in groups) == max(g[7] for g in groups):
+            chips += (f"Flags={groups[0][6]}",)
+        result.append(Finding(
+            kind,
+            f"{what}: {_plural(total, 'connection attempt')} to "
+            f"{_plural(len(groups), 'destination')} ({_names(labels, len(labels))})",
+            evidence, chips, f"{total:,} {short}"))
+    return result
+
+
+# -- drops -------------------------------------------------------------------------------
+
+
+def _drops(conn: sqlite3.Connection) -> list[Finding]:
+    causes = conn.execute("""
+        SELECT PktDropLatestDropCause AS cause, sum(coalesce(PktDropPackets, 0)) AS packets,
+               count(DISTINCT SrcAddr || '|' || SrcPort || '|' || DstAddr || '|' || DstPort
+                     || '|' || Proto) AS flows
+        FROM flow NOT INDEXED WHERE PktDropLatestDropCause IS NOT NULL
+        GROUP BY cause ORDER BY packets DESC, cause
+    """).fetchall()
+    if not causes:
+        return []
+    top = conn.execute("""
+        SELECT cause, SrcAddr, SrcPort, DstAddr, DstPort, Proto, packets FROM (
+            SELECT cause, SrcAddr, SrcPort, DstAddr, DstPort, Proto, packets,
+                   row_number() OVER (PARTITION BY cause
+                                      ORDER BY packets DESC, SrcAddr, SrcPort) AS rank
+            FROM (SELECT PktDropLatestDropCause AS cause, SrcAddr, SrcPort, DstAddr, DstPort,
+                         Proto, sum(coalesce(PktDropPackets, 0)) AS packets
+                  FROM flow NOT INDEXED WHERE PktDropLatestDropCause IS NOT NULL
+                  GROUP BY cause, SrcAddr, SrcPort, DstAddr, DstPort, Proto))
+        WHERE rank <= ? ORDER BY cause, rank
+    """, (TOP,)).fetchall()
+    result = []
+    for cause, packets, flows in causes[:MAX_DROP_CAUSES]:
+        evidence = tuple(
+            f"{endpoint(src, sport)} → {endpoint(dst, dport)} {_proto(proto)}  "
+            f"{_plural(dropped, 'packet')}"
+            for c, src, sport, dst, dport, proto, dropped in top if c == cause)
+        short = cause.removeprefix(_DROP_PREFIX)
+        result.append(Finding(
+            "drops",
+            f"Drops {cause}: {_plural(packets, 'packet')} in {_plural(flows, 'flow')}",
+            evidence, (f"PktDropLatestDropCause={cause}",), f"drops {short}"))
+    return result
+
+
+def _proto(number: Any) -> str:
+    return PROTO_NAMES.get(number, str(number)) if number is not None else "?"
+
+
+# -- retransmissions ---------------------------------------------------------------------
+
+
+def _retransmits(conn: sqlite3.Connection) -> list[Finding]:
+    flows = conn.execute("""
+        SELECT SrcAddr, SrcPort, DstAddr, DstPort, max(segments) AS segments FROM (
+            SELECT SrcAddr, SrcPort, DstAddr, DstPort, Interface,
+                   sum(TcpRetransmits) AS segments
+            FROM flow NOT INDEXED WHERE TcpRetransmits > 0
+            GROUP BY SrcAddr, SrcPort, DstAddr, DstPort, Interface)
+        GROUP BY SrcAddr, SrcPort, DstAddr, DstPort
+        ORDER BY segments DESC, SrcAddr, SrcPort
+    """).fetchall()
+    if not flows:
+        return []
+    total = sum(row[4] for row in flows)
+    evidence = tuple(f"{endpoint(src, sport)} → {endpoint(dst, dport)}  "
+                     f"{_plural(segments, 'segment')}"
+                     for src, sport, dst, dport, segments in flows[:TOP])
+    src, sport, dst, dport, _ = flows[0]
+    chips = (f"SrcAddr={src}", f"SrcPort={sport}", f"DstAddr={dst}", f"DstPort={dport}")
+    return [Finding(
+        "retransmits",
+        f"Retransmissions: {_plural(total, 'segment')} in {_plural(len(flows), 'flow')} "
+        f"(most: {endpoint(src, sport)} → {endpoint(dst, dport)}, {flows[0][4]:,})",
+        evidence, chips, f"retransmits {_plural(len(flows), 'flow')}")]
+
+
+# -- slowest RTT and DNS answers ---------------------------------------------------------
+
+
+#: Slowest records read to find the slowest destinations (their maxima are exact as long
+#: as these records hold :data:`TOP` destinations; else every record is grouped).
+SLOWEST_RECORDS: Final = 2000
+
+
+def _rtt(conn: sqlite3.Connection) -> list[Finding]:
+    # Grouping every record by destination sorts them all (0.2 s per 100,000); the slowest
+    # destinations are among the slowest records, and one more scan counts theirs.
+    slowest = conn.execute(f"""
+        SELECT {_who_sql("Dst")}, DstPort, TimeFlowRttNs FROM flow NOT INDEXED
+        WHERE TimeFlowRttNs > 0 ORDER BY TimeFlowRttNs DESC LIMIT ?
+    """, (SLOWEST_RECORDS,)).fetchall()
+    if not slowest:
+        return []
+    maxima: dict[tuple[Any, ...], int] = {}
+    for *key, rtt in slowest:
+        maxima.setdefault(tuple(key), rtt)
+    if len(maxima) < TOP and len(slowest) == SLOWEST_RECORDS:
+        rows = conn.execute(f"""
+            SELECT {_who_sql("Dst")}, DstPort, max(TimeFlowRttNs) FROM flow NOT INDEXED
+            WHERE TimeFlowRttNs > 0 GROUP BY 1, 2, 3, 4
+        """).fetchall()
+        maxima = {tuple(key): rtt for *key, rtt in rows}
+    keys = sorted(maxima, key=lambda k: (-maxima[k], _who_label(*k)))[:TOP]
+    cases = " ".join(
+        f"WHEN DstK8S_Namespace IS ? AND DstK8S_OwnerName IS ? AND "
+        f"(DstK8S_OwnerName IS NOT NULL OR DstAddr IS ?) AND DstPort IS ? THEN {i}"
+        for i in range(len(keys)))
+    stats = {group: (mean, count) for group, mean, count in conn.execute(f"""
+        SELECT CASE {cases} END AS grp, avg(TimeFlowRttNs), count(*) FROM flow NOT INDEXED
+        WHERE TimeFlowRttNs > 0 AND grp IS NOT NULL GROUP BY grp
+    """, [value for key in keys for value in key]).fetchall()}
+    labels = [_who_label(*key) for key in keys]
+    evidence = tuple(
+        f"{label}  max {_ms_from_ns(maxima[key])} · avg {_ms_from_ns(stats[i][0])} · "
+        f"{_plural(stats[i][1], 'flow record')}"
+        for i, (label, key) in enumerate(zip(labels, keys, strict=True)))
+    top = _ms_from_ns(maxima[keys[0]])
+    return [Finding("rtt", f"Slowest RTT: {top} to {labels[0]}", evidence,
+                    _who_chips("Dst", *keys[0]), f"RTT {top}", "info")]
+
+
+def _dns_latency(conn: sqlite3.Connection) -> list[Finding]:
+    groups = conn.execute(f"""
+        SELECT coalesce(DnsName, '?') AS name, {_SERVER} AS server,
+               max(DnsLatencyMs) AS slowest, avg(DnsLatencyMs), count(*)
+        FROM flow NOT INDEXED WHERE DnsLatencyMs IS NOT NULL AND (DnsFlags & {_DNS_RESPONSE}) != 0
+        GROUP BY name, server ORDER BY slowest DESC, name, server LIMIT ?
+    """, (TOP,)).fetchall()
+    if not groups:
+        return []
+    evidence = tuple(
+        f"{name} from {server}  max {slowest:,} ms · avg {mean:,.1f} ms · "
+        f"{_plural(answers, 'answer record')}"
+        for name, server, slowest, mean, answers in groups)
+    name, server, slowest = groups[0][:3]
+    chips = (f"DnsName={name}",) if name != "?" else ()
+    return [Finding(
+        "dns_latency", f"Slowest DNS answer: {slowest:,} ms for {name} from {server}",
+        evidence, chips, f"DNS {slowest:,} ms", "info")]
+
+
+_COMPUTE: Final = (
+    (frozenset({"DnsFlagsResponseCode", "DnsName", "DnsId"}), _nxdomain),
+    (frozenset({"Flags", "Proto"}), _attempts),
+    (frozenset({"PktDropLatestDropCause", "PktDropPackets"}), _drops),
+    (frozenset({"TcpRetransmits"}), _retransmits),
+    (frozenset({"TimeFlowRttNs"}), _rtt),
+    (frozenset({"DnsLatencyMs", "DnsFlags", "DnsName"}), _dns_latency),
+)
+
+
+def summary_line(found: Sequence[Finding]) -> str:
+    """The header's line: ``3 findings: NXDOMAIN 2 names · 5 SYN unanswered · drops
+    NETFILTER_DROP``, problems only (drop causes on one item); "" when there is none."""
+    problems = [f for f in found if f.severity == "problem"]
+    if not problems:
+        return ""
+    items: list[str] = []
+    drops: list[str] = []
+    for finding in problems:
+        if finding.kind == "drops":
+            if not drops:
+                items.append("")  # the drops' place, filled below
+            drops.append(finding.summary.removeprefix("drops "))
+        else:
+            items.append(finding.summary)
+    items = [item or f"drops {', '.join(drops)}" for item in items]
+    return f"{_plural(len(problems), 'finding')}: {' · '.join(items)}"
