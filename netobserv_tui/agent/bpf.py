@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal
 
+from ..model import speedups
 from ..model.errors import KernelError
 from ..model.packets import Packet
 from .packets import (
@@ -188,6 +189,8 @@ class FlowProgram:
                     ring.map_fd, ring.max_entries, tai=self.packet_tai,
                     lost=self._packets_lost, reader=self.packet_reader,
                 )
+                log.info("Packet ring: %d MiB, %s reader, %s.", ring.max_entries >> 20,
+                         self.packet_ring.reader, speedups.describe())
             except Exception as exc:
                 self.close()
                 raise KernelError(f"the packets ring buffer could not be opened: {exc}") from exc

@@ -10,9 +10,10 @@ Reading the ring where it lies
     take copies the records the kernel has committed as they lie, ring headers and padding
     included, in one piece per chunk (about ``chunk_bytes``): per packet, user space only
     reads its 4-byte header (to find the next one) and its ifindex (to name the
-    interfaces). Those chunks are the PACKETS payload (:mod:`netobserv_tui.model.packets`),
-    so the agent never parses or copies a packet on its own; their room in the ring is free
-    again as soon as the take returns. Elsewhere libbpf's ring manager reads the ring, one
+    interfaces), in C where it was built (:func:`~netobserv_tui.model.speedups.ring_walk`).
+    Those chunks are the PACKETS payload (:mod:`netobserv_tui.model.packets`), so the agent
+    never parses or copies a packet on its own; their room in the ring is free again as
+    soon as the take returns. Elsewhere libbpf's ring manager reads the ring, one
     callback per record (:class:`_LibbpfReader`), and the same layout is rebuilt.
     ``test_user_space_rate`` in tests/kernel/test_packet_program.py prints the rates.
 
@@ -54,14 +55,12 @@ from typing import Any, Final
 
 from ..model.packets import (
     LITTLE_ENDIAN_HOST,
-    RING_BUSY,
-    RING_DISCARD,
-    RING_HEAD_SIZE,
     Captured,
     Packet,
     pack_chunk,
     unpack_packets,
 )
+from ..model.speedups import ring_walk
 
 #: struct packet_meta of ebpf/packets.h: ts_ns, ifindex, len, caplen, direction.
 PACKET_META: Final = struct.Struct("<QIIIB3x")
@@ -209,35 +208,17 @@ class _MmapReader:
         self._prod = memoryview(self._producer).cast("Q")
         data = memoryview(self._producer)[page:]
         self._data = data
-        self._words = data.cast("I")
         self.fd = map_fd
 
     def take(self, max_packets: int | None, chunk_bytes: int
              ) -> tuple[list[tuple[bytes, int]], set[int]]:
         cons = self._cons[0]
-        prod = self._prod[0]
-        words, mask = self._words, self._mask
+        cuts, ifindexes = ring_walk(self._data, cons, self._prod[0], self._mask, chunk_bytes,
+                                    -1 if max_packets is None else max_packets)
         chunks: list[tuple[bytes, int]] = []
-        ifindexes: set[int] = set()
-        add = ifindexes.add
-        left = -1 if max_packets is None else max_packets
-        begin = cons
-        count = 0
-        while cons < prod and left:
-            word = (cons & mask) >> 2
-            length = words[word]
-            if length & RING_BUSY:
-                break
-            if not length & RING_DISCARD:
-                add(words[word + 4])
-            cons += RING_HEAD_SIZE + ((length & 0x3FFFFFFF) + 7 & ~7)
-            count += 1
-            left -= 1
-            if cons - begin >= chunk_bytes:
-                chunks.append((self._copy(begin, cons), count))
-                begin, count = cons, 0
-        if count:
-            chunks.append((self._copy(begin, cons), count))
+        for end, count in cuts:
+            chunks.append((self._copy(cons, end), count))
+            cons = end
         if chunks:
             self._cons[0] = cons
         return chunks, ifindexes
@@ -251,7 +232,7 @@ class _MmapReader:
             select.select([self.fd], [], [], max(0, timeout_ms) / 1000)
 
     def close(self) -> None:
-        for view in (self._words, self._data, self._cons, self._prod):
+        for view in (self._data, self._cons, self._prod):
             view.release()
         self._consumer.close()
         self._producer.close()

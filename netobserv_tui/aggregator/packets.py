@@ -14,25 +14,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Protocol
 
 from .. import __version__
-from ..model.packets import (
-    EGRESS,
-    MAX_SNAPLEN,
-    RECORD_HEAD,
-    RING_BUSY,
-    RING_DISCARD,
-    ZERO3,
-    PacketBatch,
-    PacketsError,
-    records,
-)
-from .pcapng import EPB_HEAD, EPB_TYPE, PAD, U32, PcapngWriter, epb_options
-
-ETH_P_IP: Final = 0x0800
-ETH_P_IPV6: Final = 0x86DD
-VLAN_TYPES: Final = (0x8100, 0x88A8)
+from ..model.packets import EGRESS, MAX_SNAPLEN, PacketBatch, PacketsError, records
+from ..model.speedups import epb_blocks
+from .pcapng import PcapngWriter, epb_options
 
 
 class _Meta(Protocol):
@@ -44,23 +31,6 @@ class _Meta(Protocol):
     owner_name: str
     owner_type: str
     host_name: str | None
-
-
-def _address_bytes(body: bytes | memoryview, start: int, end: int) -> bytes:
-    """The IP source and destination addresses, back to back, of the Ethernet frame
-    ``body[start:end]`` (one VLAN tag skipped): 8 bytes (IPv4), 32 (IPv6) or none."""
-    if end - start < 14:
-        return b""
-    ethertype = int.from_bytes(body[start + 12:start + 14])
-    off = start + 14
-    if ethertype in VLAN_TYPES and end - start >= 18:
-        ethertype = int.from_bytes(body[start + 16:start + 18])
-        off = start + 18
-    if ethertype == ETH_P_IP and end >= off + 20:
-        return bytes(body[off + 12:off + 20])
-    if ethertype == ETH_P_IPV6 and end >= off + 40:
-        return bytes(body[off + 8:off + 40])
-    return b""
 
 
 def _describe(prefix: str, meta: _Meta | None) -> list[str]:
@@ -84,6 +54,8 @@ class PacketSink:
         self.packets = 0
         self.bytes = 0
         self._out = PcapngWriter.create(path, application=f"netobserv-tui {__version__}")
+        #: The blocks of the batch being written; kept, so its pages stay mapped.
+        self._blocks = bytearray()
 
     def write(self, node: str, batch: PacketBatch) -> tuple[int, int]:
         """Append the packets of ``batch``, seen by the agent on ``node``: ``(packets, bytes
@@ -91,69 +63,30 @@ class PacketSink:
         sees whole blocks. :class:`PacketsError` if a record does not parse: none of the
         batch's packets is written then.
 
-        One pass over the records, each becoming its EPB in one buffer; what every packet
-        of an (interface, direction) shares (its IDB's id, its options with the comment)
-        is built once per batch, and with Kubernetes names once per address pair. The
-        records are checked here with one test per record (:func:`records` finds and
-        names the fault of a batch that fails it).
+        One pass over the records (:func:`~netobserv_tui.model.speedups.epb_blocks`, in C
+        when built), each becoming its EPB in one buffer; what every packet of an
+        (interface, direction[, address pair]) shares, its IDB's id and its options with
+        the comment, is built once per batch. When the pass fails, :func:`records` finds
+        and names the fault.
         """
-        body, names, lookup, clock = batch.body, batch.names, self.lookup, batch.clock_ns
-        shared: dict[tuple[int, int, bytes], tuple[int, bytes]] = {}
-        #: (interface, direction, captured length[, addresses]) -> the EPB's id, total
-        #: length and what follows the frame.
-        tails: dict[tuple[int, int, int, bytes], tuple[int, int, bytes]] = {}
-        parts: list[bytes] = []
-        append = parts.append
-        head = EPB_HEAD.pack
-        unpack = RECORD_HEAD.unpack_from
-        size = len(body)
-        off = batch.start
-        count = wire = 0
-        for _ in range(batch.count):
-            if off + 32 > size:
-                break  # records() says which record
-            length, _, ts, ifindex, orig_len, caplen, direction, zero = unpack(body, off)
-            start = off + 32
-            off += 8 + (length + 7 & ~7)
-            if (length != 24 + caplen or caplen > orig_len or off > size or direction > 1
-                    or zero != ZERO3 or caplen > MAX_SNAPLEN):
-                if length & RING_DISCARD and not length & RING_BUSY:
-                    off = start - 24 + ((length & ~RING_DISCARD) + 7 & ~7)
-                    continue
-                break
-            end = start + caplen
-            key = (ifindex, direction, caplen,
-                   _address_bytes(body, start, end) if lookup else b"")
-            found = tails.get(key)
-            if found is None:
-                if ifindex not in names:
-                    break
-                ends = (ifindex, direction, key[3])
-                iface_options = shared.get(ends)
-                if iface_options is None:
-                    iface_options = shared[ends] = self._shared(node, names[ifindex],
-                                                                direction, ends[2])
-                iface, options = iface_options
-                pad = PAD[caplen & 3]
-                total = 32 + caplen + len(pad) + len(options)
-                found = tails[key] = (iface, total, pad + options + U32.pack(total))
-            iface, total, tail = found
-            ts += clock
-            append(head(EPB_TYPE, total, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, orig_len))
-            append(body[start:end])
-            append(tail)
-            count += 1
-            wire += orig_len
-        else:
-            if off == size:
-                self._out.packet_blocks(b"".join(parts), count)
-                self._out.flush()
-                self.packets += count
-                self.bytes += wire
-                return count, wire
-        for _ in records(batch):  # raises PacketsError naming the fault
-            pass
-        raise PacketsError("a record does not parse")  # pragma: no cover - records() raises
+        names = batch.names
+
+        def options_of(ifindex: int, direction: int, ends: bytes) -> tuple[int, bytes]:
+            return self._shared(node, names[ifindex], direction, ends)
+
+        done = epb_blocks(batch.body, batch.start, batch.count, batch.clock_ns, names,
+                          self.lookup is not None, options_of, self._blocks)
+        if done is None:
+            for _ in records(batch):  # raises PacketsError naming the fault
+                pass
+            raise PacketsError("a record does not parse")  # pragma: no cover
+        length, count, wire = done
+        with memoryview(self._blocks) as blocks:
+            self._out.packet_blocks(blocks[:length], count)
+        self._out.flush()
+        self.packets += count
+        self.bytes += wire
+        return count, wire
 
     def _shared(self, node: str, ifname: str, direction: int, ends: bytes) -> tuple[int, bytes]:
         """The interface id and the options of an EPB."""

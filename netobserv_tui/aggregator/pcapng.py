@@ -172,7 +172,7 @@ class PcapngWriter:
         self.bytes_written += total
         self.packets += 1
 
-    def packet_blocks(self, blocks: bytes | bytearray, count: int) -> None:
+    def packet_blocks(self, blocks: bytes | bytearray | memoryview, count: int) -> None:
         """``count`` EPBs built by the caller (see :func:`epb_options`), back to back, for
         interfaces :meth:`interface` returned."""
         self._write(blocks)
@@ -195,7 +195,7 @@ class PcapngWriter:
         if self._owned:
             self._out.close()
 
-    def _write(self, block: bytes | bytearray) -> None:
+    def _write(self, block: bytes | bytearray | memoryview) -> None:
         self._out.write(block)
         self.bytes_written += len(block)
 

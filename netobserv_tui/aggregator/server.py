@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..model import speedups
 from ..model.errors import CaptureError
 from ..model.packets import MAX_SNAPLEN
 from ..model.protocol import FrameType, ProtocolError, host_port
@@ -253,6 +254,7 @@ class Aggregator:
                 self._sink = await loop.run_in_executor(
                     self._executor, lambda: PacketSink(path, snaplen=self.snaplen,
                                                        lookup=self._lookup))
+                log.info("Packets to %s (%s).", path, speedups.describe())
         except BaseException as exc:
             server.close()
             if self._writer is not None:
