@@ -48,7 +48,11 @@ Search session (TUI -> aggregator; live filters of a capture whose file is elsew
     <- WELCOME {"capture": str}
     SEARCH  {"chips": [str], "fields": [str], "limit": int, "after": int}
     <- RESULT {"records": [objects], "matched": int, "scanned": int, "last_id": int}
-    ...     more SEARCHes; an invalid chip gets <- ERROR and the session goes on
+    SEARCH  {"report": str, "limit": 0, "after": 2**62}   a whole-capture report by name
+    <- RESULT {"report": str, "items": [objects]}   (an older aggregator: a RESULT without
+            "report", the request read as an empty search)
+    ...     more SEARCHes; an invalid chip or an unknown report gets <- ERROR and the
+            session goes on
 
 Authentication: the first frame of every session proves the capture token without
 sending it. ``{"auth": {"nonce": 32 hex digits, random, "mac": HMAC-SHA256(token,

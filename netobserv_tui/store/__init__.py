@@ -22,6 +22,9 @@ Modules:
 - :mod:`.remote`: a capture searched by the aggregator that holds it (SEARCH frames).
 - :mod:`.findings`: what a capture shows is wrong (NXDOMAIN, unanswered SYNs, drops...),
   computed in SQL, with the chips that filter to it (the TUI's Findings view).
+- :mod:`.talkers`: the ends that carried the most bytes (the TUI's Top talkers view).
+- :mod:`.reports`: whole-capture summaries by name (findings, talkers), which the
+  aggregator computes for the TUI of a cluster capture.
 
 A search takes the live filter's predicate (:meth:`.chips.FilterChips.matches`) and applies
 it in Python to every record, newest first, keeping the first ``limit`` matches and

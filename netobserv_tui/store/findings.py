@@ -13,19 +13,30 @@ path (opened read-only) and returns a list of :class:`Finding`, problems first:
     never sent a SYN+ACK; refused when the reverse sent a RST, unanswered otherwise.  By
     destination (workload and port, else address and port).
 ``drops``
-    One finding per kernel drop cause: dropped packets and flows, the top flows.
+    One finding per kernel drop cause: dropped packets and flows, the top flows.  Causes
+    that are the kernel's housekeeping rather than trouble (a closing socket's queues
+    purged, ping replies offered to a ping socket after a raw socket took them...) are
+    informational: :data:`BENIGN_DROPS`.
 ``retransmits``
     TCP retransmissions by flow (per 4-tuple, the largest count seen on one interface).
 ``rtt`` and ``dns_latency`` (informational)
-    The slowest smoothed TCP RTTs by destination, the slowest DNS answers by name and server.
+    The slowest smoothed TCP RTTs by server (an end that received a SYN in the capture,
+    else the end with the lower port: a reply's RTT counts for the server, never for a
+    client's ephemeral port), the slowest DNS answers by name and server.
+
+Counts of events (answers, attempts, packets, segments) are multiplied by the ``Sampling``
+column when it is above 1 (one packet in N was looked at), and then say "about"; counts
+of things seen (names, destinations, flows, records) are not.
 
 A finding's ``chips`` are filter chips (:mod:`.chips` language) that show its flows in the
 table.  A column that a capture did not record (its feature off) is NULL in every row: its
 finding is simply absent.  Each finding is one or two scans of the table (``NOT INDEXED``:
 a live capture's file has no index, and grouping in an index's order reads rows at
-random); on 100,000 flows, all of them take about a sixth of a bare fetchall of the rows
-for a capture with few problems and half of it for one full of them (unanswered SYNs,
-drops, NXDOMAIN, an RTT on every TCP record): ``tests/bench/bench_store.py``.
+random), and the RTTs' queries one more each, for the ends that received a SYN; on
+100,000 flows (measured before that scan was added), all of them take about a sixth of
+a bare fetchall of the rows for a capture with few problems and half of it for one full
+of them (unanswered SYNs, drops, NXDOMAIN, an RTT on every TCP record):
+``tests/bench/bench_store.py``.
 """
 
 from __future__ import annotations
@@ -74,6 +85,27 @@ class Finding:
     summary: str
     severity: Severity = "problem"
 
+    def to_json(self) -> dict[str, Any]:
+        """The finding as a JSON object (the aggregator's ``findings`` report)."""
+        return {"kind": self.kind, "title": self.title, "evidence": list(self.evidence),
+                "chips": list(self.chips), "summary": self.summary, "severity": self.severity}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Finding:
+        """The finding :meth:`to_json` gave; :class:`ValueError` if ``data`` is not one."""
+        texts = {key: data.get(key) for key in ("kind", "title", "summary", "severity")}
+        lists = {key: data.get(key) for key in ("evidence", "chips")}
+        if not (all(isinstance(v, str) for v in texts.values())
+                and all(isinstance(v, list) and all(isinstance(x, str) for x in v)
+                        for v in lists.values())):
+            raise ValueError("a finding is {kind, title, summary, severity: str, "
+                             "evidence, chips: [str]}")
+        severity = texts["severity"]
+        if severity != "problem" and severity != "info":
+            raise ValueError(f"unknown finding severity {severity!r}")
+        return cls(str(texts["kind"]), str(texts["title"]), tuple(lists["evidence"] or ()),
+                   tuple(lists["chips"] or ()), str(texts["summary"]), severity)
+
 
 def findings(source: sqlite3.Connection | str | Path) -> list[Finding]:
     """Every finding of the capture in ``source`` (a connection, or a file opened read-only);
@@ -114,22 +146,16 @@ def _findings(conn: sqlite3.Connection) -> list[Finding]:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(flow)")}
     if not columns:
         return []
+    scale = _SCALE if "Sampling" in columns else "1"
     result: list[Finding] = []
     for needs, compute in _COMPUTE:
         if needs <= columns:
-            result.extend(compute(conn))
+            result.extend(compute(conn, scale))
     result.sort(key=lambda f: f.severity != "problem")
     return result
 
 
 # -- who: a workload when the capture knows it, else an address ------------------------
-
-
-def _who_sql(side: str) -> str:
-    """``namespace, owner, address`` of one end (``Src`` or ``Dst``): the address only when
-    no owner is known, so that a workload's pods group together."""
-    return (f"{side}K8S_Namespace, {side}K8S_OwnerName, "
-            f"CASE WHEN {side}K8S_OwnerName IS NULL THEN {side}Addr END")
 
 
 def _who_label(namespace: Any, owner: Any, addr: Any, port: Any = None) -> str:
@@ -153,8 +179,14 @@ def _who_chips(side: str, namespace: Any, owner: Any, addr: Any,
     return tuple(chips)
 
 
-def _plural(count: int, word: str, plural: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else (plural or word + 's')}"
+def _plural(count: int, word: str, plural: str | None = None, *, about: bool = False) -> str:
+    """``1 answer``, ``3 answers``; ``about 300 answers`` for a count scaled by sampling."""
+    text = f"{count:,} {word if count == 1 and not about else (plural or word + 's')}"
+    return f"about {text}" if about else text
+
+
+#: How many packets one seen packet stands for: the sampling rate (0 or 1: every packet).
+_SCALE: Final = "(CASE WHEN Sampling > 1 THEN Sampling ELSE 1 END)"
 
 
 def _names(names: Sequence[str], total: int) -> str:
@@ -193,26 +225,32 @@ _SERVER: Final = ("CASE WHEN SrcK8S_OwnerName IS NOT NULL THEN "
                   "coalesce(SrcK8S_Namespace || '/', '') || SrcK8S_OwnerName ELSE SrcAddr END")
 
 
-def _nxdomain(conn: sqlite3.Connection) -> list[Finding]:
+def _nxdomain(conn: sqlite3.Connection, scale: str) -> list[Finding]:
+    # One row per answer (its records' largest sampling rate), then per name.
     groups = conn.execute(f"""
-        SELECT coalesce(DnsName, '?') AS name, count(DISTINCT {_ANSWER_KEY}) AS answers,
-               group_concat(DISTINCT {_ASKER})
-        FROM flow NOT INDEXED WHERE lower(DnsFlagsResponseCode) = 'nxdomain'
+        SELECT name, sum(rate) AS answers, max(rate) > 1, group_concat(askers, ',')
+        FROM (SELECT coalesce(DnsName, '?') AS name, max({scale}) AS rate,
+                     group_concat(DISTINCT {_ASKER}) AS askers
+              FROM flow NOT INDEXED WHERE lower(DnsFlagsResponseCode) = 'nxdomain'
+              GROUP BY name, {_ANSWER_KEY})
         GROUP BY name ORDER BY answers DESC, name
     """).fetchall()
     if not groups:
         return []
-    total = sum(answers for _, answers, _ in groups)
-    names = [name for name, _, _ in groups]
-    evidence = tuple(f"{name}  {_plural(answers, 'answer')} · asked by {_who_list(askers)}"
-                     for name, answers, askers in groups[:TOP])
+    total = sum(answers for _, answers, _, _ in groups)
+    about = any(scaled for _, _, scaled, _ in groups)
+    names = [name for name, _, _, _ in groups]
+    evidence = tuple(
+        f"{name}  {_plural(answers, 'answer', about=bool(scaled))} · asked by "
+        f"{_who_list(','.join(sorted(set(_split(askers)))))}"
+        for name, answers, scaled, askers in groups[:TOP])
     chips: tuple[str, ...] = ("DnsFlagsResponseCode=NXDomain",)
     if len(groups) == 1 and names[0] != "?":
         chips += (f"DnsName={names[0]}",)
     return [Finding(
         "nxdomain",
-        f"NXDOMAIN: {_plural(total, 'answer')} for {_plural(len(groups), 'name')} "
-        f"({_names(names, len(names))})",
+        f"NXDOMAIN: {_plural(total, 'answer', about=about)} for "
+        f"{_plural(len(groups), 'name')} ({_names(names, len(names))})",
         evidence, chips, f"NXDOMAIN {_plural(len(groups), 'name')}")]
 
 
@@ -227,7 +265,7 @@ _ATTEMPTS: Final = f"""
     WITH syn AS MATERIALIZED (
         SELECT SrcAddr, SrcPort, DstAddr, DstPort, {_SOURCE} AS source,
                DstK8S_Namespace AS ns, DstK8S_OwnerName AS owner,
-               min(Flags) AS fmin, max(Flags) AS fmax
+               min(Flags) AS fmin, max(Flags) AS fmax, max({{scale}}) AS rate
         FROM flow NOT INDEXED WHERE Proto = 6 AND (Flags & {_SYN | _ACK | _RST}) = {_SYN}
         GROUP BY SrcAddr, SrcPort, DstAddr, DstPort
     ), back AS (
@@ -242,8 +280,8 @@ _ATTEMPTS: Final = f"""
     )
     SELECT CASE WHEN back.rst THEN 'syn_refused' ELSE 'syn_unanswered' END AS state,
            syn.ns, syn.owner, CASE WHEN syn.owner IS NULL THEN syn.DstAddr END AS addr,
-           syn.DstPort AS port, count(*) AS attempts, group_concat(DISTINCT syn.source),
-           min(syn.fmin), max(syn.fmax)
+           syn.DstPort AS port, sum(syn.rate) AS attempts, group_concat(DISTINCT syn.source),
+           min(syn.fmin), max(syn.fmax), max(syn.rate) > 1
     FROM syn LEFT JOIN back
       ON back.SrcAddr = syn.DstAddr AND back.SrcPort = syn.DstPort
      AND back.DstAddr = syn.SrcAddr AND back.DstPort = syn.SrcPort
@@ -253,8 +291,8 @@ _ATTEMPTS: Final = f"""
 """
 
 
-def _attempts(conn: sqlite3.Connection) -> list[Finding]:
-    rows = conn.execute(_ATTEMPTS).fetchall()
+def _attempts(conn: sqlite3.Connection, scale: str) -> list[Finding]:
+    rows = conn.execute(_ATTEMPTS.format(scale=scale)).fetchall()
     result = []
     for kind, what, short in (("syn_unanswered", "SYN unanswered", "SYN unanswered"),
                               ("syn_refused", "SYN refused (RST)", "SYN refused")):
@@ -262,9 +300,10 @@ def _attempts(conn: sqlite3.Connection) -> list[Finding]:
         if not groups:
             continue
         total = sum(g[4] for g in groups)
+        about = any(g[8] for g in groups)
         labels = [_who_label(*g[:4]) for g in groups]
         evidence = tuple(
-            f"{label}  {_plural(g[4], 'attempt')} from {_who_list(g[5])}"
+            f"{label}  {_plural(g[4], 'attempt', about=bool(g[8]))} from {_who_list(g[5])}"
             for label, g in zip(labels[:TOP], groups[:TOP], strict=False))
         chips: tuple[str, ...] = ("Proto=6",)
         if len(groups) == 1:
@@ -273,47 +312,94 @@ def _attempts(conn: sqlite3.Connection) -> list[Finding]:
             chips += (f"Flags={groups[0][6]}",)
         result.append(Finding(
             kind,
-            f"{what}: {_plural(total, 'connection attempt')} to "
+            f"{what}: {_plural(total, 'connection attempt', about=about)} to "
             f"{_plural(len(groups), 'destination')} ({_names(labels, len(labels))})",
-            evidence, chips, f"{total:,} {short}"))
+            evidence, chips, f"{'about ' if about else ''}{total:,} {short}"))
     return result
 
 
 # -- drops -------------------------------------------------------------------------------
 
+#: Drop causes that are the kernel's housekeeping, not trouble: their findings are
+#: informational, with the reason in the title (``include/net/dropreason-core.h``).
+BENIGN_DROPS: Final[Mapping[str, str]] = {
+    # A socket's queues thrown away as it closes or is reset: segments that nobody is
+    # waiting for any more (its retransmission queue, unread data).
+    "SKB_DROP_REASON_QUEUE_PURGE": "a closing socket's queues purged",
+    # Packets still in a socket's receive queue when the application closed it.
+    "SKB_DROP_REASON_SOCKET_CLOSE": "unread when the socket closed",
+    # A frame addressed to another host's MAC address (a promiscuous interface, a bridge,
+    # a switch flooding): not this host's to take.
+    "SKB_DROP_REASON_OTHERHOST": "frames for another host",
+    # Data, or an ACK, that had arrived already: the copy of a spurious retransmission.
+    "SKB_DROP_REASON_TCP_OLD_DATA": "data received already",
+    "SKB_DROP_REASON_TCP_OLD_ACK": "an ACK received already",
+    "SKB_DROP_REASON_TCP_TOO_OLD_ACK": "an ACK received long ago",
+    # A fragment that had arrived already.
+    "SKB_DROP_REASON_DUP_FRAG": "fragments received already",
+    # An application's own socket filter declined the packet (a DHCP client, tcpdump).
+    "SKB_DROP_REASON_SOCKET_FILTER": "declined by a socket's own filter",
+    # Frames of a protocol this host does not speak (LLDP, STP...) or IPv6 where it is off.
+    "SKB_DROP_REASON_UNHANDLED_PROTO": "a protocol this host does not speak",
+    "SKB_DROP_REASON_IPV6DISABLED": "IPv6 is disabled on the interface",
+}
+#: NO_SOCKET is a problem for UDP (a datagram to a port nobody listens on: the sender gets
+#: "port unreachable") and for TCP (a segment for no connection nor listener: answered by a
+#: RST).  For ICMP it is housekeeping: an echo reply is offered to ping sockets after the
+#: raw socket of ``ping`` received its copy, and finding no ping socket counts as a drop.
+_NO_SOCKET: Final = "SKB_DROP_REASON_NO_SOCKET"
+_ICMP_PROTOS: Final = (1, 58)
+_NO_SOCKET_ICMP: Final = "ping replies, taken by ping's raw socket"
 
-def _drops(conn: sqlite3.Connection) -> list[Finding]:
-    causes = conn.execute("""
-        SELECT PktDropLatestDropCause AS cause, sum(coalesce(PktDropPackets, 0)) AS packets,
+#: 1 when a drop record is housekeeping (see :data:`BENIGN_DROPS`), else 0.
+_BENIGN_SQL: Final = (
+    f"(PktDropLatestDropCause IN ({', '.join(repr(c) for c in sorted(BENIGN_DROPS))}) "
+    f"OR (PktDropLatestDropCause = '{_NO_SOCKET}' AND Proto IN {_ICMP_PROTOS}))")
+
+
+def _drops(conn: sqlite3.Connection, scale: str) -> list[Finding]:
+    causes = conn.execute(f"""
+        SELECT PktDropLatestDropCause AS cause, {_BENIGN_SQL} AS benign,
+               sum(coalesce(PktDropPackets, 0) * {scale}) AS packets,
                count(DISTINCT SrcAddr || '|' || SrcPort || '|' || DstAddr || '|' || DstPort
-                     || '|' || Proto) AS flows
+                     || '|' || Proto) AS flows,
+               max({scale}) > 1, min(Proto), max(Proto)
         FROM flow NOT INDEXED WHERE PktDropLatestDropCause IS NOT NULL
-        GROUP BY cause ORDER BY packets DESC, cause
+        GROUP BY cause, benign ORDER BY benign, packets DESC, cause
     """).fetchall()
     if not causes:
         return []
-    top = conn.execute("""
-        SELECT cause, SrcAddr, SrcPort, DstAddr, DstPort, Proto, packets FROM (
-            SELECT cause, SrcAddr, SrcPort, DstAddr, DstPort, Proto, packets,
-                   row_number() OVER (PARTITION BY cause
+    top = conn.execute(f"""
+        SELECT cause, benign, SrcAddr, SrcPort, DstAddr, DstPort, Proto, packets, scaled FROM (
+            SELECT cause, benign, SrcAddr, SrcPort, DstAddr, DstPort, Proto, packets, scaled,
+                   row_number() OVER (PARTITION BY cause, benign
                                       ORDER BY packets DESC, SrcAddr, SrcPort) AS rank
-            FROM (SELECT PktDropLatestDropCause AS cause, SrcAddr, SrcPort, DstAddr, DstPort,
-                         Proto, sum(coalesce(PktDropPackets, 0)) AS packets
+            FROM (SELECT PktDropLatestDropCause AS cause, {_BENIGN_SQL} AS benign,
+                         SrcAddr, SrcPort, DstAddr, DstPort, Proto,
+                         sum(coalesce(PktDropPackets, 0) * {scale}) AS packets,
+                         max({scale}) > 1 AS scaled
                   FROM flow NOT INDEXED WHERE PktDropLatestDropCause IS NOT NULL
-                  GROUP BY cause, SrcAddr, SrcPort, DstAddr, DstPort, Proto))
-        WHERE rank <= ? ORDER BY cause, rank
+                  GROUP BY cause, benign, SrcAddr, SrcPort, DstAddr, DstPort, Proto))
+        WHERE rank <= ? ORDER BY cause, benign, rank
     """, (TOP,)).fetchall()
     result = []
-    for cause, packets, flows in causes[:MAX_DROP_CAUSES]:
+    for cause, benign, packets, flows, scaled, proto_min, proto_max in \
+            causes[:MAX_DROP_CAUSES]:
         evidence = tuple(
             f"{endpoint(src, sport)} → {endpoint(dst, dport)} {_proto(proto)}  "
-            f"{_plural(dropped, 'packet')}"
-            for c, src, sport, dst, dport, proto, dropped in top if c == cause)
+            f"{_plural(dropped, 'packet', about=bool(flow_scaled))}"
+            for c, b, src, sport, dst, dport, proto, dropped, flow_scaled in top
+            if (c, b) == (cause, benign))
         short = cause.removeprefix(_DROP_PREFIX)
+        chips: tuple[str, ...] = (f"PktDropLatestDropCause={cause}",)
+        if cause == _NO_SOCKET and proto_min == proto_max:  # its two halves apart
+            chips += (f"Proto={proto_min}",)
+        why = BENIGN_DROPS.get(cause, _NO_SOCKET_ICMP) if benign else ""
         result.append(Finding(
             "drops",
-            f"Drops {cause}: {_plural(packets, 'packet')} in {_plural(flows, 'flow')}",
-            evidence, (f"PktDropLatestDropCause={cause}",), f"drops {short}"))
+            f"Drops {cause}: {_plural(packets, 'packet', about=bool(scaled))} in "
+            f"{_plural(flows, 'flow')}" + (f" ({why}: normal)" if why else ""),
+            evidence, chips, f"drops {short}", "info" if benign else "problem"))
     return result
 
 
@@ -324,11 +410,12 @@ def _proto(number: Any) -> str:
 # -- retransmissions ---------------------------------------------------------------------
 
 
-def _retransmits(conn: sqlite3.Connection) -> list[Finding]:
-    flows = conn.execute("""
-        SELECT SrcAddr, SrcPort, DstAddr, DstPort, max(segments) AS segments FROM (
+def _retransmits(conn: sqlite3.Connection, scale: str) -> list[Finding]:
+    flows = conn.execute(f"""
+        SELECT SrcAddr, SrcPort, DstAddr, DstPort, max(segments) AS segments,
+               max(scaled) FROM (
             SELECT SrcAddr, SrcPort, DstAddr, DstPort, Interface,
-                   sum(TcpRetransmits) AS segments
+                   sum(TcpRetransmits * {scale}) AS segments, max({scale}) > 1 AS scaled
             FROM flow NOT INDEXED WHERE TcpRetransmits > 0
             GROUP BY SrcAddr, SrcPort, DstAddr, DstPort, Interface)
         GROUP BY SrcAddr, SrcPort, DstAddr, DstPort
@@ -337,15 +424,17 @@ def _retransmits(conn: sqlite3.Connection) -> list[Finding]:
     if not flows:
         return []
     total = sum(row[4] for row in flows)
+    about = any(row[5] for row in flows)
     evidence = tuple(f"{endpoint(src, sport)} → {endpoint(dst, dport)}  "
-                     f"{_plural(segments, 'segment')}"
-                     for src, sport, dst, dport, segments in flows[:TOP])
-    src, sport, dst, dport, _ = flows[0]
+                     f"{_plural(segments, 'segment', about=bool(scaled))}"
+                     for src, sport, dst, dport, segments, scaled in flows[:TOP])
+    src, sport, dst, dport, most, most_scaled = flows[0]
     chips = (f"SrcAddr={src}", f"SrcPort={sport}", f"DstAddr={dst}", f"DstPort={dport}")
     return [Finding(
         "retransmits",
-        f"Retransmissions: {_plural(total, 'segment')} in {_plural(len(flows), 'flow')} "
-        f"(most: {endpoint(src, sport)} → {endpoint(dst, dport)}, {flows[0][4]:,})",
+        f"Retransmissions: {_plural(total, 'segment', about=about)} in "
+        f"{_plural(len(flows), 'flow')} (most: {endpoint(src, sport)} → "
+        f"{endpoint(dst, dport)}, {'about ' if most_scaled else ''}{most:,})",
         evidence, chips, f"retransmits {_plural(len(flows), 'flow')}")]
 
 
@@ -357,12 +446,37 @@ def _retransmits(conn: sqlite3.Connection) -> list[Finding]:
 SLOWEST_RECORDS: Final = 2000
 
 
-def _rtt(conn: sqlite3.Connection) -> list[Finding]:
-    # Grouping every record by destination sorts them all (0.2 s per 100,000); the slowest
-    # destinations are among the slowest records, and one more scan counts theirs.
-    slowest = conn.execute(f"""
-        SELECT {_who_sql("Dst")}, DstPort, TimeFlowRttNs FROM flow NOT INDEXED
-        WHERE TimeFlowRttNs > 0 ORDER BY TimeFlowRttNs DESC LIMIT ?
+#: The RTT records by server: ``rtt, ns, owner, addr, port`` of the end that is a server,
+#: one that received a SYN (without ACK) in the capture, else of the end with the lower
+#: port (a client's is ephemeral, above the well-known and service ports).  A reply's
+#: record counts for its server instead of listing the client's port as a destination.
+_RTT_BY_SERVER: Final = f"""
+    WITH listening AS MATERIALIZED (
+        SELECT DISTINCT DstAddr, DstPort FROM flow NOT INDEXED
+        WHERE Proto = 6 AND (Flags & {_SYN | _ACK}) = {_SYN}
+    ), side AS (
+        SELECT *, CASE
+            WHEN (DstAddr, DstPort) IN (SELECT * FROM listening) THEN 1
+            WHEN (SrcAddr, SrcPort) IN (SELECT * FROM listening) THEN 0
+            ELSE coalesce(DstPort, 0) <= coalesce(SrcPort, 0) END AS to_dst
+        FROM flow NOT INDEXED WHERE TimeFlowRttNs > 0
+    ), rtt AS (
+        SELECT TimeFlowRttNs AS rtt,
+               iif(to_dst, DstK8S_Namespace, SrcK8S_Namespace) AS ns,
+               iif(to_dst, DstK8S_OwnerName, SrcK8S_OwnerName) AS owner,
+               iif(to_dst, iif(DstK8S_OwnerName IS NULL, DstAddr, NULL),
+                   iif(SrcK8S_OwnerName IS NULL, SrcAddr, NULL)) AS addr,
+               iif(to_dst, DstPort, SrcPort) AS port
+        FROM side
+    )
+"""
+
+
+def _rtt(conn: sqlite3.Connection, _scale: str) -> list[Finding]:
+    # Grouping every record by server sorts them all (0.2 s per 100,000); the slowest
+    # servers are among the slowest records, and one more scan counts theirs.
+    slowest = conn.execute(f"""{_RTT_BY_SERVER}
+        SELECT ns, owner, addr, port, rtt FROM rtt ORDER BY rtt DESC LIMIT ?
     """, (SLOWEST_RECORDS,)).fetchall()
     if not slowest:
         return []
@@ -370,19 +484,16 @@ def _rtt(conn: sqlite3.Connection) -> list[Finding]:
     for *key, rtt in slowest:
         maxima.setdefault(tuple(key), rtt)
     if len(maxima) < TOP and len(slowest) == SLOWEST_RECORDS:
-        rows = conn.execute(f"""
-            SELECT {_who_sql("Dst")}, DstPort, max(TimeFlowRttNs) FROM flow NOT INDEXED
-            WHERE TimeFlowRttNs > 0 GROUP BY 1, 2, 3, 4
+        rows = conn.execute(f"""{_RTT_BY_SERVER}
+            SELECT ns, owner, addr, port, max(rtt) FROM rtt GROUP BY 1, 2, 3, 4
         """).fetchall()
         maxima = {tuple(key): rtt for *key, rtt in rows}
     keys = sorted(maxima, key=lambda k: (-maxima[k], _who_label(*k)))[:TOP]
-    cases = " ".join(
-        f"WHEN DstK8S_Namespace IS ? AND DstK8S_OwnerName IS ? AND "
-        f"(DstK8S_OwnerName IS NOT NULL OR DstAddr IS ?) AND DstPort IS ? THEN {i}"
-        for i in range(len(keys)))
-    stats = {group: (mean, count) for group, mean, count in conn.execute(f"""
-        SELECT CASE {cases} END AS grp, avg(TimeFlowRttNs), count(*) FROM flow NOT INDEXED
-        WHERE TimeFlowRttNs > 0 AND grp IS NOT NULL GROUP BY grp
+    cases = " ".join(f"WHEN ns IS ? AND owner IS ? AND addr IS ? AND port IS ? THEN {i}"
+                     for i in range(len(keys)))
+    stats = {group: (mean, count) for group, mean, count in conn.execute(f"""{_RTT_BY_SERVER}
+        SELECT CASE {cases} END AS grp, avg(rtt), count(*) FROM rtt
+        WHERE grp IS NOT NULL GROUP BY grp
     """, [value for key in keys for value in key]).fetchall()}
     labels = [_who_label(*key) for key in keys]
     evidence = tuple(
@@ -394,7 +505,7 @@ def _rtt(conn: sqlite3.Connection) -> list[Finding]:
                     _who_chips("Dst", *keys[0]), f"RTT {top}", "info")]
 
 
-def _dns_latency(conn: sqlite3.Connection) -> list[Finding]:
+def _dns_latency(conn: sqlite3.Connection, _scale: str) -> list[Finding]:
     groups = conn.execute(f"""
         SELECT coalesce(DnsName, '?') AS name, {_SERVER} AS server,
                max(DnsLatencyMs) AS slowest, avg(DnsLatencyMs), count(*)
@@ -419,7 +530,7 @@ _COMPUTE: Final = (
     (frozenset({"Flags", "Proto"}), _attempts),
     (frozenset({"PktDropLatestDropCause", "PktDropPackets"}), _drops),
     (frozenset({"TcpRetransmits"}), _retransmits),
-    (frozenset({"TimeFlowRttNs"}), _rtt),
+    (frozenset({"TimeFlowRttNs", "Flags", "Proto"}), _rtt),
     (frozenset({"DnsLatencyMs", "DnsFlags", "DnsName"}), _dns_latency),
 )
 

@@ -15,6 +15,14 @@ from .base import Match, Narrowing, SearchResult, StoreError, Totals
 from .chips import RegexTimeout
 from .query import Query
 
+#: A row id beyond any capture's (SQLite's rowids are below 2^63).
+_BEYOND = 1 << 62
+
+
+class ReportRefused(StoreError):
+    """The aggregator does not compute the report asked for (an unknown name, or a version
+    older than reports): compute it some other way."""
+
 
 class RemoteStore:
     """The capture file of an aggregator that is not on this host (a cluster capture, through
@@ -22,6 +30,7 @@ class RemoteStore:
 
     Blocking, like the other stores (searches run in a worker thread).  It needs the
     :class:`Query`; the predicate given to :meth:`search` is not sent (it is code).
+    :meth:`report` asks for a whole-capture report (:mod:`.reports`) on the same connection.
     """
 
     kind: str = "remote"
@@ -41,7 +50,7 @@ class RemoteStore:
         sock.sendall(encode(FrameType.SEARCH, token_proof(self._token, FrameType.SEARCH)))
         self._expect(FrameType.WELCOME)
 
-    def _expect(self, kind: FrameType) -> dict[str, Any]:
+    def _expect(self, kind: FrameType, what: str = "search") -> dict[str, Any]:
         frame = read_frame_sync(self._reader)
         if frame is None:
             raise StoreError(f"the aggregator at {self.path} closed the search connection")
@@ -50,32 +59,55 @@ class RemoteStore:
             reason = payload.get("reason", "no reason given")
             if payload.get("kind") == "regex_timeout":
                 raise RegexTimeout(str(reason))
-            raise StoreError(f"the aggregator at {self.path} refused the search: {reason}")
+            if payload.get("kind") == "unknown_report":
+                raise ReportRefused(f"the aggregator at {self.path} refused the {what}: "
+                                    f"{reason}")
+            raise StoreError(f"the aggregator at {self.path} refused the {what}: {reason}")
         if got is not kind:
-            raise StoreError(f"the aggregator at {self.path} answered {got.name} to a search")
+            raise StoreError(f"the aggregator at {self.path} answered {got.name} to a {what}")
         return payload
 
-    def search(self, match: Match | None, limit: int, *, after: int = 0,
-               narrow: Narrowing | None = None, query: Query | None = None) -> SearchResult:
-        request = {**(query or Query()).to_json(), "limit": max(limit, 0), "after": after}
-        for attempt in (1, 2):  # one reconnect: a port-forward tunnel may have been cut
+    def _ask(self, request: dict[str, Any], what: str) -> dict[str, Any]:
+        """Send ``request`` (a SEARCH frame) and return the RESULT; reconnects once, since a
+        port-forward tunnel may have been cut, but not after a verdict on the request."""
+        for attempt in (1, 2):
             try:
                 if self._sock is None:
                     self._connect()
                 self._sock.sendall(encode(FrameType.SEARCH, request))
-                payload = self._expect(FrameType.RESULT)
-                break
-            except RegexTimeout:
-                raise  # a verdict on the query: asking again would take as long
+                return self._expect(FrameType.RESULT, what)
+            except (RegexTimeout, ReportRefused):
+                raise  # asking again would get the same answer
             except (OSError, StoreError):
                 self.close()
                 if attempt == 2:
                     raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def search(self, match: Match | None, limit: int, *, after: int = 0,
+               narrow: Narrowing | None = None, query: Query | None = None) -> SearchResult:
+        request = {**(query or Query()).to_json(), "limit": max(limit, 0), "after": after}
+        payload = self._ask(request, "search")
         records = payload.get("records")
         if not isinstance(records, list):
             raise StoreError(f"the aggregator at {self.path} sent a malformed search result")
         return SearchResult(records, int(payload.get("matched", 0)),
                             int(payload.get("scanned", 0)), int(payload.get("last_id", 0)))
+
+    def report(self, name: str) -> list[dict[str, Any]]:
+        """The report ``name`` (:mod:`.reports`) of the whole capture, computed by the
+        aggregator over its file.  :class:`ReportRefused` when the aggregator does not
+        compute it (an unknown name, or an aggregator older than reports)."""
+        # limit 0 and an ``after`` beyond any row: an aggregator older than reports reads
+        # this as a search and answers at once, with an empty RESULT and no "report".
+        payload = self._ask({"report": name, "limit": 0, "after": _BEYOND}, "report")
+        if payload.get("report") != name:
+            raise ReportRefused(f"the aggregator at {self.path} does not compute reports "
+                                "(an older version)")
+        items = payload.get("items")
+        if not (isinstance(items, list) and all(isinstance(item, dict) for item in items)):
+            raise StoreError(f"the aggregator at {self.path} sent a malformed {name} report")
+        return items
 
     def totals(self) -> Totals:
         return Totals(0, 0, 0, None, None)  # the header has the live totals

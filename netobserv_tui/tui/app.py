@@ -38,11 +38,15 @@ from ..model.stream import FlowBatch, LiveStream, StatsUpdate, StreamError
 from ..store import FlowStore, JsonStore, Narrowing, Query, SearchResult, SqliteStore, StoreError
 from ..store.chips import FilterChips, RegexTimeout
 from ..store.findings import Finding, findings, findings_from_records, summary_line
+from ..store.remote import RemoteStore
+from ..store.talkers import Talker, talkers, talkers_from_records
 from .columns import Record
 from .findings import FindingsList
 from .messages import FlowsReceived, StatsReceived, StopRequested, StreamConnected, StreamLost
 from .plain import PlainNotifications
+from .rate import ByteRate
 from .screens import DetailsScreen, HelpScreen
+from .talkers import TalkersList
 from .views import NAMES_ENRICHMENT, VIEWS, ViewState
 from .widgets import CaptureHeader, FlowTable
 from .widgets.filter_bar import FilterBar, FilterInput
@@ -53,6 +57,8 @@ STOPPED = "stopped"
 PROGRESS_LINES = 12
 #: Seconds between two computations of a live capture's findings.
 FINDINGS_INTERVAL = 3.0
+#: Seconds between two computations of a live capture's top talkers (while shown).
+TALKERS_INTERVAL = 3.0
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -99,6 +105,7 @@ class FlowsApp(PlainNotifications, App[str]):
         starting: bool = False,
         names_first: bool = False,
         findings_interval: float = FINDINGS_INTERVAL,
+        talkers_interval: float = TALKERS_INTERVAL,
     ) -> None:
         super().__init__()
         if stream is None and store is None and not starting:
@@ -125,6 +132,17 @@ class FlowsApp(PlainNotifications, App[str]):
         self._findings_next = 0.0
         #: Completed computations of the findings, for tests.
         self.findings_runs = 0
+        self._talkers_list = TalkersList(id="talkers")
+        self._talkers_interval = talkers_interval
+        self._talking = False
+        #: What the talkers were computed from, and by what ("by address in ...").
+        self._talkers_scope = ""
+        self._talkers_next = 0.0
+        #: Completed computations of the top talkers, for tests.
+        self.talkers_runs = 0
+        #: Bytes per second from the aggregator's counters: the header's sparkline.
+        self._byte_rate = ByteRate()
+        self._rate_clock = clock
         self._status = Static("Waiting for flows…", id="status", markup=False)
         # A cluster's flows are read by who the ends are; IP & port is one Page Down away.
         self.view_state = ViewState(enrichment_index=NAMES_ENRICHMENT) if names_first \
@@ -158,6 +176,7 @@ class FlowsApp(PlainNotifications, App[str]):
         yield self._progress
         yield self._table
         yield self._findings_list
+        yield self._talkers_list
         yield self._filter_bar
         yield self._status
         yield Footer()
@@ -165,6 +184,7 @@ class FlowsApp(PlainNotifications, App[str]):
     def on_mount(self) -> None:
         self._progress.display = self.starting
         self._findings_list.display = False
+        self._talkers_list.display = False
         if self.starting:
             self._header.show_connecting("the capture being started")
             self._status.update(self.status_text())
@@ -183,6 +203,7 @@ class FlowsApp(PlainNotifications, App[str]):
             self._load_file()
         if self._stream is not None or self.starting:
             self.set_interval(self._findings_interval, self._refresh_findings)
+            self.set_interval(self._talkers_interval, self._refresh_talkers)
         if self._stream is not None or self._store is not None:
             self.call_later(self._refresh_findings)
 
@@ -225,8 +246,10 @@ class FlowsApp(PlainNotifications, App[str]):
         refilter = state.view != self.view_state.view
         self.view_state = state
         findings_view = state.view.findings
-        self._table.display = not findings_view
+        talkers_view = state.view.talkers
+        self._table.display = not (findings_view or talkers_view)
         self._findings_list.display = findings_view
+        self._talkers_list.display = talkers_view
         self.sub_title = state.title()
         self._show_findings_line()
         if findings_view:
@@ -234,7 +257,12 @@ class FlowsApp(PlainNotifications, App[str]):
             self._refresh_findings()
             self._update_status()
             return
-        if self._findings_list.has_focus:
+        if talkers_view:
+            self._talkers_list.focus()
+            self._refresh_talkers()
+            self._update_status()
+            return
+        if self._findings_list.has_focus or self._talkers_list.has_focus:
             self._filter_bar.input.focus()
         # A new view shows other rows: no rebuild of the old ones under the new columns.
         self._table.set_columns(state.columns(), rebuild=not refilter)
@@ -298,8 +326,10 @@ class FlowsApp(PlainNotifications, App[str]):
 
     def _refresh_findings(self) -> None:
         """Timer: compute the findings again, in a thread (one at a time).  From the SQLite
-        file when the store is one (the whole capture), from a JSON file's records, else
-        (a cluster capture searched through its aggregator) from the latest flows held."""
+        file when the store is one (the whole capture), from a JSON file's records, from
+        the aggregator's report over its file (a cluster capture searched through its
+        aggregator), else (or if the aggregator does not compute it) from the latest flows
+        held."""
         if self._finding or self.starting:
             return
         # A computation that takes long (a big capture) runs less often: at most a fifth
@@ -311,6 +341,9 @@ class FlowsApp(PlainNotifications, App[str]):
                 self._stream is None and self.findings_runs):
             self._finding = True
             self._compute_findings(store, None)
+        elif isinstance(store, RemoteStore):
+            self._finding = True
+            self._compute_findings(store, self._table.ring())
         elif store is None or not isinstance(store, SqliteStore | JsonStore):
             self._finding = True
             self._compute_findings(None, self._table.ring())
@@ -320,13 +353,21 @@ class FlowsApp(PlainNotifications, App[str]):
                           records: list[Record] | None) -> None:
         started = time.monotonic()
         try:
-            if isinstance(store, SqliteStore):
+            found: list[Finding] | None = None
+            if isinstance(store, RemoteStore):
+                try:
+                    with self._store_lock:
+                        items = store.report("findings")
+                    found, scope = [Finding.from_json(i) for i in items], "the whole capture"
+                except (StoreError, ValueError):
+                    pass  # an older aggregator, a broken tunnel: the latest flows held
+            elif isinstance(store, SqliteStore):
                 found, scope = findings(store.path), "the whole capture"
             elif store is not None:
                 with self._store_lock:
                     result = store.search(None, 1 << 62)
                 found, scope = findings_from_records(result.records), "the whole capture"
-            else:
+            if found is None:
                 rows = records or []
                 found = findings_from_records(rows)
                 flows = "flow" if len(rows) == 1 else "flows"
@@ -362,10 +403,14 @@ class FlowsApp(PlainNotifications, App[str]):
 
     def show_finding(self, finding: Finding) -> None:
         """Filter the table to ``finding`` (its chips replace the chips) in the Overview."""
+        self._filter_to(finding.chips)
+
+    def _filter_to(self, texts: tuple[str, ...]) -> None:
+        """The Overview, filtered by ``texts`` (which replace the chips)."""
         chips = FilterChips()
-        for text in finding.chips:
+        for text in texts:
             chips, error = chips.add(text)
-            if error is not None:  # pragma: no cover - findings make valid chips
+            if error is not None:  # pragma: no cover - findings and talkers make valid chips
                 self.notify(error, title="Filter not added", severity="error", timeout=6)
         self.chips = chips
         self._filter_bar.show_chips(chips.texts)
@@ -381,6 +426,87 @@ class FlowsApp(PlainNotifications, App[str]):
         if message.character:
             field.insert_text_at_cursor(message.character)
 
+    # -- top talkers -------------------------------------------------------------------
+
+    def _refresh_talkers(self) -> None:
+        """Timer (and the view shown): compute the top talkers again while their view is
+        shown, in a thread (one at a time; at most a fifth of the time goes to it).  From
+        the SQLite file or a JSON file's records (the whole capture; a saved file once),
+        from the aggregator's report over its file (a cluster capture), else (or if the
+        aggregator does not compute it) from the latest flows held."""
+        if self._talking or self.starting or not self.view_state.view.talkers:
+            return
+        if time.monotonic() < self._talkers_next:
+            return
+        store = self._store
+        if isinstance(store, SqliteStore | JsonStore):
+            if self._stream is None and self.talkers_runs:
+                return  # a saved file does not change
+            self._talking = True
+            self._compute_talkers(store, None)
+        elif isinstance(store, RemoteStore):
+            self._talking = True
+            self._compute_talkers(store, self._table.ring())
+        else:
+            self._talking = True
+            self._compute_talkers(None, self._table.ring())
+
+    @work(thread=True, group="talkers", exit_on_error=False)
+    def _compute_talkers(self, store: FlowStore | None,
+                         records: list[Record] | None) -> None:
+        started = time.monotonic()
+        try:
+            found: list[Talker] | None = None
+            if isinstance(store, RemoteStore):
+                try:
+                    with self._store_lock:
+                        items = store.report("talkers")
+                    found, scope = [Talker.from_json(i) for i in items], "the whole capture"
+                except (StoreError, ValueError):
+                    pass  # an older aggregator, a broken tunnel: the latest flows held
+            elif isinstance(store, SqliteStore):
+                found, scope = talkers(store.path), "the whole capture"
+            elif store is not None:
+                with self._store_lock:
+                    result = store.search(None, 1 << 62)
+                found, scope = talkers_from_records(result.records), "the whole capture"
+            if found is None:
+                rows = records or []
+                found = talkers_from_records(rows)
+                flows = "flow" if len(rows) == 1 else "flows"
+                scope = (f"the latest {len(rows):,} {flows} held here (the whole capture's "
+                         "come with its SQLite file: netobserv open)")
+        except Exception:
+            self.call_from_thread(self._talkers_failed)
+            raise
+        self._talkers_next = time.monotonic() + 4 * (time.monotonic() - started)
+        self.call_from_thread(self._talkers_done, found, scope)
+
+    def _talkers_failed(self) -> None:
+        self._talking = False
+
+    def _talkers_done(self, found: list[Talker], scope: str) -> None:
+        self._talking = False
+        self.talkers_runs += 1
+        by = "workload" if any(t.kind == "workload" for t in found) else "address"
+        self._talkers_scope = f"by {by} in {scope}"
+        self._talkers_list.show(found, f"No flows in {scope} yet")
+        if self.view_state.view.talkers:
+            self._update_status()
+
+    def show_talker(self, talker: Talker) -> None:
+        """Filter the table to ``talker``'s flows (its chips replace the chips)."""
+        self._filter_to(talker.chips)
+
+    def on_talkers_list_chosen(self, message: TalkersList.Chosen) -> None:
+        self.show_talker(message.talker)
+
+    def on_talkers_list_left(self, message: TalkersList.Left) -> None:
+        field = self._filter_bar.input
+        field.focus()
+        if message.character:
+            field.insert_text_at_cursor(message.character)
+
     # -- filter chips ------------------------------------------------------------------
 
     def on_filter_input_entered(self, message: FilterInput.Entered) -> None:
@@ -389,6 +515,11 @@ class FlowsApp(PlainNotifications, App[str]):
                 finding = self._findings_list.current()
                 if finding is not None:
                     self.show_finding(finding)
+                return
+            if self.view_state.view.talkers:
+                talker = self._talkers_list.current()
+                if talker is not None:
+                    self.show_talker(talker)
                 return
             self._show_details(self._table.cursor_row)
             return
@@ -531,6 +662,9 @@ class FlowsApp(PlainNotifications, App[str]):
         if event.worker.group == "findings":
             self.notify(f"{error}", title="Findings failed", severity="error", timeout=10)
             return
+        if event.worker.group == "talkers":
+            self.notify(f"{error}", title="Top talkers failed", severity="error", timeout=10)
+            return
         if event.worker.group == "search":
             self._searching = self._first_search = False
             if isinstance(error, RegexTimeout):
@@ -565,9 +699,15 @@ class FlowsApp(PlainNotifications, App[str]):
 
     def on_stats_received(self, message: StatsReceived) -> None:
         self._header.show_stats(message.stats)
+        total = message.stats.get("bytes")
+        if isinstance(total, int) and not isinstance(total, bool):
+            self._byte_rate.add(self._rate_clock(), total)
+            self._header.show_rate(self._byte_rate.per_second())
 
     def on_stream_lost(self, message: StreamLost) -> None:
         self._header.show_lost(message.reason)
+        self._byte_rate.clear()  # a stream that is gone has no rate
+        self._header.show_rate(())
         self.notify(message.reason, title="Live stream lost", severity="error", timeout=10)
 
     def on_flow_table_refreshed(self, _message: FlowTable.Refreshed) -> None:
@@ -589,6 +729,14 @@ class FlowsApp(PlainNotifications, App[str]):
             else:
                 parts.append(f"{count:,} findings in {self._findings_scope}; Enter filters "
                              "the flows to the one selected")
+            return " · ".join(parts)
+        if self.view_state.view.talkers:
+            count = len(self._talkers_list.talkers)
+            if not self.talkers_runs:
+                parts.append("counting the talkers…")
+            else:
+                parts.append(f"top {count:,} {self._talkers_scope}; Enter filters the flows "
+                             "to the one selected")
             return " · ".join(parts)
         shown, kept = table.row_count, len(table.latest())
         limit = f" (limit {table.limit}, Up/Down)" if table.limit is not None else ""

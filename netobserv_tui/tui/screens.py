@@ -130,8 +130,9 @@ class DetailsScreen(ModalScreen[None]):
 #: The keys, as the help screen lists them: (keys, what they do).
 HELP_KEYS: Final[tuple[tuple[str, str], ...]] = (
     ("Ctrl+C, Ctrl+Q", "Stop the capture: flush and keep the files, then exit"),
-    ("Left / Right", "Previous / next view: Overview, Packet drops, DNS, RTT, Raw, Findings"),
-    ("Enter", "In the Findings view: filter the flows to the selected finding"),
+    ("Left / Right", "Previous / next view: Overview, Packet drops, DNS, RTT, Top talkers, Raw, "
+                     "Findings"),
+    ("Enter", "In the Findings and Top talkers views: filter the flows to the one selected"),
     ("Page Up / Page Down", "Fewer / more enrichment columns (Names, IP & port ... All)"),
     ("Up / Down", "On the filter line: show more / fewer rows"),
     ("letters, digits, ...", "Type a filter; Enter adds it as a chip (all chips must match)"),

@@ -7,7 +7,8 @@ A view's columns are ``lead + enrichment + tail``: the enrichment set chosen wit
 Page Down is inserted between the view's leading columns (time, protocol, ...) and its own
 data columns.  The Raw view already shows every field, so it ignores enrichment
 (``View.enriched`` is false).  The Findings view shows no flow table but the capture's
-findings (``View.findings``; :mod:`netobserv_tui.store.findings`).
+findings (``View.findings``; :mod:`netobserv_tui.store.findings`), the Top talkers view
+the ends that carried the most bytes (``View.talkers``; :mod:`netobserv_tui.store.talkers`).
 
 Enrichment sets, in cycling order:
 
@@ -55,6 +56,8 @@ class View:
     enriched: bool = True
     #: The Findings view: a list of findings (``tui.findings``) instead of the flow table.
     findings: bool = False
+    #: The Top talkers view: a list of talkers (``tui.talkers``) instead of the flow table.
+    talkers: bool = False
 
     def has_data(self, record: Mapping[str, Any]) -> bool:
         """True when ``record`` carries at least one of the view's fields (not NULL)."""
@@ -115,8 +118,17 @@ FINDINGS: Final = View(
     findings=True,
 )
 
-#: Views in Left/Right order; Findings is one Left press from the Overview.
-VIEWS: Final[tuple[View, ...]] = (OVERVIEW, DROPS, DNS, RTT, RAW, FINDINGS)
+TALKERS: Final = View(
+    "Top talkers",
+    lead=(),
+    tail=(),
+    empty_hint="No talkers yet: waiting for flows",
+    enriched=False,
+    talkers=True,
+)
+
+#: Views in Left/Right order; Findings is one Left press from the Overview, Raw two.
+VIEWS: Final[tuple[View, ...]] = (OVERVIEW, DROPS, DNS, RTT, TALKERS, RAW, FINDINGS)
 
 _SETS: Final[tuple[Enrichment, ...]] = (
     Enrichment("IP & port", (vc.SRC, vc.DST)),
@@ -179,7 +191,7 @@ class ViewState:
     def columns(self) -> tuple[Column, ...]:
         """The table's columns, left to right, for this view and enrichment set."""
         view = self.view
-        if view.findings:  # no flow table: its columns stay as they were
+        if view.findings or view.talkers:  # no flow table: its columns stay as they were
             return ()
         if not view.enriched:
             return view.lead + view.tail

@@ -1,17 +1,20 @@
 """The Findings view: what it lists for a saved lab capture, Enter filters the flows to a
 finding, the header's line; live, from the capture's SQLite file as it grows, and from the
-latest flows when the app has no file (a cluster capture's stream)."""
+latest flows when the app has no file (a cluster capture's stream); a cluster capture
+searched through its aggregator gets the whole capture's from the aggregator."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fixture_capture import fixture_capture
-from live_helpers import base_record, live_capture
+from live_helpers import TOKEN, base_record, live_capture
 from textual.pilot import Pilot
 from tui_helpers import FakeAggregator, wait_until
 
-from netobserv_tui.store import open_store
+from netobserv_tui.store import RemoteStore, open_store
+from netobserv_tui.store.remote import ReportRefused
 from netobserv_tui.tui.app import FlowsApp
 from netobserv_tui.tui.findings import FindingsList
 from netobserv_tui.tui.widgets import CaptureHeader, FlowTable
@@ -21,14 +24,15 @@ SIZE = (160, 40)
 LAB_TITLES = [
     "NXDOMAIN: 1 answer for 1 name (missing.lab.test)",
     "SYN unanswered: 3 connection attempts to 1 destination (198.18.0.11:8081)",
-    "Drops SKB_DROP_REASON_NO_SOCKET: 16 packets in 2 flows",
-    "Drops SKB_DROP_REASON_QUEUE_PURGE: 8 packets in 8 flows",
     "Drops SKB_DROP_REASON_NETFILTER_DROP: 3 packets in 3 flows",
+    "Drops SKB_DROP_REASON_NO_SOCKET: 16 packets in 2 flows (ping replies, taken by ping's "
+    "raw socket: normal)",
+    "Drops SKB_DROP_REASON_QUEUE_PURGE: 8 packets in 8 flows (a closing socket's queues "
+    "purged: normal)",
     "Slowest RTT: 0.067 ms to 198.18.0.11:8080",
     "Slowest DNS answer: 1 ms for missing.lab.test from 198.18.0.12",
 ]
-LAB_LINE = ("5 findings: NXDOMAIN 1 name · 3 SYN unanswered · "
-            "drops NO_SOCKET, QUEUE_PURGE, NETFILTER_DROP")
+LAB_LINE = "3 findings: NXDOMAIN 1 name · 3 SYN unanswered · drops NETFILTER_DROP"
 
 
 def header_text(app: FlowsApp) -> str:
@@ -89,7 +93,7 @@ async def test_enter_filters_the_table_to_the_finding(tmp_path: Path) -> None:
         assert all("198.18.0.11:8081" in row for row in shown_rows(app))
         # Back in the Findings view, the empty filter line's Enter chooses too.
         await pilot.press("left")
-        app.query_one(FindingsList).move_cursor(row=4)  # NETFILTER_DROP
+        app.query_one(FindingsList).move_cursor(row=2)  # NETFILTER_DROP
         app.query_one("#filter-input").focus()
         await pilot.press("enter")
         assert app.chips.texts == ("PktDropLatestDropCause=SKB_DROP_REASON_NETFILTER_DROP",)
@@ -146,3 +150,63 @@ async def test_without_a_file_findings_come_from_the_latest_flows(tmp_path: Path
                 "flows to the one selected")
     finally:
         await aggregator.close()
+
+
+#: Connection attempts nobody answered, from four clients: more than the table holds.
+UNANSWERED = [base_record(i, DstPort=8081, Flags=2) for i in range(12)]
+
+
+async def test_a_cluster_capture_gets_the_whole_captures_findings_from_its_aggregator(
+    tmp_path: Path,
+) -> None:
+    async with live_capture(tmp_path) as capture:
+        store = RemoteStore("127.0.0.1", capture.aggregator.port, TOKEN)
+        app = capture.app(store=store, max_rows=5, refresh_interval=0.05,
+                          findings_interval=0.1)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.connected, "the live stream")
+            await open_findings(pilot, app)
+            await capture.send(UNANSWERED)
+            await wait_until(pilot, lambda: len(listed(app)) == 1, "the findings")
+            assert listed(app) == [
+                "SYN unanswered: 12 connection attempts to 1 destination (198.18.0.20:8081)"]
+            assert app.query_one(FindingsList).findings[0].evidence == (
+                "198.18.0.20:8081  12 attempts from 198.18.0.10, 198.18.0.11, 198.18.0.12, "
+                "…",)
+            # The table holds the latest 5; the findings are still the whole capture's.
+            await wait_until(pilot, lambda: len(app.query_one(FlowTable).ring()) == 5,
+                             "the latest flows")
+            runs = app.findings_runs
+            await wait_until(pilot, lambda: app.findings_runs > runs, "one more computation")
+            assert len(listed(app)) == 1 and listed(app)[0].startswith(
+                "SYN unanswered: 12 connection attempts")
+            assert app.status_text() == (
+                "Findings · 1 findings in the whole capture; Enter filters the flows to the "
+                "one selected")
+            assert "1 finding: 12 SYN unanswered" in header_text(app)
+        store.close()
+
+
+async def test_an_aggregator_without_reports_gives_the_latest_flows_findings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def older(self: RemoteStore, name: str) -> list[dict[str, object]]:
+        raise ReportRefused(f"the aggregator at {self.path} does not compute reports")
+
+    monkeypatch.setattr(RemoteStore, "report", older)
+    async with live_capture(tmp_path) as capture:
+        store = RemoteStore("127.0.0.1", capture.aggregator.port, TOKEN)
+        app = capture.app(store=store, max_rows=5, refresh_interval=0.05,
+                          findings_interval=0.1)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.connected, "the live stream")
+            await open_findings(pilot, app)
+            await capture.send(UNANSWERED)
+            await wait_until(pilot, lambda: listed(app) == [
+                "SYN unanswered: 5 connection attempts to 1 destination (198.18.0.20:8081)"],
+                "the latest flows' findings")
+            assert app.status_text() == (
+                "Findings · 1 findings in the latest 5 flows held here (the whole capture's "
+                "come with its SQLite file: netobserv open); Enter filters the flows to the "
+                "one selected")
+        store.close()

@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from netobserv_tui.aggregator.writers import FlowWriter
 from netobserv_tui.store.chips import FilterChips
 from netobserv_tui.store.findings import (
@@ -73,31 +75,32 @@ LAB_FINDINGS = [
         ("198.18.0.11:8081  3 attempts from 198.18.0.10",),
         ("Proto=6", "DstAddr=198.18.0.11", "DstPort=8081", "Flags=2"), "3 SYN unanswered"),
     Finding(
-        "drops", "Drops SKB_DROP_REASON_NO_SOCKET: 16 packets in 2 flows",
-        ("198.18.0.11 → 198.18.0.10 ICMP  8 packets",
-         "fd00:198:18::12 → fd00:198:18::10 ICMPv6  8 packets"),
-        ("PktDropLatestDropCause=SKB_DROP_REASON_NO_SOCKET",), "drops NO_SOCKET"),
-    Finding(
-        "drops", "Drops SKB_DROP_REASON_QUEUE_PURGE: 8 packets in 8 flows",
-        ("198.18.0.10:37430 → 198.18.0.11:8080 TCP  1 packet",
-         "198.18.0.10:37438 → 198.18.0.11:8080 TCP  1 packet",
-         "198.18.0.10:37440 → 198.18.0.11:8080 TCP  1 packet",
-         "198.18.0.10:37448 → 198.18.0.11:8080 TCP  1 packet",
-         "[fd00:198:18::10]:56966 → [fd00:198:18::11]:8080 TCP  1 packet"),
-        ("PktDropLatestDropCause=SKB_DROP_REASON_QUEUE_PURGE",), "drops QUEUE_PURGE"),
-    Finding(
         "drops", "Drops SKB_DROP_REASON_NETFILTER_DROP: 3 packets in 3 flows",
         ("198.18.0.10:37958 → 198.18.0.11:8081 TCP  1 packet",
          "198.18.0.10:37970 → 198.18.0.11:8081 TCP  1 packet",
          "198.18.0.10:37982 → 198.18.0.11:8081 TCP  1 packet"),
         ("PktDropLatestDropCause=SKB_DROP_REASON_NETFILTER_DROP",), "drops NETFILTER_DROP"),
+    # ping's echo replies, offered to ping sockets after its raw socket took them
+    Finding(
+        "drops", "Drops SKB_DROP_REASON_NO_SOCKET: 16 packets in 2 flows (ping replies, "
+        "taken by ping's raw socket: normal)",
+        ("198.18.0.11 → 198.18.0.10 ICMP  8 packets",
+         "fd00:198:18::12 → fd00:198:18::10 ICMPv6  8 packets"),
+        ("PktDropLatestDropCause=SKB_DROP_REASON_NO_SOCKET",), "drops NO_SOCKET", "info"),
+    Finding(
+        "drops", "Drops SKB_DROP_REASON_QUEUE_PURGE: 8 packets in 8 flows (a closing "
+        "socket's queues purged: normal)",
+        ("198.18.0.10:37430 → 198.18.0.11:8080 TCP  1 packet",
+         "198.18.0.10:37438 → 198.18.0.11:8080 TCP  1 packet",
+         "198.18.0.10:37440 → 198.18.0.11:8080 TCP  1 packet",
+         "198.18.0.10:37448 → 198.18.0.11:8080 TCP  1 packet",
+         "[fd00:198:18::10]:56966 → [fd00:198:18::11]:8080 TCP  1 packet"),
+        ("PktDropLatestDropCause=SKB_DROP_REASON_QUEUE_PURGE",), "drops QUEUE_PURGE", "info"),
+    # The replies' records count for the server (port 8080), not for the clients' ports.
     Finding(
         "rtt", "Slowest RTT: 0.067 ms to 198.18.0.11:8080",
         ("198.18.0.11:8080  max 0.067 ms · avg 0.057 ms · 8 flow records",
-         "[fd00:198:18::11]:8080  max 0.066 ms · avg 0.063 ms · 8 flow records",
-         "[fd00:198:18::10]:56966  max 0.036 ms · avg 0.036 ms · 2 flow records",
-         "[fd00:198:18::10]:56980  max 0.036 ms · avg 0.036 ms · 2 flow records",
-         "[fd00:198:18::10]:57000  max 0.036 ms · avg 0.036 ms · 2 flow records"),
+         "[fd00:198:18::11]:8080  max 0.066 ms · avg 0.049 ms · 16 flow records"),
         ("DstAddr=198.18.0.11", "DstPort=8080"), "RTT 0.067 ms", "info"),
     Finding(
         "dns_latency", "Slowest DNS answer: 1 ms for missing.lab.test from 198.18.0.12",
@@ -121,7 +124,7 @@ def test_lab_findings_from_records_and_from_a_connection_agree(tmp_path: Path) -
 
 def test_lab_chips_filter_to_each_finding(tmp_path: Path) -> None:
     records = lab_records()
-    nx, syn, no_socket, _purge, netfilter, rtt, dns = LAB_FINDINGS
+    nx, syn, netfilter, no_socket, _purge, rtt, dns = LAB_FINDINGS
     assert {r["DnsFlagsResponseCode"] for r in matching(records, nx.chips)} == {"NXDomain"}
     assert len(matching(records, nx.chips)) == 2  # one answer, seen on two interfaces
     unanswered = matching(records, syn.chips)
@@ -136,8 +139,7 @@ def test_lab_chips_filter_to_each_finding(tmp_path: Path) -> None:
 
 def test_summary_line_names_the_problems_only() -> None:
     assert summary_line(LAB_FINDINGS) == (
-        "5 findings: NXDOMAIN 1 name · 3 SYN unanswered · "
-        "drops NO_SOCKET, QUEUE_PURGE, NETFILTER_DROP")
+        "3 findings: NXDOMAIN 1 name · 3 SYN unanswered · drops NETFILTER_DROP")
     assert summary_line(LAB_FINDINGS[-2:]) == ""
     assert summary_line([]) == ""
 
@@ -267,3 +269,126 @@ def test_slowest_rtt_destinations_beyond_the_slowest_records(tmp_path: Path,
         ("10.0.0.9:443  max 9.0 ms · avg 8.0 ms · 3 flow records",
          "10.0.0.8:80  max 1.5 ms · avg 1.5 ms · 1 flow record"),
         ("DstAddr=10.0.0.9", "DstPort=443"), "RTT 9.0 ms", "info")]
+
+
+def test_findings_round_trip_through_json() -> None:
+    for finding in LAB_FINDINGS:
+        data = json.loads(json.dumps(finding.to_json()))
+        assert Finding.from_json(data) == finding
+    assert LAB_FINDINGS[0].to_json() == {
+        "kind": "nxdomain", "title": "NXDOMAIN: 1 answer for 1 name (missing.lab.test)",
+        "evidence": ["missing.lab.test  1 answer · asked by 198.18.0.10"],
+        "chips": ["DnsFlagsResponseCode=NXDomain", "DnsName=missing.lab.test"],
+        "summary": "NXDOMAIN 1 name", "severity": "problem"}
+
+
+@pytest.mark.parametrize("change", [
+    {"title": None}, {"evidence": "one line"}, {"chips": [1]}, {"severity": "warning"}])
+def test_a_malformed_finding_is_refused(change: dict[str, Any]) -> None:
+    data = {**LAB_FINDINGS[0].to_json(), **change}
+    with pytest.raises(ValueError):
+        Finding.from_json(data)
+
+
+def dropped(src: str, sport: int, dst: str, dport: int, cause: str, packets: int,
+            **fields: Any) -> dict[str, Any]:
+    return flow(src, sport, dst, dport, PktDropLatestDropCause=f"SKB_DROP_REASON_{cause}",
+                PktDropPackets=packets, PktDropBytes=100 * packets, **fields)
+
+
+def test_housekeeping_drops_are_informational(tmp_path: Path) -> None:
+    records = [
+        # UDP to a port nobody listens on: a problem
+        dropped("10.0.0.1", 5000, "10.0.0.9", 514, "NO_SOCKET", 4, Proto=17, Flags=0),
+        # a TCP segment for no connection: a problem, with the UDP one (no Proto chip)
+        dropped("10.0.0.2", 40000, "10.0.0.9", 8080, "NO_SOCKET", 1),
+        # echo replies offered to ping sockets: housekeeping
+        dropped("10.0.0.9", 0, "10.0.0.1", 0, "NO_SOCKET", 3, Proto=1, Flags=0),
+        # a closing socket's queues: housekeeping
+        dropped("10.0.0.1", 40001, "10.0.0.9", 443, "QUEUE_PURGE", 2),
+        dropped("10.0.0.1", 40002, "10.0.0.9", 443, "QUEUE_PURGE", 5),
+        dropped("10.0.0.1", 40003, "10.0.0.9", 443, "NETFILTER_DROP", 1),
+    ]
+    found = findings(write(tmp_path, records))
+    assert [(f.title, f.severity) for f in found] == [
+        ("Drops SKB_DROP_REASON_NO_SOCKET: 5 packets in 2 flows", "problem"),
+        ("Drops SKB_DROP_REASON_NETFILTER_DROP: 1 packet in 1 flow", "problem"),
+        ("Drops SKB_DROP_REASON_QUEUE_PURGE: 7 packets in 2 flows (a closing socket's "
+         "queues purged: normal)", "info"),
+        ("Drops SKB_DROP_REASON_NO_SOCKET: 3 packets in 1 flow (ping replies, taken by "
+         "ping's raw socket: normal)", "info"),
+    ]
+    assert found[0].evidence == ("10.0.0.1:5000 → 10.0.0.9:514 UDP  4 packets",
+                                 "10.0.0.2:40000 → 10.0.0.9:8080 TCP  1 packet")
+    assert found[0].chips == ("PktDropLatestDropCause=SKB_DROP_REASON_NO_SOCKET",)
+    assert found[3].evidence == ("10.0.0.9 → 10.0.0.1 ICMP  3 packets",)
+    assert found[3].chips == ("PktDropLatestDropCause=SKB_DROP_REASON_NO_SOCKET", "Proto=1")
+    assert summary_line(found) == "2 findings: drops NO_SOCKET, NETFILTER_DROP"
+    assert len(matching(records, found[3].chips)) == 1
+
+
+def test_rtt_counts_replies_for_their_server(tmp_path: Path) -> None:
+    records = [
+        # 10.0.0.9:443 received a SYN: the server, its replies to 55001 count for it
+        flow("10.0.0.1", 55001, "10.0.0.9", 443, Flags=0x02),
+        flow("10.0.0.1", 55001, "10.0.0.9", 443, TimeFlowRttNs=4_000_000),
+        flow("10.0.0.9", 443, "10.0.0.1", 55001, Flags=0x12, TimeFlowRttNs=9_000_000),
+        # no SYN seen: the lower port (8080) is the server's
+        flow("10.0.0.8", 8080, "10.0.0.2", 60000, Flags=0x18, TimeFlowRttNs=6_000_000),
+        flow("10.0.0.2", 60000, "10.0.0.8", 8080, Flags=0x18, TimeFlowRttNs=2_000_000),
+        # a listener on a high port, known by the SYN it received
+        flow("10.0.0.3", 1000, "10.0.0.7", 40000, Flags=0x02),
+        flow("10.0.0.7", 40000, "10.0.0.3", 1000, Flags=0x18, TimeFlowRttNs=1_000_000),
+    ]
+    rtt = by_kind(findings(write(tmp_path, records)))["rtt"]
+    assert rtt == [Finding(
+        "rtt", "Slowest RTT: 9.0 ms to 10.0.0.9:443",
+        ("10.0.0.9:443  max 9.0 ms · avg 6.5 ms · 2 flow records",
+         "10.0.0.8:8080  max 6.0 ms · avg 4.0 ms · 2 flow records",
+         "10.0.0.7:40000  max 1.0 ms · avg 1.0 ms · 1 flow record"),
+        ("DstAddr=10.0.0.9", "DstPort=443"), "RTT 9.0 ms", "info")]
+
+
+def test_sampled_counts_are_scaled_and_say_about(tmp_path: Path) -> None:
+    def nxdomain(dns_id: int, sampling: int) -> dict[str, Any]:
+        return flow("10.0.0.53", 53, "10.0.0.1", 40000 + dns_id, Proto=17, Flags=0,
+                    DnsId=dns_id, DnsFlags=0x8183, DnsFlagsResponseCode="NXDomain",
+                    DnsLatencyMs=2, DnsName="bad.lab.", Sampling=sampling)
+
+    records = [
+        nxdomain(1, 50), nxdomain(1, 50),  # one answer on two interfaces: 50 answers
+        nxdomain(2, 1),  # unsampled: 1
+        flow("10.0.0.1", 1000, "10.0.0.9", 82, Flags=0x02, Sampling=50),
+        flow("10.0.0.1", 1001, "10.0.0.9", 82, Flags=0x02, Sampling=50),
+        dropped("10.0.0.1", 1002, "10.0.0.9", 443, "NETFILTER_DROP", 2, Sampling=50),
+        dropped("10.0.0.1", 1003, "10.0.0.9", 443, "NETFILTER_DROP", 1, Sampling=0),
+        flow("10.0.0.1", 1004, "10.0.0.9", 443, TcpRetransmits=3, Sampling=50),
+        flow("10.0.0.1", 1005, "10.0.0.9", 443, TcpRetransmits=2, Sampling=1),
+    ]
+    kinds = by_kind(findings(write(tmp_path, records)))
+    assert kinds["nxdomain"] == [Finding(
+        "nxdomain", "NXDOMAIN: about 51 answers for 1 name (bad.lab.)",
+        ("bad.lab.  about 51 answers · asked by 10.0.0.1",),
+        ("DnsFlagsResponseCode=NXDomain", "DnsName=bad.lab."), "NXDOMAIN 1 name")]
+    assert kinds["syn_unanswered"] == [Finding(
+        "syn_unanswered",
+        "SYN unanswered: about 100 connection attempts to 1 destination (10.0.0.9:82)",
+        ("10.0.0.9:82  about 100 attempts from 10.0.0.1",),
+        ("Proto=6", "DstAddr=10.0.0.9", "DstPort=82", "Flags=2"), "about 100 SYN unanswered")]
+    assert kinds["drops"] == [Finding(
+        "drops", "Drops SKB_DROP_REASON_NETFILTER_DROP: about 101 packets in 2 flows",
+        ("10.0.0.1:1002 → 10.0.0.9:443 TCP  about 100 packets",
+         "10.0.0.1:1003 → 10.0.0.9:443 TCP  1 packet"),
+        ("PktDropLatestDropCause=SKB_DROP_REASON_NETFILTER_DROP",), "drops NETFILTER_DROP")]
+    assert kinds["retransmits"] == [Finding(
+        "retransmits",
+        "Retransmissions: about 152 segments in 2 flows (most: 10.0.0.1:1004 → "
+        "10.0.0.9:443, about 150)",
+        ("10.0.0.1:1004 → 10.0.0.9:443  about 150 segments",
+         "10.0.0.1:1005 → 10.0.0.9:443  2 segments"),
+        ("SrcAddr=10.0.0.1", "SrcPort=1004", "DstAddr=10.0.0.9", "DstPort=443"),
+        "retransmits 2 flows")]
+    assert summary_line(found := findings(write(tmp_path / "again", records))) == (
+        "4 findings: NXDOMAIN 1 name · about 100 SYN unanswered · drops NETFILTER_DROP · "
+        "retransmits 2 flows")
+    assert found == findings_from_records(records)

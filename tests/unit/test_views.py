@@ -12,7 +12,7 @@ from netobserv_tui.model.fields import FIELD_NAMES
 from netobserv_tui.tui.columns import FLOW_COLUMNS
 from netobserv_tui.tui.views import ENRICHMENTS, VIEWS, ViewState
 
-VIEW_NAMES = ["Overview", "Packet drops", "DNS", "RTT", "Raw", "Findings"]
+VIEW_NAMES = ["Overview", "Packet drops", "DNS", "RTT", "Top talkers", "Raw", "Findings"]
 ENRICHMENT_NAMES = ["Names", "IP & port", "Node", "Namespace", "Owner", "Resource", "Zone",
                     "All"]
 
@@ -51,8 +51,8 @@ def test_view_cycling_wraps_both_ways() -> None:
     for _ in range(len(VIEWS) + 1):
         backwards.append(state.view.name)
         state = state.prev_view()
-    assert backwards == ["Overview", "Findings", "Raw", "RTT", "DNS", "Packet drops",
-                         "Overview"]
+    assert backwards == ["Overview", "Findings", "Raw", "Top talkers", "RTT", "DNS",
+                         "Packet drops", "Overview"]
 
 
 def test_enrichment_cycling_wraps_both_ways_and_keeps_the_view() -> None:
@@ -78,7 +78,7 @@ def test_moves_keep_the_other_index_and_return_new_states() -> None:
         state.view_index = 0  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("bad", [(-1, 0), (6, 0), (0, 8), (0, -1)])
+@pytest.mark.parametrize("bad", [(-1, 0), (7, 0), (0, 8), (0, -1)])
 def test_out_of_range_indices_are_refused(bad: tuple[int, int]) -> None:
     with pytest.raises(ValueError, match="is not in 0.."):
         ViewState(*bad)
@@ -175,7 +175,7 @@ def test_empty_hints() -> None:
 def test_has_data_tells_whether_a_record_carries_the_view_fields() -> None:
     plain = {"SrcAddr": "10.0.0.1", "DnsId": None}
     dns = {"SrcAddr": "10.0.0.1", "DnsId": 4242}
-    overview, drops, dns_view, rtt, raw, _findings = VIEWS
+    overview, drops, dns_view, rtt, _talkers, raw, _findings = VIEWS
     assert overview.has_data(plain) and raw.has_data(plain)
     assert not dns_view.has_data(plain)
     assert dns_view.has_data(dns)

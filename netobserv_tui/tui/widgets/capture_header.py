@@ -2,7 +2,8 @@
 progress; why a stream was lost.  Also shows a saved capture (``show_file``).
 
 Line one says what is captured, on which target and where it is written; line two the
-progress.  Each line is made of items which are packed to the widget's width, so a narrow
+progress, with the last minute's bytes/s as a sparkline (``show_rate``, :mod:`..rate`) when
+it has room for one.  Each line is made of items which are packed to the widget's width, so a narrow
 terminal gets more lines rather than cut text.  When a line fits with labels (``elapsed``,
 ``bytes``) it gets them; otherwise the labels that the units make redundant are dropped.
 
@@ -26,6 +27,7 @@ from textual.widget import Widget
 
 from ...model.units import human_bytes
 from ..columns import duration
+from ..rate import CELLS, MIN_CELLS, rate_line, rate_text
 
 if TYPE_CHECKING:
     from textual.css.styles import RulesMap
@@ -42,6 +44,8 @@ _UNKNOWN = "–"
 #: At most this many STATS samples are kept for the rates (a few per second is the norm).
 _MAX_SAMPLES = 256
 
+#: Where ``_progress_items`` puts the flows/s and B/s item.
+_RATES_ITEM = 4
 #: An item of a line: (short form, long form); the long form carries a label.
 _Item = tuple[Content, Content]
 
@@ -89,6 +93,8 @@ class CaptureHeader(Widget):
         self._agents: int | None = None
         self._samples: deque[tuple[float, int, int]] = deque(maxlen=_MAX_SAMPLES)
         self._rates: tuple[float, float] | None = None
+        #: Bytes per second of the last minute, oldest first (the rate line).
+        self._per_second: tuple[float, ...] = ()
         # File mode: (path, flows, bytes, packets, first_ms, last_ms)
         self._file: tuple[str, int | None, int | None, int | None, int | None,
                           int | None] | None = None
@@ -148,6 +154,14 @@ class CaptureHeader(Widget):
         self._agents = _int(stats.get("agents"))
         self._add_sample(self._clock(), self._flows, self._bytes)
         self._changed()
+
+    def show_rate(self, per_second: Sequence[float]) -> None:
+        """Bytes in each of the last seconds, oldest first: a sparkline after the rates
+        when line two has room for it (never an extra line); empty removes it."""
+        values = tuple(per_second)
+        if values != self._per_second:
+            self._per_second = values
+            self._changed()
 
     def show_file(self, totals: Mapping[str, Any], path: str) -> None:
         """Show a saved capture: its totals (``flows``, ``bytes``, ``packets``) and time span
@@ -265,7 +279,7 @@ class CaptureHeader(Widget):
         if self._file is not None:
             lines = self._what + _fit(self._file_totals_items(), width)
         else:
-            lines = self._what + _fit(self._progress_items(elapsed), width)
+            lines = self._what + self._with_rate(self._progress_items(elapsed), width)
         if self._lost_reason:
             lines.append(Content.styled(self._lost_reason, "bold"))
         lines.extend(Content.styled(line, "bold") for line in self._warning.splitlines())
@@ -312,6 +326,26 @@ class CaptureHeader(Widget):
             _same(Content(f"agents {_count(self._agents)}")),
             _same(Content.styled(state, "bold")),
         ]
+
+    def _with_rate(self, items: list[_Item], width: int) -> list[Content]:
+        """Line two with the rate line after the rates: on one line, with the labels if
+        they fit, else without; else in the packed lines if it adds none; else not."""
+        lines = _fit(items, width)
+        values = self._per_second
+        if not values or width <= 0:
+            return lines
+        at = _RATES_ITEM + 1
+        for forms in ([item[1] for item in items], [item[0] for item in items]):
+            text = rate_line(values, width - _width(forms) - _SEP.cell_length)
+            if text:
+                return [_SEP.join([*forms[:at], Content(text), *forms[at:]])]
+        short = [item[0] for item in items]
+        for cells in range(CELLS, MIN_CELLS - 1, -1):
+            text = rate_text(values, cells)
+            packed = _pack([*short[:at], Content(text), *short[at:]], width)
+            if len(packed) <= len(lines) and all(line.cell_length <= width for line in packed):
+                return packed
+        return lines
 
     def _bytes_item(self) -> _Item:
         value = self._bytes
