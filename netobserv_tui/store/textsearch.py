@@ -24,8 +24,11 @@ Per chip:
   keywords with ``:``, ``[`` or ``]``, as any other is in an endpoint's text only if it is
   in its address's or its port's.  An integer's text holds digits and ``-`` only: integer
   columns are skipped for other keywords (once sure that they hold integers only:
-  ``typeof``, or a file the aggregator wrote, :data:`~.base.TYPED_APPLICATION_ID`), and
-  tested with ``instr`` when they hold too many distinct values (timestamps, byte counts).
+  ``typeof``, or a file the aggregator wrote, :data:`~.base.TYPED_APPLICATION_ID`).  One
+  with too many distinct values to list (timestamps, byte counts, clients' ports) keeps
+  its values' texts side by side in one string (:class:`_Digits`, built by SQL), where
+  the C string search finds a keyword of digits, up to :data:`DIGITS_MAX_ROWS` rows;
+  past them, SQL's ``instr`` row by row.
 * ``Field=value``: integers with ``=``, as before; texts and lists: the values for which
   the chip's own test is true.
 * ``/regex/`` (:func:`analyze`): when every match lies within one line (nothing in the
@@ -92,6 +95,10 @@ ENDPOINT_PORTS: Final = 64
 #: Row ids are kept per distinct value (for the queries they answer without SQL) while the
 #: file has at most so many rows: 4 bytes per row and column used.
 POSTINGS_MAX_ROWS: Final = 500_000
+#: An integer column with too many values to list keeps its values' texts, side by side in
+#: one string (:class:`_Digits`), while the file has at most so many rows: a keyword of
+#: digits is then found by the C string search, not by SQL converting every value.
+DIGITS_MAX_ROWS: Final = 200_000
 #: Rows read per ``fetchmany`` when reading the rows of each value.
 ROWS_CHUNK: Final = 4096
 #: A regex that may match an endpoint runs on the endpoints of at most so many rows, read by
@@ -585,6 +592,63 @@ class SqlFilter:
 NEVER: Final = SqlFilter("", (), True, never=True)
 
 
+class _Digits:
+    """The texts of an integer column's values, right-aligned with spaces in fields of
+    ``width`` characters (wider than the longest, so that a space parts two values), one per
+    row holding a value, and those rows' ids: which rows' texts hold a string of digits and
+    ``-`` is where the C string search finds it.  Built and extended by SQL (no Python per
+    row); built again, wider, when a longer value comes."""
+
+    __slots__ = ("width", "text", "ids", "upto", "pieces")
+
+    def __init__(self) -> None:
+        self.width = 0
+        self.text = ""
+        #: Texts of rows added since :attr:`text` was joined.
+        self.pieces: list[str] = []
+        self.ids = array("I")
+        self.upto = 0
+
+    def update(self, conn: sqlite3.Connection, column: _Column, last_id: int) -> None:
+        """Bring the texts up to row ``last_id``."""
+        if self.upto >= last_id:
+            return
+        (longest,) = conn.execute(
+            f"SELECT max(length({column.sql})) FROM {TABLE} WHERE rowid > ? AND rowid <= ?",
+            (self.upto, last_id)).fetchone()
+        if longest is None:
+            self.upto = last_id
+            return
+        if longest >= self.width:  # no space would part two values: again, wider
+            width = longest + 1 + (longest >> 2)
+            self.__init__()  # type: ignore[misc]
+            self.width = width
+        ids, text = conn.execute(
+            f"SELECT json_group_array(rowid), group_concat(substr(?, 1, ? - length(v)) || v, "
+            f"'') FROM (SELECT rowid, {column.sql} AS v FROM {TABLE} WHERE rowid > ? AND "
+            f"rowid <= ? AND v IS NOT NULL ORDER BY rowid)",
+            (" " * self.width, self.width, self.upto, last_id)).fetchone()
+        self.ids.extend(_loads(ids))
+        if text:
+            self.pieces.append(text)
+        self.upto = last_id
+
+    def rows(self, needle: str, after: int) -> set[int]:
+        """The ids above ``after`` of the rows whose text holds ``needle`` (digits, ``-``)."""
+        if self.pieces:
+            self.text = "".join([self.text, *self.pieces])
+            self.pieces = []
+        text, width, ids = self.text, self.width, self.ids
+        found: set[int] = set()
+        add = found.add
+        position = text.find(needle, bisect_right(ids, after) * width)
+        while position >= 0:
+            line = position // width
+            add(ids[line])
+            position = text.find(needle, (line + 1) * width)
+        return found
+
+
 class TextIndex:
     """Distinct values of a capture file's columns, and the rows of each, read as the file
     grows; and the SQL that answers a :class:`~.query.Query` with them (see the module).
@@ -604,6 +668,8 @@ class TextIndex:
         self._special: dict[str, tuple[int, int]] = {}
         #: Per integer column: its largest value, rows <= upto.
         self._largest: dict[str, tuple[int, int]] = {}
+        #: Per integer column with too many values to list: its values' texts.
+        self._digits: dict[str, _Digits] = {}
         #: Columns an index of the file starts with (the writer adds them at close).
         self.indexed: frozenset[str] = frozenset()
         #: SQLite's ``lower`` changes ASCII letters only (no ICU): see :meth:`_Needle.like`.
@@ -677,6 +743,8 @@ class TextIndex:
             row[2] for index in conn.execute(f"PRAGMA index_list({TABLE})").fetchall()
             for row in conn.execute(f"PRAGMA index_info({_quote(index[1])})").fetchall()
             if row[0] == 0)
+        if last_id > DIGITS_MAX_ROWS:
+            self._digits.clear()  # let the memory go: SQL's instr from now on
         if self.postings and last_id > POSTINGS_MAX_ROWS:
             self.postings = False  # let the memory go: SQL answers alone from now on
             for column in self.columns:
@@ -813,6 +881,18 @@ class TextIndex:
                 top = max(top, more)
             self._largest[column.name] = (top, last_id)
         return top
+
+    def digits(self, conn: sqlite3.Connection, column: _Column, last_id: int
+               ) -> _Digits | None:
+        """The texts of an integer column's values up to ``last_id`` (see :class:`_Digits`),
+        or None past :data:`DIGITS_MAX_ROWS` rows."""
+        if last_id > DIGITS_MAX_ROWS:
+            return None
+        digits = self._digits.get(column.name)
+        if digits is None:
+            digits = self._digits[column.name] = _Digits()
+        digits.update(conn, column, last_id)
+        return digits
 
     def column(self, name: str) -> _Column | None:
         return self._by_name.get(name)
@@ -1032,7 +1112,8 @@ class _Build:
             if values is not None:
                 part = self.among(column, values, needle.matching(column, values))
             elif column.kind == "int" and not odd[column.name]:
-                part = _Part(f"instr({column.sql}, ?)", [needle.integer])
+                assert needle.integer is not None  # skipped above otherwise
+                part = self._digits_part(column, needle.integer)
             else:
                 part = self._text_wide(column, needle)
             if part is not None:
@@ -1043,6 +1124,17 @@ class _Build:
                 parts.extend(self._endpoint_needle(needle, addr_name, port_name,
                                                    skip_own=True))
         return parts
+
+    def _digits_part(self, column: _Column, integer: str) -> _Part:
+        """Rows of an integer column with too many values to list whose text holds
+        ``integer`` (digits and ``-``): ``instr`` for SQL, and the rows found in the column's
+        texts (:class:`_Digits`) while the file is small enough."""
+        sql = f"instr({column.sql}, ?)"
+        digits = (self.index.digits(self.conn, column, self.last_id)
+                  if self.index.postings else None)
+        if digits is None:
+            return _Part(sql, [integer])
+        return _Part(sql, [integer], lambda after: digits.rows(integer, after))
 
     def _proto(self, found: Callable[[str, str], bool]) -> list[_Part]:
         proto = self.index.column("Proto")
@@ -1298,6 +1390,19 @@ def _heads(needle: _Needle, column: _Column, values: Values,
     by_prefix: dict[str, list[Any]] = {}
     candidates: Iterable[Any] = values
     plain = needle.plain_text()
+    if (plain is not None and not column.folding and len(plain) > 1 and plain[0] == ":"
+            and set(plain[1:]) <= _INT_TEXT):
+        # ':' and a port's beginning (":53"): in an endpoint's text exactly when in the
+        # address's own (a head ends with its only ':' unless bracketed), else with a port
+        # starting with the rest; no Python per address.
+        inside = set(column.containing(plain))
+        if not skip_own:
+            always = [raw for raw in values if raw in inside]
+        others = [raw for raw in values if type(raw) is str and raw and raw not in inside]
+        if others:
+            by_prefix[plain[1:]] = others
+        needle.heads[column.name, skip_own] = always, by_prefix
+        return always, by_prefix
     if plain is not None and not column.folding:
         # The needle's pieces between ':', '[' and ']' lie in the address (but what follows
         # its last ':', which may be in the port): the longest finds the candidates.

@@ -221,6 +221,79 @@ def test_a_live_file_is_indexed_as_it_grows(tmp_path: Path) -> None:
     writer.close()
 
 
+def test_a_keyword_of_digits_is_found_in_the_texts_of_integer_columns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Integer columns with too many values to list (here: all of them) keep their values'
+    texts side by side: a keyword of digits is found there, with no SQL scan (the query is
+    answered from the row ids) and no Python per row, as the file grows, when a longer value
+    comes (the texts are built again, wider) and past the rows kept (SQL's instr)."""
+    monkeypatch.setattr(textsearch, "INT_VALUES_CAP", 1)
+    writer = FlowWriter(tmp_path)
+    first = sample_rows(400, seed=1)
+    writer.write_batch(DNS_COLUMNS, first)
+    store = SqliteStore(writer.db_path)
+    bytes_at = DNS_COLUMNS.index("Bytes")
+    later = [[*row] for row in sample_rows(100, seed=2)]
+    later[30][bytes_at] = 12_345_678_901_234_567  # wider than every value before
+    queries = [Query((text,)) for text in ("40", "443", "1764097458", "345678901234", "-1")]
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    everything = as_objects(DNS_COLUMNS, first)
+    for rows in (None, later):
+        if rows is not None:
+            writer.write_batch(DNS_COLUMNS, rows)
+            everything = as_objects(DNS_COLUMNS, first + later)
+        for query in queries:
+            result, calls = search(store, query)
+            assert calls == 0
+            assert (result.records, result.matched) == (
+                python(everything, query)[:1000], len(python(everything, query))), query
+            newer, _ = search(store, query, after=450)
+            assert newer.records == python(everything[450:], query)
+    assert statements and not [sql for sql in statements if "instr(" in sql]
+    index = store._text  # noqa: SLF001 - the texts kept
+    assert index is not None
+    widths = {name: digits.width for name, digits in index._digits.items()}  # noqa: SLF001
+    assert widths["Bytes"] == 17 + 1 + 17 // 4  # built again for the 17-digit value
+    assert len(python(everything, Query(("345678901234",)))) == 1
+    # Past the rows kept, SQL answers with instr, the same rows.
+    monkeypatch.setattr(textsearch, "DIGITS_MAX_ROWS", 100)
+    statements.clear()
+    result, calls = search(store, Query(("443",)))
+    assert calls == 0 and result.records == python(everything, Query(("443",)))[:1000]
+    assert [sql for sql in statements if "instr(" in sql]
+    assert not index._digits  # noqa: SLF001 - the memory let go
+    writer.close()
+
+
+@pytest.mark.parametrize("text", [":53", "/:53$/", ":80", "]:53", "/]:53$/", ":530"])
+def test_a_port_after_a_colon_is_found_in_every_endpoint(tmp_path: Path, text: str) -> None:
+    """':' and digits: in an endpoint's text with a port starting with the digits, or in an
+    IPv6 address holding them itself (found for every address at once)."""
+    rows = [[*row] for row in sample_rows(300, seed=3)]
+    src, dst = DNS_COLUMNS.index("SrcAddr"), DNS_COLUMNS.index("DstAddr")
+    sport, dport = DNS_COLUMNS.index("SrcPort"), DNS_COLUMNS.index("DstPort")
+    for i, (addr, port) in enumerate([("fd00::53:1", 80), ("fd00::5", 53), ("198.18.0.53", 0),
+                                      ("fd00::530", 0), ("198.18.0.5", 5300),
+                                      ("fd00::1", 530)]):
+        rows[10 * i][dst], rows[10 * i][dport] = addr, port
+        rows[10 * i + 5][src], rows[10 * i + 5][sport] = addr, port
+    store = SqliteStore(write(tmp_path, DNS_COLUMNS, rows).db_path)
+    query = Query((text,))
+    expected = python(as_objects(DNS_COLUMNS, rows), query)
+    result, calls = search(store, query)
+    assert (result.records, result.matched) == (expected, len(expected))
+    assert calls == 0
+    assert expected
+
+
 def test_the_writer_marks_its_files_as_checked(tmp_path: Path) -> None:
     """Its values are validated: a reader need not look at each value's type."""
     writer = write(tmp_path, DNS_COLUMNS, sample_rows(3))
@@ -363,10 +436,10 @@ _COLUMNS: dict[str, st.SearchStrategy[Any]] = {
     "Interfaces": st.lists(_TEXT | st.integers(-3, 60), max_size=3),
     "IfDirections": st.lists(st.integers(0, 1), max_size=2),
 }
-_KEYWORDS = ["s", "ſ", "k", "K", "i", "İ", "σ", "ß", ":5", "]:", "[fd", "0:5", "tcp", "icmp",
+_KEYWORDS = ["s", "ſ", "k", "K", "i", "İ", "σ", "ß", ":5", ":53", "]:", "[fd", "0:5", "tcp", "icmp",
              "12:", "-1", "53", ",", "é"]
 _REGEXES = [r"^fd00:", r"\]:53$", "s", "ſ", "k", r"^\d+$", r"[sk]:", r"a.s", "ß|é", r"3\s0",
-            r":\d+", r"(?:ab)+", "Σ$", r"^.$", "1,", "^$"]
+            r":\d+", r"(?:ab)+", "Σ$", r"^.$", "1,", "^$", r":53$"]
 _FIELDS = ["Interfaces={}", "DnsFlagsResponseCode={}", "Interface={}", "SrcAddr={}"]
 
 
