@@ -25,6 +25,8 @@ Modules:
 - :mod:`.talkers`: the ends that carried the most bytes (the TUI's Top talkers view).
 - :mod:`.reports`: whole-capture summaries by name (findings, talkers), which the
   aggregator computes for the TUI of a cluster capture.
+- :mod:`.tables`: the ``flow`` table those summaries run on (a file read-only, or records
+  in memory).
 
 A search takes the live filter's predicate (:meth:`.chips.FilterChips.matches`) and applies
 it in Python to every record, newest first, keeping the first ``limit`` matches and

@@ -41,16 +41,16 @@ of them (unanswered SYNs, drops, NXDOMAIN, an RTT on every TCP record):
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
 
-from netobserv_tui.model.fields import FIELD_NAMES, FIELDS, PROTO_NAMES
+from netobserv_tui.model.fields import PROTO_NAMES
 
 from .chips import endpoint
+from .tables import read_only, records_table
 
 Severity: TypeAlias = Literal["problem", "info"]
 
@@ -110,36 +110,16 @@ class Finding:
 def findings(source: sqlite3.Connection | str | Path) -> list[Finding]:
     """Every finding of the capture in ``source`` (a connection, or a file opened read-only);
     problems first, in the order of the module's list.  No table yet: no finding."""
-    if isinstance(source, sqlite3.Connection):
-        return _findings(source)
-    conn = sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True,
-                           timeout=5.0)
-    try:
+    with read_only(source) as conn:
         return _findings(conn)
-    finally:
-        conn.close()
 
 
 def findings_from_records(records: Iterable[Mapping[str, Any]]) -> list[Finding]:
     """The findings of ``records`` (dicts of fields, as the stores and the live stream give
     them), computed by the same SQL in a table in memory: for a capture without its SQLite
     file at hand (a JSON file, the latest flows of a cluster capture)."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.execute(f"CREATE TABLE flow ({', '.join(f'{f.name} {f.sql}' for f in FIELDS)})")
-        marks = ", ".join("?" * len(FIELD_NAMES))
-        conn.executemany(
-            f"INSERT INTO flow VALUES ({marks})",
-            ([_cell(record.get(name)) for name in FIELD_NAMES] for record in records))
+    with records_table(records) as conn:
         return _findings(conn)
-    finally:
-        conn.close()
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return json.dumps(list(value))
-    return value
 
 
 def _findings(conn: sqlite3.Connection) -> list[Finding]:

@@ -36,16 +36,16 @@ turn a talker into a dict of plain values and back.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
 
-from netobserv_tui.model.fields import FIELD_NAMES, FIELDS
+from netobserv_tui.model.fields import FIELDS
 
 from .chips import endpoint
+from .tables import read_only, records_table
 
 By: TypeAlias = Literal["auto", "workload", "address"]
 Kind: TypeAlias = Literal["workload", "address"]
@@ -118,36 +118,16 @@ def talkers(source: sqlite3.Connection | str | Path, limit: int = LIMIT,
             by: By = "auto") -> list[Talker]:
     """The top ``limit`` talkers of the capture in ``source`` (a connection, or a file
     opened read-only) by bytes, largest first.  No table yet: none."""
-    if isinstance(source, sqlite3.Connection):
-        return _talkers(source, limit, by)
-    conn = sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True,
-                           timeout=5.0)
-    try:
+    with read_only(source) as conn:
         return _talkers(conn, limit, by)
-    finally:
-        conn.close()
 
 
 def talkers_from_records(records: Iterable[Mapping[str, Any]], limit: int = LIMIT,
                          by: By = "auto") -> list[Talker]:
     """The top talkers of ``records`` (dicts of fields, as the stores and the live stream
     give them), by the same SQL in a table in memory."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.execute(f"CREATE TABLE flow ({', '.join(f'{f.name} {f.sql}' for f in FIELDS)})")
-        marks = ", ".join("?" * len(FIELD_NAMES))
-        conn.executemany(
-            f"INSERT INTO flow VALUES ({marks})",
-            ([_cell(record.get(name)) for name in FIELD_NAMES] for record in records))
+    with records_table(records) as conn:
         return _talkers(conn, limit, by)
-    finally:
-        conn.close()
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return json.dumps(list(value))
-    return value
 
 
 # -- the SQL -----------------------------------------------------------------------------

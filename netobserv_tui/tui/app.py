@@ -50,6 +50,7 @@ from .talkers import TalkersList
 from .views import NAMES_ENRICHMENT, VIEWS, ViewState
 from .widgets import CaptureHeader, FlowTable
 from .widgets.filter_bar import FilterBar, FilterInput
+from .widgets.lists import ReportList, TypingTable
 
 #: Return value of ``run_async`` when the user stops the capture (or closes the file).
 STOPPED = "stopped"
@@ -316,11 +317,16 @@ class FlowsApp(PlainNotifications, App[str]):
         if message.data_table is self._table:
             self._show_details(message.cursor_row)
 
-    def on_flow_table_left(self, message: FlowTable.Left) -> None:
+    def on_typing_table_left(self, message: TypingTable.Left) -> None:
+        """A table (flows, findings, talkers) gives typing back to the filter line."""
         field = self._filter_bar.input
         field.focus()
         if message.character:
             field.insert_text_at_cursor(message.character)
+
+    def on_report_list_chosen(self, message: ReportList.Chosen) -> None:
+        """Enter on a finding or a talker: the Overview, filtered to its flows."""
+        self._filter_to(message.item.chips)
 
     # -- findings ----------------------------------------------------------------------
 
@@ -417,14 +423,6 @@ class FlowsApp(PlainNotifications, App[str]):
         self._show(ViewState(0, self.view_state.enrichment_index))
         self._filter_bar.input.focus()
 
-    def on_findings_list_chosen(self, message: FindingsList.Chosen) -> None:
-        self.show_finding(message.finding)
-
-    def on_findings_list_left(self, message: FindingsList.Left) -> None:
-        field = self._filter_bar.input
-        field.focus()
-        if message.character:
-            field.insert_text_at_cursor(message.character)
 
     # -- top talkers -------------------------------------------------------------------
 
@@ -498,14 +496,6 @@ class FlowsApp(PlainNotifications, App[str]):
         """Filter the table to ``talker``'s flows (its chips replace the chips)."""
         self._filter_to(talker.chips)
 
-    def on_talkers_list_chosen(self, message: TalkersList.Chosen) -> None:
-        self.show_talker(message.talker)
-
-    def on_talkers_list_left(self, message: TalkersList.Left) -> None:
-        field = self._filter_bar.input
-        field.focus()
-        if message.character:
-            field.insert_text_at_cursor(message.character)
 
     # -- filter chips ------------------------------------------------------------------
 

@@ -7,18 +7,13 @@ markup.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
-from textual import events
-from textual.binding import Binding, BindingType
-from textual.message import Message
-from textual.widgets import DataTable
 
 from ..model.units import human_bytes
 from ..store.talkers import Talker
+from .widgets.lists import ReportList
 
 #: Shown before the chips of a talker whose chips also show other flows.
 NOT_EXACT = "≈ "
@@ -40,7 +35,7 @@ def talker_cells(rank: int, talker: Talker) -> tuple[Text, ...]:
     )
 
 
-class TalkersList(DataTable[Text]):
+class TalkersList(ReportList[Talker]):
     """The top talkers, most bytes first; Enter (or a click) on one posts :class:`Chosen`."""
 
     DEFAULT_CSS = """
@@ -49,80 +44,19 @@ class TalkersList(DataTable[Text]):
     }
     """
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "leave", "Back to the filter line", show=False),
-    ]
-
     COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("#", "rank"), ("Talker", "talker"), ("Bytes", "bytes"), ("Share", "share"),
         ("Packets", "packets"), ("Flows", "flows"), ("Top peers", "peers"),
         ("Enter filters with", "chips"),
     )
-
-    @dataclass
-    class Chosen(Message):
-        """Enter on a talker: filter the table to its flows."""
-
-        talker: Talker
-
-    @dataclass
-    class Left(Message):
-        """Escape, or a printable key (``character``): back to the filter line."""
-
-        character: str | None
+    EMPTY_COLUMN = 1
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
-        self.talkers: tuple[Talker, ...] = ()
-        #: Shown as the only row when there is no talker.
-        self.empty_text = "Counting the talkers…"
+        super().__init__(empty_text="Counting the talkers…", id=id)
 
-    def on_mount(self) -> None:
-        for label, key in self.COLUMNS:
-            self.add_column(label, key=key)
-        self._rebuild()
+    @property
+    def talkers(self) -> tuple[Talker, ...]:
+        return self.items
 
-    def show(self, found: Sequence[Talker], empty_text: str | None = None) -> None:
-        """Show ``found`` (the cursor stays on the same row when it can)."""
-        if empty_text is not None:
-            self.empty_text = empty_text
-        found = tuple(found)
-        if found == self.talkers and self.row_count:
-            return
-        self.talkers = found
-        if self.is_mounted:
-            self._rebuild()
-
-    def _rebuild(self) -> None:
-        row = self.cursor_row
-        self.clear()
-        if not self.talkers:
-            blank = [Text("") for _ in self.COLUMNS]
-            blank[1] = Text(self.empty_text, style="italic")
-            self.add_row(*blank)
-            return
-        for rank, talker in enumerate(self.talkers, 1):
-            self.add_row(*talker_cells(rank, talker))
-        self.move_cursor(row=min(row, len(self.talkers) - 1))
-
-    def current(self) -> Talker | None:
-        """The talker under the cursor, if any."""
-        if not self.talkers or not 0 <= self.cursor_row < len(self.talkers):
-            return None
-        return self.talkers[self.cursor_row]
-
-    def on_data_table_row_selected(self, message: DataTable.RowSelected) -> None:
-        message.stop()
-        talker = self.current()
-        if talker is not None:
-            self.post_message(self.Chosen(talker))
-
-    def on_key(self, event: events.Key) -> None:
-        # Typing belongs to the filter line, as in the flow table.
-        if event.is_printable and event.character and event.character not in " ?":
-            event.stop()
-            event.prevent_default()
-            self.post_message(self.Left(event.character))
-
-    def action_leave(self) -> None:
-        self.post_message(self.Left(None))
+    def add_item(self, index: int, item: Talker) -> None:
+        self.add_row(*talker_cells(index + 1, item))

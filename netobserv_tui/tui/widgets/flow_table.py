@@ -32,15 +32,14 @@ import heapq
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from rich.text import Text
-from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
 from ..columns import FLOW_COLUMNS, Column, Record
+from .lists import TypingTable
 
 
 def newest_first(records: Iterable[Record], count: int) -> list[Record]:
@@ -56,12 +55,9 @@ def newest_first(records: Iterable[Record], count: int) -> list[Record]:
     return [items[i] for i in heapq.nlargest(count, range(len(items)), key=key)]
 
 
-class FlowTable(DataTable[Text]):
-    """Flows, newest first, at most ``max_rows`` of them (fewer with :attr:`limit`)."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "leave", "Back to the filter line", show=False),
-    ]
+class FlowTable(TypingTable):
+    """Flows, newest first, at most ``max_rows`` of them (fewer with :attr:`limit`); typing
+    goes back to the filter line (:class:`~.lists.TypingTable.Left`)."""
 
     @dataclass
     class Refreshed(Message):
@@ -72,13 +68,6 @@ class FlowTable(DataTable[Text]):
         available: int
         received: int
         matched: int | None
-
-    @dataclass
-    class Left(Message):
-        """Escape, or a printable key (``character``) while the table has focus: the
-        app gives the focus back to the filter line."""
-
-        character: str | None
 
     def __init__(
         self,
@@ -119,16 +108,6 @@ class FlowTable(DataTable[Text]):
         """Rows that fit under the header row (50 before the first layout)."""
         height = self.size.height
         return max(1, height - 1) if height else 50
-
-    def on_key(self, event: Any) -> None:
-        # Typing belongs to the filter line, even while the table has the focus.
-        if event.is_printable and event.character and event.character not in " ?":
-            event.stop()
-            event.prevent_default()
-            self.post_message(self.Left(event.character))
-
-    def action_leave(self) -> None:
-        self.post_message(self.Left(None))
 
     # -- what is shown -----------------------------------------------------------------
 
