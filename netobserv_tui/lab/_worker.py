@@ -7,7 +7,7 @@ a request to finish, so a worker never outlives the process that started it. Eve
 has a hard deadline. Unexpected failures print a traceback on stderr and exit non-zero.
 
 Commands: ``udp-recv``, ``udp-send``, ``tcp-server``, ``tcp-client``, ``ping``,
-``http-server``, ``udp-sink``, ``mix-client``.
+``http-server``, ``udp-sink``, ``mix-client``, ``slow-dns``.
 """
 
 from __future__ import annotations
@@ -381,6 +381,62 @@ def mix_client(p: dict[str, Any]) -> None:
     emit("done", **stats)
 
 
+def dns_answer(query: bytes, answers: dict[str, str]) -> bytes | None:
+    """The response to a one-question DNS ``query``: its A or AAAA record from ``answers``
+    ({"4": v4 address, "6": v6 address}), no record for another type; None when the query
+    does not parse (no answer is sent)."""
+    if len(query) < 12:
+        return None
+    ident, flags, questions = struct.unpack("!HHH", query[:6])
+    if flags & 0x8000 or questions != 1:
+        return None
+    end = 12
+    while end < len(query) and query[end]:
+        end += 1 + query[end]
+    if end + 5 > len(query):
+        return None
+    question = query[12:end + 5]
+    qtype, qclass = struct.unpack("!HH", question[-4:])
+    family = {1: "4", 28: "6"}.get(qtype)
+    records = b""
+    if family is not None and qclass == 1 and family in answers:
+        raw = socket.inet_pton(family_of(int(family)), answers[family])
+        records = struct.pack("!HHHIH", 0xC00C, qtype, 1, 60, len(raw)) + raw
+    header = struct.pack("!HHHHHH", ident, 0x8180 | (flags & 0x0100), 1,
+                         1 if records else 0, 0, 0)
+    return header + question + records
+
+
+def slow_dns(p: dict[str, Any]) -> None:
+    """A DNS server on ``127.0.0.1:port`` that answers every query ``delay_ms`` later (from
+    ``answers``, see :func:`dns_answer`): a slow upstream for the lab's dnsmasq, which
+    forwards one name to it, so that the capture measures a slow DNS answer (the kernel has
+    no netem to delay packets)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", p["port"]))
+    delay = p["delay_ms"] / 1000
+    pending: list[tuple[float, bytes, Any]] = []
+    emit("ready", port=p["port"])
+    answered = 0
+    while True:
+        now = time.monotonic()
+        while pending and pending[0][0] <= now:
+            _, ready, peer = pending.pop(0)
+            sock.sendto(ready, peer)
+            answered += 1
+        timeout = max(0.0, pending[0][0] - now) if pending else None
+        fds: list[Any] = [sock, STDIN]
+        readable, _, _ = select.select(fds, [], [], timeout)
+        if sock in readable:
+            query, peer = sock.recvfrom(4096)
+            response = dns_answer(query, p["answers"])
+            if response is not None:
+                pending.append((time.monotonic() + delay, response, peer))
+        if STDIN in readable and not os.read(STDIN, 4096):
+            break
+    emit("done", answered=answered)
+
+
 COMMANDS: dict[str, Callable[[dict[str, Any]], None]] = {
     "udp-recv": udp_recv,
     "udp-send": udp_send,
@@ -390,6 +446,7 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], None]] = {
     "http-server": http_server,
     "udp-sink": udp_sink,
     "mix-client": mix_client,
+    "slow-dns": slow_dns,
 }
 
 

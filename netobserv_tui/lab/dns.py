@@ -106,6 +106,7 @@ class LabDns(Service):
         *,
         port: int = DNS_PORT,
         timeout: float = 10.0,
+        forward: Mapping[str, int] | None = None,
     ) -> None:
         if not 1 <= port <= 65535:
             raise LabError(f"port must be 1 to 65535, not {port}")
@@ -121,6 +122,11 @@ class LabDns(Service):
                 raise LabError(f"no address given for {name!r}")
             key = _check_name(name).rstrip(".").lower()
             self.names[key] = tuple(_check_lab_address(a) for a in values)
+        #: Names answered by another server in the same pod, on 127.0.0.1 and this port
+        #: (the lab's slow server): dnsmasq forwards their queries there (over the pod's
+        #: loopback: nothing leaves the pod).
+        self.forward = {_check_name(name).rstrip(".").lower(): port
+                        for name, port in (forward or {}).items()}
         self._proc: NsProcess | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._log_text = ""
@@ -166,6 +172,8 @@ class LabDns(Service):
         ]
         for name, addrs in self.names.items():
             argv.append(f"--host-record={name},{','.join(addrs)}")
+        for name, port in self.forward.items():
+            argv.append(f"--server=/{name}/127.0.0.1#{port}")
         return argv
 
     def start(self) -> LabDns:

@@ -16,6 +16,8 @@ import pytest
 from capture_helpers import Capture, sqlite_rows
 
 from netobserv_tui.lab import Lab, Pod
+from netobserv_tui.lab.demo import SLOW_DNS_MS, SLOW_NAME
+from netobserv_tui.store.findings import findings
 
 pytestmark = pytest.mark.kernel
 
@@ -294,5 +296,13 @@ def test_lab_demo_feeds_every_view(lab_host: None, tmp_path: Path) -> None:
                           "SUM(PktDropLatestDropCause = 'SKB_DROP_REASON_NETFILTER_DROP') AS fw, "
                           "SUM(TimeFlowRttNs > 0) AS rtt FROM flow")[0]
     assert got["nx"] and got["ok"] and got["fw"] and got["rtt"], got
+    # The slow name's answer comes SLOW_DNS_MS late (the slow server behind dnsmasq); the
+    # others at once; the Findings view names it first among the slowest answers.
+    slow = sqlite_rows(db, "SELECT DnsName, max(DnsLatencyMs) AS ms FROM flow WHERE "
+                           "DnsLatencyMs IS NOT NULL GROUP BY DnsName ORDER BY ms DESC")
+    assert slow[0]["DnsName"] == SLOW_NAME and slow[0]["ms"] >= SLOW_DNS_MS, slow
+    assert all(row["ms"] < SLOW_DNS_MS / 2 for row in slow[1:]), slow
+    (latency,) = [f for f in findings(db) if f.kind == "dns_latency"]
+    assert latency.title.startswith("Slowest DNS answer: ") and SLOW_NAME in latency.title
     assert subprocess.run(["ip", "netns", "list"], capture_output=True,
                           text=True).stdout.count("nobs-lab-") == 0
