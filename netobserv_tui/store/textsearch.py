@@ -26,9 +26,9 @@ Per chip:
   columns are skipped for other keywords (once sure that they hold integers only:
   ``typeof``, or a file the aggregator wrote, :data:`~.base.TYPED_APPLICATION_ID`).  One
   with too many distinct values to list (timestamps, byte counts, clients' ports) keeps
-  its values' texts side by side in one string (:class:`_Digits`, built by SQL), where
-  the C string search finds a keyword of digits, up to :data:`DIGITS_MAX_ROWS` rows;
-  past them, SQL's ``instr`` row by row.
+  its values' texts side by side in one string (:class:`_Digits`, built by SQL with the
+  distinct values), where the C string search finds a keyword of digits, up to
+  :data:`DIGITS_MAX_ROWS` rows; past them, SQL's ``instr`` row by row.
 * ``Field=value``: integers with ``=``, as before; texts and lists: the values for which
   the chip's own test is true.
 * ``/regex/`` (:func:`analyze`): when every match lies within one line (nothing in the
@@ -593,52 +593,69 @@ NEVER: Final = SqlFilter("", (), True, never=True)
 
 
 class _Digits:
-    """The texts of an integer column's values, right-aligned with spaces in fields of
-    ``width`` characters (wider than the longest, so that a space parts two values), one per
-    row holding a value, and those rows' ids: which rows' texts hold a string of digits and
-    ``-`` is where the C string search finds it.  Built and extended by SQL (no Python per
-    row); built again, wider, when a longer value comes."""
+    """The texts of the values of integer columns with too many values to list, one string
+    per column: each row's text right-aligned with spaces in a field of the column's width
+    (wider than its longest, so that a space parts two values; a NULL is spaces only), the
+    rows in the order of :attr:`ids`.  Which rows' texts hold a string of digits and ``-``
+    is then where the C string search finds it.  Built and extended by SQL, one pass over
+    the new rows for every column (no Python per row); built again, from the first row,
+    when a column joins or a value is longer than its field."""
 
-    __slots__ = ("width", "text", "ids", "upto", "pieces")
+    __slots__ = ("widths", "texts", "pieces", "ids", "upto")
 
     def __init__(self) -> None:
-        self.width = 0
-        self.text = ""
-        #: Texts of rows added since :attr:`text` was joined.
-        self.pieces: list[str] = []
+        self.widths: dict[str, int] = {}
+        self.texts: dict[str, str] = {}
+        #: Per column, texts of rows added since :attr:`texts` was joined.
+        self.pieces: dict[str, list[str]] = {}
         self.ids = array("I")
         self.upto = 0
 
-    def update(self, conn: sqlite3.Connection, column: _Column, last_id: int) -> None:
-        """Bring the texts up to row ``last_id``."""
-        if self.upto >= last_id:
+    def update(self, conn: sqlite3.Connection, columns: Sequence[_Column], last_id: int) -> None:
+        """Bring the texts of ``columns`` up to row ``last_id``."""
+        names = [column.name for column in columns]
+        if not names or (self.upto >= last_id and list(self.widths) == names):
             return
-        (longest,) = conn.execute(
-            f"SELECT max(length({column.sql})) FROM {TABLE} WHERE rowid > ? AND rowid <= ?",
-            (self.upto, last_id)).fetchone()
-        if longest is None:
-            self.upto = last_id
-            return
-        if longest >= self.width:  # no space would part two values: again, wider
-            width = longest + 1 + (longest >> 2)
+        sqls = [column.sql for column in columns]
+        if list(self.widths) != names:
             self.__init__()  # type: ignore[misc]
-            self.width = width
-        ids, text = conn.execute(
-            f"SELECT json_group_array(rowid), group_concat(substr(?, 1, ? - length(v)) || v, "
-            f"'') FROM (SELECT rowid, {column.sql} AS v FROM {TABLE} WHERE rowid > ? AND "
-            f"rowid <= ? AND v IS NOT NULL ORDER BY rowid)",
-            (" " * self.width, self.width, self.upto, last_id)).fetchone()
+        longest = conn.execute(
+            f"SELECT {', '.join(f'max(length({sql}))' for sql in sqls)} FROM {TABLE} "
+            "WHERE rowid > ? AND rowid <= ?", (self.upto, last_id)).fetchone()
+        if any((length or 0) >= self.widths.get(name, 0)
+               for name, length in zip(names, longest, strict=True)):
+            widths = {name: max(length or 0, self.widths.get(name, 0)) for name, length
+                      in zip(names, longest, strict=True)}
+            if self.upto:  # values longer than a field: again, from the first row
+                self.__init__()  # type: ignore[misc]
+                longest = conn.execute(
+                    f"SELECT {', '.join(f'max(length({sql}))' for sql in sqls)} FROM "
+                    f"{TABLE} WHERE rowid <= ?", (last_id,)).fetchone()
+                widths = {name: length or 0
+                          for name, length in zip(names, longest, strict=True)}
+            self.widths = {name: width + 1 + (width >> 2) for name, width in widths.items()}
+        texts = ", ".join(f"group_concat(printf('%*s', {self.widths[name]}, {sql}), '')"
+                          for name, sql in zip(names, sqls, strict=True))
+        ids, *found = conn.execute(
+            f"SELECT json_group_array(rowid), {texts} FROM (SELECT rowid, "
+            f"{', '.join(sqls)} FROM {TABLE} WHERE rowid > ? AND rowid <= ? ORDER BY rowid)",
+            (self.upto, last_id)).fetchone()
         self.ids.extend(_loads(ids))
-        if text:
-            self.pieces.append(text)
+        for name, text in zip(names, found, strict=True):
+            if text:
+                self.pieces.setdefault(name, []).append(text)
         self.upto = last_id
 
-    def rows(self, needle: str, after: int) -> set[int]:
-        """The ids above ``after`` of the rows whose text holds ``needle`` (digits, ``-``)."""
-        if self.pieces:
-            self.text = "".join([self.text, *self.pieces])
-            self.pieces = []
-        text, width, ids = self.text, self.width, self.ids
+    def rows(self, name: str, needle: str, after: int) -> set[int] | None:
+        """The ids above ``after`` of the rows whose value of ``name`` holds ``needle``
+        (digits, ``-``); None when the column's texts are not kept."""
+        width = self.widths.get(name)
+        if width is None:
+            return None
+        pieces = self.pieces.pop(name, None)
+        if pieces:
+            self.texts[name] = "".join([self.texts.get(name, ""), *pieces])
+        text, ids = self.texts.get(name, ""), self.ids
         found: set[int] = set()
         add = found.add
         position = text.find(needle, bisect_right(ids, after) * width)
@@ -668,8 +685,8 @@ class TextIndex:
         self._special: dict[str, tuple[int, int]] = {}
         #: Per integer column: its largest value, rows <= upto.
         self._largest: dict[str, tuple[int, int]] = {}
-        #: Per integer column with too many values to list: its values' texts.
-        self._digits: dict[str, _Digits] = {}
+        #: The integer columns with too many values to list: their values' texts.
+        self.digits = _Digits()
         #: Columns an index of the file starts with (the writer adds them at close).
         self.indexed: frozenset[str] = frozenset()
         #: SQLite's ``lower`` changes ASCII letters only (no ICU): see :meth:`_Needle.like`.
@@ -743,8 +760,8 @@ class TextIndex:
             row[2] for index in conn.execute(f"PRAGMA index_list({TABLE})").fetchall()
             for row in conn.execute(f"PRAGMA index_info({_quote(index[1])})").fetchall()
             if row[0] == 0)
-        if last_id > DIGITS_MAX_ROWS:
-            self._digits.clear()  # let the memory go: SQL's instr from now on
+        if last_id > DIGITS_MAX_ROWS and self.digits.upto:
+            self.digits = _Digits()  # let the memory go: SQL's instr from now on
         if self.postings and last_id > POSTINGS_MAX_ROWS:
             self.postings = False  # let the memory go: SQL answers alone from now on
             for column in self.columns:
@@ -754,17 +771,29 @@ class TextIndex:
                     values[raw] = value._replace(rows=None)
 
     def _refresh(self, conn: sqlite3.Connection, last_id: int) -> None:
-        """Bring the values of every text and list column, and their rows, up to
-        ``last_id``: the first query reads them all (one ``DISTINCT`` per column, one scan
-        for the rows of all), the next ones the new rows only, so that no later query waits
-        for one of them.  Of the integer columns, only the protocol and the ports (asked by a
-        keyword such as ``tcp`` or ``10.0.0.1:53``); the others are read when a query first
-        needs them (a keyword of digits)."""
+        """Bring what queries read up to ``last_id``: the first query reads it all, the next
+        ones the new rows only, so that no later query waits for it.  The values of every
+        text and list column, of the protocol and of the ports (asked by a keyword such as
+        ``tcp`` or ``10.0.0.1:53``), and their rows (one ``DISTINCT`` per column, one scan
+        for the rows of all); up to :data:`DIGITS_MAX_ROWS` rows, the values of the other
+        integer columns too, and the texts of those with too many values to list
+        (:class:`_Digits`, one scan, for keywords of digits).  Past that, an integer
+        column's values are read when a query first needs them."""
         texts = [column for column in self.columns
                  if column.kind != "int" or column.name in _REFRESHED_INTS]
         for column in texts:
             self.values(conn, column, last_id)
         self.rows(conn, texts, last_id)
+        if self.postings and last_id <= DIGITS_MAX_ROWS:
+            # The texts of the integer columns with too many values to list, for keywords
+            # of digits: read with the rest, so that no later query waits for them.
+            ints = [column for column in self.columns if column.kind == "int"
+                    and column.name in self.present_columns]
+            for column in ints:
+                self.values(conn, column, last_id)
+            odd = self.odd(conn, last_id)
+            self.digits.update(conn, [column for column in ints if column.values is None
+                                      and not odd[column.name]], last_id)
 
     def values(self, conn: sqlite3.Connection, column: _Column, last_id: int) -> Values | None:
         """``column``'s distinct values up to ``last_id`` (reading the new rows), or None."""
@@ -881,18 +910,6 @@ class TextIndex:
                 top = max(top, more)
             self._largest[column.name] = (top, last_id)
         return top
-
-    def digits(self, conn: sqlite3.Connection, column: _Column, last_id: int
-               ) -> _Digits | None:
-        """The texts of an integer column's values up to ``last_id`` (see :class:`_Digits`),
-        or None past :data:`DIGITS_MAX_ROWS` rows."""
-        if last_id > DIGITS_MAX_ROWS:
-            return None
-        digits = self._digits.get(column.name)
-        if digits is None:
-            digits = self._digits[column.name] = _Digits()
-        digits.update(conn, column, last_id)
-        return digits
 
     def column(self, name: str) -> _Column | None:
         return self._by_name.get(name)
@@ -1130,11 +1147,18 @@ class _Build:
         ``integer`` (digits and ``-``): ``instr`` for SQL, and the rows found in the column's
         texts (:class:`_Digits`) while the file is small enough."""
         sql = f"instr({column.sql}, ?)"
-        digits = (self.index.digits(self.conn, column, self.last_id)
-                  if self.index.postings else None)
-        if digits is None:
+        digits = self.index.digits
+        if (not self.index.postings or digits.upto < self.last_id
+                or column.name not in digits.widths):
             return _Part(sql, [integer])
-        return _Part(sql, [integer], lambda after: digits.rows(integer, after))
+        name = column.name
+
+        def rows(after: int) -> set[int]:
+            found = digits.rows(name, integer, after)
+            assert found is not None
+            return found
+
+        return _Part(sql, [integer], rows)
 
     def _proto(self, found: Callable[[str, str], bool]) -> list[_Part]:
         proto = self.index.column("Proto")

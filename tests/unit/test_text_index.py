@@ -260,8 +260,7 @@ def test_a_keyword_of_digits_is_found_in_the_texts_of_integer_columns(
     assert statements and not [sql for sql in statements if "instr(" in sql]
     index = store._text  # noqa: SLF001 - the texts kept
     assert index is not None
-    widths = {name: digits.width for name, digits in index._digits.items()}  # noqa: SLF001
-    assert widths["Bytes"] == 17 + 1 + 17 // 4  # built again for the 17-digit value
+    assert index.digits.widths["Bytes"] == 17 + 1 + 17 // 4  # again, for the 17 digits
     assert len(python(everything, Query(("345678901234",)))) == 1
     # Past the rows kept, SQL answers with instr, the same rows.
     monkeypatch.setattr(textsearch, "DIGITS_MAX_ROWS", 100)
@@ -269,7 +268,7 @@ def test_a_keyword_of_digits_is_found_in_the_texts_of_integer_columns(
     result, calls = search(store, Query(("443",)))
     assert calls == 0 and result.records == python(everything, Query(("443",)))[:1000]
     assert [sql for sql in statements if "instr(" in sql]
-    assert not index._digits  # noqa: SLF001 - the memory let go
+    assert not index.digits.widths  # the memory let go
     writer.close()
 
 
