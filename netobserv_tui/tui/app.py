@@ -25,8 +25,9 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -62,6 +63,8 @@ FINDINGS_INTERVAL = 3.0
 TALKERS_INTERVAL = 3.0
 
 Predicate = Callable[[Mapping[str, Any]], bool]
+#: A finding or a talker.
+ReportItem = TypeVar("ReportItem", Finding, Talker)
 
 
 class FlowsApp(PlainNotifications, App[str]):
@@ -359,31 +362,40 @@ class FlowsApp(PlainNotifications, App[str]):
                           records: list[Record] | None) -> None:
         started = time.monotonic()
         try:
-            found: list[Finding] | None = None
-            if isinstance(store, RemoteStore):
-                try:
-                    with self._store_lock:
-                        items = store.report("findings")
-                    found, scope = [Finding.from_json(i) for i in items], "the whole capture"
-                except (StoreError, ValueError):
-                    pass  # an older aggregator, a broken tunnel: the latest flows held
-            elif isinstance(store, SqliteStore):
-                found, scope = findings(store.path), "the whole capture"
-            elif store is not None:
-                with self._store_lock:
-                    result = store.search(None, 1 << 62)
-                found, scope = findings_from_records(result.records), "the whole capture"
-            if found is None:
-                rows = records or []
-                found = findings_from_records(rows)
-                flows = "flow" if len(rows) == 1 else "flows"
-                scope = (f"the latest {len(rows):,} {flows} held here (the whole capture's "
-                         "come with its SQLite file: netobserv open)")
+            found, scope = self._report(store, records, "findings", findings,
+                                        findings_from_records, Finding.from_json)
         except Exception:
             self.call_from_thread(self._findings_failed)
             raise
         self._findings_next = time.monotonic() + 4 * (time.monotonic() - started)
         self.call_from_thread(self._findings_done, found, scope)
+
+    def _report(self, store: FlowStore | None, records: list[Record] | None, name: str,
+                from_file: Callable[[Path], list[ReportItem]],
+                from_records: Callable[[Iterable[Mapping[str, Any]]], list[ReportItem]],
+                from_json: Callable[[dict[str, Any]], ReportItem],
+                ) -> tuple[list[ReportItem], str]:
+        """A whole-capture report (findings, talkers) and what it covers, in a worker
+        thread: from the SQLite file, a JSON file's records, the aggregator's report
+        ``name`` over its file (a cluster capture), else (or when the aggregator does not
+        compute it) from ``records``, the latest flows held."""
+        if isinstance(store, RemoteStore):
+            try:
+                with self._store_lock:
+                    items = store.report(name)
+                return [from_json(item) for item in items], "the whole capture"
+            except (StoreError, ValueError):
+                pass  # an older aggregator, a broken tunnel: the latest flows held
+        elif isinstance(store, SqliteStore):
+            return from_file(store.path), "the whole capture"
+        elif store is not None:
+            with self._store_lock:
+                result = store.search(None, 1 << 62)
+            return from_records(result.records), "the whole capture"
+        rows = records or []
+        flows = "flow" if len(rows) == 1 else "flows"
+        return from_records(rows), (f"the latest {len(rows):,} {flows} held here (the whole "
+                                    "capture's come with its SQLite file: netobserv open)")
 
     def _findings_failed(self) -> None:
         self._finding = False
@@ -454,26 +466,8 @@ class FlowsApp(PlainNotifications, App[str]):
                          records: list[Record] | None) -> None:
         started = time.monotonic()
         try:
-            found: list[Talker] | None = None
-            if isinstance(store, RemoteStore):
-                try:
-                    with self._store_lock:
-                        items = store.report("talkers")
-                    found, scope = [Talker.from_json(i) for i in items], "the whole capture"
-                except (StoreError, ValueError):
-                    pass  # an older aggregator, a broken tunnel: the latest flows held
-            elif isinstance(store, SqliteStore):
-                found, scope = talkers(store.path), "the whole capture"
-            elif store is not None:
-                with self._store_lock:
-                    result = store.search(None, 1 << 62)
-                found, scope = talkers_from_records(result.records), "the whole capture"
-            if found is None:
-                rows = records or []
-                found = talkers_from_records(rows)
-                flows = "flow" if len(rows) == 1 else "flows"
-                scope = (f"the latest {len(rows):,} {flows} held here (the whole capture's "
-                         "come with its SQLite file: netobserv open)")
+            found, scope = self._report(store, records, "talkers", talkers,
+                                        talkers_from_records, Talker.from_json)
         except Exception:
             self.call_from_thread(self._talkers_failed)
             raise
