@@ -9,30 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_findings import LAB, matching, write
 
-from netobserv_tui.aggregator.writers import FlowWriter
-from netobserv_tui.store.chips import FilterChips
 from netobserv_tui.store.talkers import Talker, talkers, talkers_from_records
-
-LAB = Path(__file__).parents[1] / "tui" / "fixtures" / "lab-capture.json"
 
 A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
 WEB = "93.184.216.34"
-
-
-def write(out: Path, records: list[dict[str, Any]]) -> Path:
-    """``records`` written by the real writer, one batch per run of the same fields."""
-    writer = FlowWriter(out)
-    batch: list[dict[str, Any]] = []
-    for record in [*records, None]:
-        if batch and (record is None or record.keys() != batch[0].keys()):
-            columns = list(batch[0])
-            writer.write_batch(columns, [[r[c] for c in columns] for r in batch])
-            batch = []
-        if record is not None:
-            batch.append(record)
-    writer.close()
-    return writer.db_path
 
 
 def flow(src: str, sport: int, dst: str, dport: int, bytes_: int, packets: int,
@@ -42,14 +24,6 @@ def flow(src: str, sport: int, dst: str, dport: int, bytes_: int, packets: int,
               "AgentIP": "192.0.2.1", "Interface": "eth0"}
     record.update(fields)
     return record
-
-
-def matching(records: list[dict[str, Any]], texts: tuple[str, ...]) -> list[dict[str, Any]]:
-    chips = FilterChips()
-    for text in texts:
-        chips, error = chips.add(text)
-        assert error is None, error
-    return chips.filter(records)
 
 
 def both(tmp_path: Path, records: list[dict[str, Any]], **kwargs: Any) -> list[Talker]:
