@@ -34,7 +34,8 @@ Per chip:
 * ``/regex/`` (:func:`analyze`): when every match lies within one line (nothing in the
   pattern matches a newline or looks around, each alternative has a literal), the pattern
   runs once per distinct value that holds its literals, like a keyword, with its
-  :data:`~.chips.REGEX_TIMEOUT`, and on the endpoints that hold them.  Else the literals
+  :data:`~.chips.REGEX_TIMEOUT`, and on the endpoints that hold them (``:`` and a port at
+  the end, ``/:53$/``, is the endpoints with that port: no regex runs on them).  Else the literals
   it requires select the rows (each found like a keyword, but compared the regex engine's
   case-insensitive way), and the regex runs in Python on those rows only; without a
   literal (when unsure, there is none), on every row, as before.
@@ -128,6 +129,9 @@ _FOLDING: Final = ("\u0130", "\u0131", "\u017f", "\u212a")
 
 ColumnKind: TypeAlias = Literal["int", "list", "text"]
 _SPECIAL: Final = re.compile(r"[\[\]:]")
+#: A regex that is ':' and a port number at the end of the text (``/:53$/``): in an
+#: endpoint's text, exactly the endpoints with that port.
+_PORT_AT_END: Final = re.compile(r":([1-9][0-9]{0,4})\$")
 _REFRESHED_INTS: Final = frozenset({"Proto", *(port for _, port in ENDPOINTS)})
 
 
@@ -1301,6 +1305,29 @@ class _Build:
                                                   port_name))
         return parts
 
+    def _endpoint_port(self, addr: _Column, port: _Column, number: int) -> list[_Part]:
+        """Rows whose endpoint text ends with ``:number``: the port's text follows the
+        endpoint's last ':', so those whose port is ``number`` and whose address shows (a
+        text, not empty); no regex runs."""
+        ports = self.values(port)
+        port_part: _Part | None
+        if ports is not None:
+            port_part = self.among(port, ports, [number] if number in ports else [])
+        else:
+            port_part = _Part(f"({port.sql} = ? AND typeof({port.sql}) = 'integer')", [number])
+        if port_part is None:
+            return []
+        addrs = self.values(addr)
+        addr_part: _Part | None
+        if addrs is not None:
+            addr_part = self.among(addr, addrs, [raw for raw in addrs
+                                                 if type(raw) is str and raw])
+        else:
+            addr_part = _Part(f"(typeof({addr.sql}) = 'text' AND {addr.sql} <> '')")
+        if addr_part is None:
+            return []
+        return [_and([port_part, addr_part], self.scan)]
+
     def _endpoint_regex(self, pattern: regex.Pattern[str], alternatives: list[list[_Literal]],
                         addr_name: str, port_name: str) -> list[_Part]:
         """Rows whose endpoint text the regex matches: by value when there are few
@@ -1308,6 +1335,9 @@ class _Build:
         addr, port = self.index.column(addr_name), self.index.column(port_name)
         if addr is None or port is None:
             return []
+        exact = _PORT_AT_END.fullmatch(pattern.pattern)
+        if exact is not None:
+            return self._endpoint_port(addr, port, int(exact.group(1)))
         addrs, ports = self.values(addr), self.values(port)
         pairs = (_endpoint_pairs(alternatives, addr, addrs, ports)
                  if addrs is not None and ports is not None else None)
