@@ -628,15 +628,11 @@ class _Digits:
             "WHERE rowid > ? AND rowid <= ?", (self.upto, last_id)).fetchone()
         if any((length or 0) >= self.widths.get(name, 0)
                for name, length in zip(names, longest, strict=True)):
-            widths = {name: max(length or 0, self.widths.get(name, 0)) for name, length
-                      in zip(names, longest, strict=True)}
-            if self.upto:  # values longer than a field: again, from the first row
-                self.__init__()  # type: ignore[misc]
-                longest = conn.execute(
-                    f"SELECT {', '.join(f'max(length({sql}))' for sql in sqls)} FROM "
-                    f"{TABLE} WHERE rowid <= ?", (last_id,)).fetchone()
-                widths = {name: length or 0
-                          for name, length in zip(names, longest, strict=True)}
+            # The first reading, or values longer than a field: from the first row, with
+            # fields wide enough for the longest so far.
+            widths = {name: max(length or 0, self.widths.get(name, 1) - 1)
+                      for name, length in zip(names, longest, strict=True)}
+            self.__init__()  # type: ignore[misc]
             self.widths = {name: width + 1 + (width >> 2) for name, width in widths.items()}
         texts = ", ".join(f"group_concat(printf('%*s', {self.widths[name]}, {sql}), '')"
                           for name, sql in zip(names, sqls, strict=True))

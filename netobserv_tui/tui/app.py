@@ -345,17 +345,10 @@ class FlowsApp(PlainNotifications, App[str]):
         # of the time goes to it.
         if time.monotonic() < self._findings_next:
             return
-        store = self._store
-        if isinstance(store, SqliteStore | JsonStore) and not (
-                self._stream is None and self.findings_runs):
+        source = self._report_source(self.findings_runs)
+        if source is not None:
             self._finding = True
-            self._compute_findings(store, None)
-        elif isinstance(store, RemoteStore):
-            self._finding = True
-            self._compute_findings(store, self._table.ring())
-        elif store is None or not isinstance(store, SqliteStore | JsonStore):
-            self._finding = True
-            self._compute_findings(None, self._table.ring())
+            self._compute_findings(*source)
 
     @work(thread=True, group="findings", exit_on_error=False)
     def _compute_findings(self, store: FlowStore | None,
@@ -369,6 +362,16 @@ class FlowsApp(PlainNotifications, App[str]):
             raise
         self._findings_next = time.monotonic() + 4 * (time.monotonic() - started)
         self.call_from_thread(self._findings_done, found, scope)
+
+    def _report_source(self, runs: int
+                       ) -> tuple[FlowStore | None, list[Record] | None] | None:
+        """What a report (findings, talkers) is computed from, for :meth:`_report`: a file
+        store alone (None once computed, ``runs``, for a saved file: it does not change),
+        else the store (an aggregator's, or none) and the latest flows held."""
+        store = self._store
+        if isinstance(store, SqliteStore | JsonStore):
+            return None if self._stream is None and runs else (store, None)
+        return store, self._table.ring()
 
     def _report(self, store: FlowStore | None, records: list[Record] | None, name: str,
                 from_file: Callable[[Path], list[ReportItem]],
@@ -419,10 +422,6 @@ class FlowsApp(PlainNotifications, App[str]):
             line += f" (← to the {VIEWS[-1].name} view)"
         self._header.show_findings(line)
 
-    def show_finding(self, finding: Finding) -> None:
-        """Filter the table to ``finding`` (its chips replace the chips) in the Overview."""
-        self._filter_to(finding.chips)
-
     def _filter_to(self, texts: tuple[str, ...]) -> None:
         """The Overview, filtered by ``texts`` (which replace the chips)."""
         chips = FilterChips()
@@ -448,18 +447,10 @@ class FlowsApp(PlainNotifications, App[str]):
             return
         if time.monotonic() < self._talkers_next:
             return
-        store = self._store
-        if isinstance(store, SqliteStore | JsonStore):
-            if self._stream is None and self.talkers_runs:
-                return  # a saved file does not change
+        source = self._report_source(self.talkers_runs)
+        if source is not None:
             self._talking = True
-            self._compute_talkers(store, None)
-        elif isinstance(store, RemoteStore):
-            self._talking = True
-            self._compute_talkers(store, self._table.ring())
-        else:
-            self._talking = True
-            self._compute_talkers(None, self._table.ring())
+            self._compute_talkers(*source)
 
     @work(thread=True, group="talkers", exit_on_error=False)
     def _compute_talkers(self, store: FlowStore | None,
@@ -486,24 +477,17 @@ class FlowsApp(PlainNotifications, App[str]):
         if self.view_state.view.talkers:
             self._update_status()
 
-    def show_talker(self, talker: Talker) -> None:
-        """Filter the table to ``talker``'s flows (its chips replace the chips)."""
-        self._filter_to(talker.chips)
-
 
     # -- filter chips ------------------------------------------------------------------
 
     def on_filter_input_entered(self, message: FilterInput.Entered) -> None:
         if not message.value.strip():
-            if self.view_state.view.findings:
-                finding = self._findings_list.current()
-                if finding is not None:
-                    self.show_finding(finding)
-                return
-            if self.view_state.view.talkers:
-                talker = self._talkers_list.current()
-                if talker is not None:
-                    self.show_talker(talker)
+            view = self.view_state.view
+            if view.findings or view.talkers:
+                shown = self._findings_list if view.findings else self._talkers_list
+                item = shown.current()
+                if item is not None:
+                    self._filter_to(item.chips)
                 return
             self._show_details(self._table.cursor_row)
             return

@@ -62,6 +62,8 @@ class ReportList(TypingTable, Generic[Item]):
 
     #: (label, key) of each column.
     COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: The column of the empty list's text.
+    EMPTY_COLUMN: ClassVar[int] = 0
 
     @dataclass
     class Chosen(Message):
@@ -106,9 +108,6 @@ class ReportList(TypingTable, Generic[Item]):
         for index, item in enumerate(self.items):
             self.add_item(index, item)
         self.move_cursor(row=min(row, len(self.items) - 1))
-
-    #: The column of the empty list's text.
-    EMPTY_COLUMN: ClassVar[int] = 0
 
     def current(self) -> Item | None:
         """The item under the cursor, if any."""
