@@ -92,6 +92,7 @@ from .widgets.capture_header import (
     _same,
 )
 from .widgets.filter_bar import FilterBar, FilterInput
+from .widgets.quick_cells import QuickCells
 
 __all__ = ["HELP_KEYS", "STOPPED", "Chip", "PacketHeader", "PacketScreen", "PacketTable",
            "PacketsApp", "PacketsHelpScreen", "packet_loss"]
@@ -497,7 +498,7 @@ class PacketHeader(CaptureHeader):
         ]
 
 
-class PacketTable(DataTable[Text]):
+class PacketTable(QuickCells):
     """The rows the app built (only those shown); :attr:`refs` says what each row is."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

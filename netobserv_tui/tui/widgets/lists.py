@@ -21,8 +21,10 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
 
+from .quick_cells import QuickCells
 
-class TypingTable(DataTable[Text]):
+
+class TypingTable(QuickCells):
     """A table that gives typing back to the filter line (see the module)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -1,0 +1,151 @@
+"""QuickCells paints what DataTable paints, and takes its quick path for plain cells.
+
+Two tables side by side in one app, a plain DataTable and a QuickCells table, get the same
+columns, rows and cursor; every line each renders must be the same segments (text, style,
+meta). The cells are random: printable ASCII with leading and trailing spaces, longer and
+shorter than fixed-width columns, left, right and centre justified, plus cells the quick
+path must leave to DataTable (styled text, spans, wide and control characters, numbers).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.containers import Horizontal
+from textual.strip import Strip
+from textual.widgets import DataTable
+
+from netobserv_tui.tui.widgets.quick_cells import QuickCells, quick_text, quick_width
+
+SIZE = (160, 30)
+ROWS = 24
+ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789.:-_/[] ABC"
+
+
+class Pair(App[None]):
+    CSS = "DataTable { width: 1fr; height: 100%; }"
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield DataTable(id="plain", cursor_type="row", zebra_stripes=True)
+            yield QuickCells(id="quick", cursor_type="row", zebra_stripes=True)
+
+
+def random_cell(rnd: random.Random) -> Any:
+    kind = rnd.random()
+    plain = "".join(rnd.choice(ALPHABET) for _ in range(rnd.randrange(0, 30)))
+    if rnd.random() < 0.2:
+        plain = " " * rnd.randrange(1, 4) + plain + " " * rnd.randrange(0, 4)
+    justify = rnd.choice(("left", "right", "center", None))
+    if kind < 0.80:
+        return Text(plain, justify=justify, end="")
+    if kind < 0.84:
+        return Text(plain, style="bold red", justify=justify)
+    if kind < 0.88:
+        text = Text(plain + "x", justify=justify)
+        text.stylize("italic", 0, 1)
+        return text
+    if kind < 0.92:
+        return Text("名前" + plain, justify=justify)
+    if kind < 0.95:
+        return Text(plain + "\tend\x07", justify=justify)
+    if kind < 0.98:
+        return rnd.randrange(-5, 10**9)
+    return None
+
+
+def segments(strip: Strip) -> list[tuple[str, Any]]:
+    return [(segment.text, segment.style) for segment in strip.simplify()]
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_quick_cells_paint_what_data_table_paints(seed: int) -> None:
+    rnd = random.Random(seed)
+    app = Pair()
+    async with app.run_test(size=SIZE) as pilot:
+        plain = app.query_one("#plain", DataTable)
+        quick = app.query_one("#quick", QuickCells)
+        widths = [rnd.choice((None, None, 1, 4, 9, 16)) for _ in range(rnd.randrange(1, 7))]
+        rows = [[random_cell(rnd) for _ in widths] for _ in range(ROWS)]
+        cursor = rnd.randrange(ROWS)
+        for table in (plain, quick):
+            for index, width in enumerate(widths):
+                table.add_column(f"c{index}", width=width)
+            table.add_rows(rows)
+            table.move_cursor(row=cursor, animate=False)
+        # Unfocused, then each one focused in turn (its cursor looks different then).
+        app.set_focus(None)
+        await pilot.pause()
+        assert painted(quick) == painted(plain)
+        quick.focus()
+        await pilot.pause()
+        ours = painted(quick)
+        plain.focus()
+        await pilot.pause()
+        assert ours == painted(plain)
+        assert [c.content_width for c in quick.ordered_columns] == \
+            [c.content_width for c in plain.ordered_columns]
+
+
+def painted(table: DataTable[Any]) -> list[list[tuple[str, Any]]]:
+    """Every line of ``table`` as it paints it now, from empty caches."""
+    table._clear_caches()
+    lines = table.render_lines(table.region.reset_offset)
+    assert len(lines) == table.size.height > ROWS // 2
+    return [segments(line) for line in lines]
+
+
+async def test_plain_cells_take_the_quick_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the header goes through DataTable's cell rendering when every cell is plain."""
+    calls: list[int] = []
+    original = DataTable._render_cell
+
+    def counting(self: DataTable[Any], row_index: int, *args: Any, **kwargs: Any) -> Any:
+        calls.append(row_index)
+        return original(self, row_index, *args, **kwargs)
+
+    monkeypatch.setattr(DataTable, "_render_cell", counting)
+    app = Pair()
+    async with app.run_test(size=SIZE) as pilot:
+        quick = app.query_one("#quick", QuickCells)
+        quick.add_columns("a", "b")
+        quick.add_rows([[Text(f"198.18.0.{i}:53"), Text(str(i), justify="right")]
+                        for i in range(ROWS)])
+        await pilot.pause()
+        calls.clear()
+        quick._clear_caches()
+        for y in range(quick.size.height):
+            quick.render_line(y)
+        assert calls and set(calls) == {-1}
+
+
+@pytest.mark.parametrize(
+    ("plain", "justify", "width", "expected"),
+    [
+        ("abc", "left", 5, "abc  "),
+        ("abc", None, 2, "ab"),
+        ("abc  ", "left", 5, "abc  "),
+        (" abc ", "right", 5, "  abc"),
+        ("abcdef", "right", 4, "abcd"),
+        ("ab", "center", 5, " ab  "),
+        ("", "right", 3, "   "),
+        ("abc", "full", 5, None),
+        ("abc", "left", 0, None),
+        ("a\tb", "left", 5, None),
+        ("é", "left", 5, None),
+    ],
+)
+def test_quick_text(plain: str, justify: str | None, width: int, expected: str | None) -> None:
+    assert quick_text(plain, justify, width) == expected
+
+
+def test_quick_width() -> None:
+    assert quick_width(None) == 0
+    assert quick_width(Text("198.18.0.1:53")) == 13
+    assert quick_width(Text("x", style="bold")) is None
+    assert quick_width(Text("名前")) is None
+    assert quick_width("markup [b]str[/b]") is None
