@@ -160,6 +160,8 @@ class FlowsApp(PlainNotifications, App[str]):
         #: A search of a new filter is running: the status line says "searching…" (the
         #: periodic searches of newer rows do not).
         self._first_search = False
+        #: The table asked for more rows while a search ran (see on_flow_table_more_wanted).
+        self._more_wanted = False
         #: Completed store searches, for tests and benchmarks.
         self.searches = 0
         #: The aggregator accepted the live stream (WELCOME received).
@@ -534,6 +536,7 @@ class FlowsApp(PlainNotifications, App[str]):
     def _refilter(self) -> None:
         """The view or the chips changed: show what matches, from everything seen."""
         self._generation += 1
+        self._more_wanted = False
         query = self._query()
         predicate, narrow = query.compile()
         if predicate is None:
@@ -565,6 +568,21 @@ class FlowsApp(PlainNotifications, App[str]):
         self._searching = True
         self._search(self._generation, predicate, narrow, query, self._last_id)
 
+    def on_flow_table_more_wanted(self, _message: FlowTable.MoreWanted) -> None:
+        """More rows to show than the matches held (Up, a taller terminal): read more."""
+        if self._store is None:
+            return
+        if self._searching:
+            self._more_wanted = True  # searched for when the running search is done
+            return
+        self._more_wanted = False
+        query = self._query()
+        predicate, narrow = query.compile()
+        if predicate is None:
+            return
+        self._searching = True
+        self._search(self._generation, predicate, narrow, query, 0)
+
     @work(thread=True, group="search", exit_on_error=False)
     def _search(self, generation: int, predicate: Predicate, narrow: Narrowing,
                 query: Query, after: int) -> None:
@@ -572,7 +590,7 @@ class FlowsApp(PlainNotifications, App[str]):
         with self._store_lock:
             if generation != self._generation:
                 return  # a newer filter is already waiting
-            result = self._store.search(predicate, self._table.max_rows, after=after,
+            result = self._store.search(predicate, self._table.fetch_rows(), after=after,
                                         narrow=narrow, query=query)
         self.call_from_thread(self._search_done, generation, after, result)
 
@@ -586,6 +604,8 @@ class FlowsApp(PlainNotifications, App[str]):
             self._table.show_results(result.records, result.matched)
         else:
             self._table.add_results(result.records, result.matched)
+        if self._more_wanted:
+            self.on_flow_table_more_wanted(FlowTable.MoreWanted())
 
     @work(thread=True, group="search", exit_on_error=False)
     def _load_file(self) -> None:
@@ -706,7 +726,7 @@ class FlowsApp(PlainNotifications, App[str]):
                 parts.append(f"top {count:,} {self._talkers_scope}; Enter filters the flows "
                              "to the one selected")
             return " · ".join(parts)
-        shown, kept = table.row_count, len(table.latest())
+        shown, kept = table.row_count, table.kept
         limit = f" (limit {table.limit}, Up/Down)" if table.limit is not None else ""
         if self._first_search:
             parts.append("searching…")

@@ -17,6 +17,7 @@ from netobserv_tui.tui.app import FlowsApp
 from netobserv_tui.tui.screens import DetailsScreen
 from netobserv_tui.tui.widgets import CaptureHeader, FlowTable
 from netobserv_tui.tui.widgets.filter_bar import FilterBar
+from netobserv_tui.tui.widgets.flow_table import FETCH_AT_LEAST
 
 SIZE = (160, 40)
 DNS_COLUMNS = (*BASE_COLUMNS, "DnsId", "DnsFlagsResponseCode", "DnsLatencyMs", "DnsName")
@@ -137,3 +138,42 @@ async def test_a_burst_of_keys_is_applied_in_order(tmp_path: Path) -> None:
         await wait_until(pilot, lambda: field.value == "Dst=1xy", "the refused text back")
         assert field.cursor_position == len("Dst=1")
         assert app.chips.texts == ("DstPort=53", "nxdomain")
+
+
+async def test_a_filter_reads_a_screenful_and_more_when_more_is_shown(tmp_path: Path) -> None:
+    """A search reads the matches the table shows (at least FETCH_AT_LEAST), not max_rows;
+    raising the limit past what is held searches again for that many."""
+    writer = write_capture(tmp_path, 600)
+    store = open_store(writer.db_path)
+    limits: list[int] = []
+    search = store.search
+
+    def recording(match: Any, limit: int, **kwargs: Any) -> Any:
+        limits.append(limit)
+        return search(match, limit, **kwargs)
+
+    store.search = recording  # type: ignore[method-assign]
+    app = FlowsApp(None, {"target": "saved capture", "output": str(writer.db_path)},
+                   store=store, max_rows=1000, refresh_interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(FlowTable)
+        await loaded(pilot, app, 602)
+        assert limits == [1000]  # the file's newest rows fill the ring: max_rows
+        await pilot.press(*"Proto=tcp", "enter")  # the 600 base records match
+        await wait_until(pilot, lambda: table.matched == 600 and table.kept == FETCH_AT_LEAST,
+                         "the first matches")
+        assert limits[1:] == [FETCH_AT_LEAST]
+        assert ports(app) == list(range(40599, 40599 - FETCH_AT_LEAST, -1))
+        assert table.row_count == table.fit_rows() < FETCH_AT_LEAST
+
+        table.set_limit(250)  # more than held: the next search reads 250
+        await wait_until(pilot, lambda: table.kept == 250 and table.row_count == 250,
+                         "250 matches")
+        assert limits[2:] == [250]
+        assert ports(app) == list(range(40599, 40599 - 250, -1))
+        assert [r["SrcPort"] for r in table.shown_records()] == ports(app)
+        assert "600 flows match in the file; newest 250 shown (limit 250" in app.status_text()
+
+        table.set_limit(40)  # fewer: nothing to read
+        await pilot.pause()
+        assert limits[3:] == [] and table.row_count == 40

@@ -6,7 +6,12 @@ Two sources of rows, newest first:
   is filtered), extended by :meth:`FlowTable.add_batch`;
 * **results**: the records that match the active filter, set by :meth:`show_results` (from a
   search over everything the capture has seen) and extended by :meth:`add_results` as new
-  matches arrive, also at most ``max_rows`` of them.
+  matches arrive, also at most ``max_rows`` of them.  A search asks for
+  :meth:`fetch_rows` of them, enough for the screen, not ``max_rows``: the newest 1,000 of
+  60,000 matches cost ~13 ms more to read than the newest 100 (``tests/bench/bench_tui.py``)
+  on the way from a keystroke to its repaint.  When more rows are wanted than are held
+  (Up raised the limit, the terminal grew) the table posts :class:`MoreWanted` and the app
+  searches again for that many.
 
 Adding records only appends to a deque; the table is rebuilt at most once per
 ``refresh_interval`` and only when something changed, so a burst of thousands of records
@@ -57,6 +62,10 @@ def newest_first(records: Iterable[Record], count: int) -> list[Record]:
     return [items[i] for i in heapq.nlargest(count, range(len(items)), key=key)]
 
 
+#: Matches a search reads at least (more when the screen or the limit shows more).
+FETCH_AT_LEAST = 100
+
+
 class FlowTable(TypingTable):
     """Flows, newest first, at most ``max_rows`` of them (fewer with :attr:`limit`); typing
     goes back to the filter line (:class:`~.lists.TypingTable.Left`)."""
@@ -70,6 +79,11 @@ class FlowTable(TypingTable):
         available: int
         received: int
         matched: int | None
+
+    @dataclass
+    class MoreWanted(Message):
+        """The filter's matches held are fewer than the rows to show, and there are more:
+        search again for :meth:`FlowTable.fetch_rows` of them."""
 
     def __init__(
         self,
@@ -96,6 +110,8 @@ class FlowTable(TypingTable):
         self.paused = False
         #: Number of table rebuilds, for tests and benchmarks.
         self.rebuilds = 0
+        #: Rows asked for with MoreWanted since the last results (asked once).
+        self._asked = 0
 
     def on_mount(self) -> None:
         for column in self._flow_columns:
@@ -110,6 +126,15 @@ class FlowTable(TypingTable):
         """Rows that fit under the header row (50 before the first layout)."""
         height = self.size.height
         return max(1, height - 1) if height else 50
+
+    def wanted_rows(self) -> int:
+        """Rows to show: the limit, or as many as fit."""
+        return self.fit_rows() if self.limit is None else self.limit
+
+    def fetch_rows(self) -> int:
+        """Matches a search should read for this table: the rows to show, at least
+        :data:`FETCH_AT_LEAST`, at most ``max_rows``."""
+        return min(self.max_rows, max(FETCH_AT_LEAST, self.wanted_rows()))
 
     # -- what is shown -----------------------------------------------------------------
 
@@ -161,6 +186,7 @@ class FlowTable(TypingTable):
         """Show a filter's matches (at most ``max_rows`` kept) out of ``matched`` in all."""
         self._results = deque(reversed(newest_first[: self.max_rows]), maxlen=self.max_rows)
         self.matched = matched
+        self._asked = 0
         self._rebuild()
 
     def add_results(self, newest_first: Sequence[Record], matched: int) -> None:
@@ -170,6 +196,11 @@ class FlowTable(TypingTable):
         self._results.extend(reversed(newest_first[: self.max_rows]))
         self.matched = (self.matched or 0) + matched
         self._dirty = self._dirty or bool(newest_first) or bool(matched)
+
+    @property
+    def kept(self) -> int:
+        """Records held for the table: the filter's matches, or the ring."""
+        return len(self._results if self._results is not None else self._flows)
 
     def latest(self) -> list[Record]:
         """What is being shown or would be shown: results or ring, newest first."""
@@ -219,7 +250,12 @@ class FlowTable(TypingTable):
             return
         self._dirty = False
         source = self._results if self._results is not None else self._flows
-        count = min(self.fit_rows() if self.limit is None else self.limit, len(source))
+        wanted = self.wanted_rows()
+        count = min(wanted, len(source))
+        if (self._results is not None and count < min(wanted, self.matched or 0)
+                and wanted > self._asked):
+            self._asked = wanted
+            self.post_message(self.MoreWanted())
         shown = newest_first(source, count)
         cursor_row = self.cursor_row
         self.clear()
