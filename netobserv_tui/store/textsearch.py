@@ -57,7 +57,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NamedTuple, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import regex
 
@@ -236,7 +236,7 @@ class _Literal(_Needle):
     def matching(self, column: _Column, values: Values) -> list[Any]:
         if self.plain is not None and not column.folding:
             return column.containing(self.plain)
-        return [raw for raw, value in values.items() if self.found(value.text, value.lowered)]
+        return [raw for raw, (text, lowered, _) in values.items() if self.found(text, lowered)]
 
     def like(self) -> tuple[str, str | None] | None:
         # Regex case folding pairs i, s, k with four characters outside ASCII.
@@ -494,23 +494,24 @@ class _Part:
 FALSE: Final = _Part("0", rows=lambda after: set())
 
 
-class _Value(NamedTuple):
-    """One distinct value of a column.  A tuple of texts and an array: the garbage
-    collector stops tracking it, so a full collection does not walk the index."""
-
-    text: str
-    lowered: str
-    #: Holds İ, ı, ſ or K: the lowered text may not say where a regex literal is.
-    folding: bool
-    #: The rows holding it, ascending ids; read when a query first needs them
-    #: (:meth:`TextIndex.rows`), None until then or when they are not kept.
-    rows: array[int] | None = None
+#: One distinct value of a column: its text, the text lowered, and whether it holds İ, ı, ſ
+#: or K (the lowered text may not say where a regex literal is).  A plain tuple of a str,
+#: a str and a bool, which the garbage collector stops tracking: a full collection then
+#: does not walk the index's 100,000 values (a NamedTuple or an array stays tracked; with
+#: them a full collection of the TUI took ~40 ms).  The rows holding a value are apart,
+#: as bytes (:attr:`_Column.postings`), for the same reason.
+_Value: TypeAlias = tuple[str, str, bool]
 
 
-def _value(text: str, rows: array[int] | None = None) -> _Value:
+def _value(text: str) -> _Value:
     lowered = text.lower()
-    return _Value(text, text if lowered == text else lowered,
-                  not text.isascii() and any(c in text for c in _FOLDING), rows)
+    return (text, text if lowered == text else lowered,
+            not text.isascii() and any(c in text for c in _FOLDING))
+
+
+def _ids(postings: bytes) -> memoryview:
+    """The ascending row ids of a value's postings (32-bit, native order)."""
+    return memoryview(postings).cast("I")
 
 
 Values: TypeAlias = dict[Any, _Value]
@@ -531,10 +532,14 @@ class _Column:
     present_upto: int = 0
     #: The values' rows are read up to this row (0: not read).
     rows_upto: int = 0
+    #: Distinct value -> the ids of the rows holding it, ascending, as 32-bit integers
+    #: (:func:`_ids`); None until a query first needs them (:meth:`TextIndex.rows`) or
+    #: when they are not kept.  A value without rows yet is not in it.
+    postings: dict[Any, bytes] | None = None
     #: The lowered texts of ``values``, a newline between two (a needle without newline is
     #: in one of them exactly when it is in this), in pieces joined when asked.
     pieces: list[str] = field(default_factory=list)
-    #: Some value holds İ, ı, ſ or K (see :attr:`_Value.folding`).
+    #: Some value holds İ, ı, ſ or K (see :data:`_Value`).
     folding: bool = False
     #: The values in the order of :meth:`joined`, where each starts, its length.
     order: list[Any] = field(default_factory=list)
@@ -765,10 +770,7 @@ class TextIndex:
         if self.postings and last_id > POSTINGS_MAX_ROWS:
             self.postings = False  # let the memory go: SQL answers alone from now on
             for column in self.columns:
-                column.present, column.rows_upto = None, 0
-                values = column.values or {}
-                for raw, value in values.items():
-                    values[raw] = value._replace(rows=None)
+                column.present, column.rows_upto, column.postings = None, 0, None
 
     def _refresh(self, conn: sqlite3.Connection, last_id: int) -> None:
         """Bring what queries read up to ``last_id``: the first query reads it all, the next
@@ -816,11 +818,10 @@ class TextIndex:
                 column.values = None  # SQL has 1.0 = 1, their texts differ
                 return None
             # Its rows come with the next reading of them, if they are read.
-            value = values[raw] = _value(field_text(decode(raw)),
-                                         array("I") if column.rows_upto else None)
-            added.append(value.lowered)
-            column.add(raw, value.lowered)
-            column.folding = column.folding or value.folding
+            _, lowered, folding = values[raw] = _value(field_text(decode(raw)))
+            added.append(lowered)
+            column.add(raw, lowered)
+            column.folding = column.folding or folding
         if len(values) > cap:
             column.values = None
             return None
@@ -840,23 +841,23 @@ class TextIndex:
             if column.values is not None and column.rows_upto < last_id:
                 todo.setdefault(column.rows_upto, []).append(column)
         for start, group in todo.items():
-            for column in group:
-                if not column.rows_upto:
-                    values = column.values or {}
-                    for raw, value in values.items():
-                        values[raw] = value._replace(rows=array("I"))
             cursor = conn.execute(f"SELECT rowid, {', '.join(c.sql for c in group)} FROM "
                                   f"{TABLE} WHERE rowid > ? AND rowid <= ?", (start, last_id))
-            lookups = [column.values or {} for column in group]
+            # The new ids of each value, joined to its postings once at the end.
+            new: list[dict[Any, array[int]]] = [{} for _ in group]
             while chunk := cursor.fetchmany(ROWS_CHUNK):
                 ids, *cells = zip(*chunk, strict=True)
-                for values, column_cells in zip(lookups, cells, strict=True):
+                for added, column_cells in zip(new, cells, strict=True):
                     for rowid, raw in zip(ids, column_cells, strict=True):
                         if raw is not None:
-                            kept = values[raw].rows
-                            if kept is not None:
-                                kept.append(rowid)
-            for column in group:
+                            kept = added.get(raw)
+                            if kept is None:
+                                kept = added[raw] = array("I")
+                            kept.append(rowid)
+            for column, added in zip(group, new, strict=True):
+                postings = column.postings = column.postings or {}
+                for raw, kept in added.items():
+                    postings[raw] = postings.get(raw, b"") + kept.tobytes()
                 column.rows_upto = last_id
         return True
 
@@ -930,8 +931,8 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _tail(ids: array[int], after: int) -> Iterable[int]:
-    """The ids above ``after`` of an ascending array."""
+def _tail(ids: array[int] | memoryview, after: int) -> Iterable[int]:
+    """The ids above ``after`` of an ascending array (or :func:`_ids`)."""
     return ids[bisect_right(ids, after):] if after else ids
 
 
@@ -991,8 +992,9 @@ class _Build:
         sql = column.sql
         if column.name in self.index.indexed:
             if self.index.rows(self.conn, [column], self.last_id):
-                many = (sum(len(values[raw].rows or ()) for raw in matching) * INDEX_FRACTION
-                        > self.last_id)
+                postings = column.postings or {}
+                many = (sum(len(postings.get(raw, b"")) for raw in matching) // 4
+                        * INDEX_FRACTION > self.last_id)
             else:
                 many = len(matching) * INDEX_FRACTION > len(values)
             if many:
@@ -1016,10 +1018,11 @@ class _Build:
         def rows(after: int) -> set[int]:
             index.rows(conn, needed, last_id)
             found: set[int] = set()
+            postings = column.postings or {}
             for raw in matching:
-                kept = values[raw].rows
-                if kept is not None:
-                    found.update(_tail(kept, after))
+                kept = postings.get(raw)
+                if kept:
+                    found.update(_tail(_ids(kept), after))
             return found
 
         return rows
@@ -1284,7 +1287,7 @@ class _Build:
                     candidates = values
                 part = self.among(column, values, [
                     raw for raw in candidates
-                    if may_match(value := values[raw]) and found(value.text, value.lowered)])
+                    if may_match(value := values[raw]) and found(value[0], value[1])])
                 if part is not None:
                     parts.append(part)
             elif integers:
@@ -1461,10 +1464,10 @@ def _heads(needle: _Needle, column: _Column, values: Values,
         if longest:
             candidates = column.containing(longest)
     for raw in candidates:
-        value = values[raw]
+        text, lowered, _ = values[raw]
         if type(raw) is not str or not raw:
             continue  # no endpoint text
-        if skip_own and needle.found(value.text, value.lowered):
+        if skip_own and needle.found(text, lowered):
             continue
         head = f"[{raw}]:" if ":" in raw else f"{raw}:"
         head_lowered = head.lower()
@@ -1513,8 +1516,8 @@ def _may_match(alternatives: list[list[_Literal]]) -> Callable[[_Value], bool]:
     :meth:`_Needle.like`).  Runs once per distinct value, so the usual shapes get a test
     without loops."""
     def exact(value: _Value) -> bool:
-        return any(all(lit.found(value.text, value.lowered) for lit in alt)
-                   for alt in alternatives)
+        text, lowered, _ = value
+        return any(all(lit.found(text, lowered) for lit in alt) for alt in alternatives)
 
     plain = [[like[0] for lit in alt if (like := lit.like()) is not None] for alt in alternatives]
     if any(len(lowered) != len(alt) for lowered, alt in zip(plain, alternatives, strict=True)):
@@ -1523,17 +1526,17 @@ def _may_match(alternatives: list[list[_Literal]]) -> Callable[[_Value], bool]:
         (one,) = plain[0]
 
         def quick(value: _Value) -> bool:
-            return one in value.lowered
+            return one in value[1]
     elif len(plain) == 1 and len(plain[0]) == 2:
         first, second = plain[0]
 
         def quick(value: _Value) -> bool:
-            return first in value.lowered and second in value.lowered
+            return first in value[1] and second in value[1]
     else:
         def quick(value: _Value) -> bool:
-            return any(all(p in value.lowered for p in ps) for ps in plain)
+            return any(all(p in value[1] for p in ps) for ps in plain)
 
-    return lambda value: exact(value) if value.folding else quick(value)
+    return lambda value: exact(value) if value[2] else quick(value)
 
 
 def _union(ids: list[array[int]]) -> Rows:
