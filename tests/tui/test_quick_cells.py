@@ -16,6 +16,7 @@ import pytest
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal
+from textual.coordinate import Coordinate
 from textual.strip import Strip
 from textual.widgets import DataTable
 
@@ -27,7 +28,12 @@ ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789.:-_/[] ABC"
 
 
 class Pair(App[None]):
-    CSS = "DataTable { width: 1fr; height: 100%; }"
+    # The fixed cursor looks like the cursor by default: underlined, a cell painted with
+    # the wrong one shows.
+    CSS = """
+    DataTable { width: 1fr; height: 100%; }
+    DataTable > .datatable--fixed-cursor { text-style: underline; }
+    """
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -62,8 +68,10 @@ def segments(strip: Strip) -> list[tuple[str, Any]]:
     return [(segment.text, segment.style) for segment in strip.simplify()]
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 async def test_quick_cells_paint_what_data_table_paints(seed: int) -> None:
+    """Every cursor type, a hover, zebra stripes or not, row labels or fixed columns on
+    some (DataTable's own path for the line, quick cells still)."""
     rnd = random.Random(seed)
     app = Pair()
     async with app.run_test(size=SIZE) as pilot:
@@ -71,12 +79,22 @@ async def test_quick_cells_paint_what_data_table_paints(seed: int) -> None:
         quick = app.query_one("#quick", QuickCells)
         widths = [rnd.choice((None, None, 1, 4, 9, 16)) for _ in range(rnd.randrange(1, 7))]
         rows = [[random_cell(rnd) for _ in widths] for _ in range(ROWS)]
-        cursor = rnd.randrange(ROWS)
+        labels = [f"r{i}" for i in range(ROWS)] if seed % 8 == 5 else [None] * ROWS
+        fixed = seed % 8 == 6
+        # On a fixed column, the cursor has the fixed cursor's style too.
+        cursor = Coordinate(rnd.randrange(ROWS), 0 if fixed else rnd.randrange(len(widths)))
+        hover = Coordinate(rnd.randrange(ROWS), rnd.randrange(len(widths)))
         for table in (plain, quick):
+            table.cursor_type = ("row", "cell", "column", "none")[seed % 4]
+            table.zebra_stripes = seed % 3 != 2
+            table.fixed_columns = 1 if fixed else 0
             for index, width in enumerate(widths):
                 table.add_column(f"c{index}", width=width)
-            table.add_rows(rows)
-            table.move_cursor(row=cursor, animate=False)
+            for row, label in zip(rows, labels, strict=True):
+                table.add_row(*row, label=label)
+            table.move_cursor(row=cursor.row, column=cursor.column, animate=False)
+            table.hover_coordinate = hover
+            table._show_hover_cursor = seed % 2 == 0
         # Unfocused, then each one focused in turn (its cursor looks different then).
         app.set_focus(None)
         await pilot.pause()
