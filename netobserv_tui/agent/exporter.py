@@ -21,6 +21,7 @@ Frames from the aggregator are handled where they are read, on the caller's thre
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import select
@@ -114,6 +115,8 @@ class Exporter:
         self.lost_rows = 0
         self.nacked_rows = 0
         self.reconnects = 0
+        #: The aggregator's address and port as last reached (IPv4 as IPv4, not mapped).
+        self.peer: tuple[str, int] | None = None
         #: Called with the addresses of each valid WORKLOAD frame (the whole new set), on the
         #: thread that called connect() or pump().
         self.on_workload: Callable[[list[str]], None] | None = None
@@ -159,8 +162,12 @@ class Exporter:
             batch.sent = False
         self._out = self._out_batch = None
         sock.setblocking(False)  # from now on pump() never waits on the network
-        named, reached = host_port(*self.address), host_port(sock.getpeername()[0],
-                                                              self.address[1])
+        peer = sock.getpeername()
+        mapped = ipaddress.ip_address(peer[0].split("%")[0])
+        if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
+            mapped = mapped.ipv4_mapped
+        self.peer = (str(mapped), peer[1])
+        named, reached = host_port(*self.address), host_port(peer[0], self.address[1])
         log.info("Connected to the aggregator at %s%s.", named,
                  "" if reached == named else f" ({reached})")
         # Frames that came with WELCOME (the aggregator sends WORKLOAD right after it).

@@ -209,6 +209,13 @@ class Joiner:
     hook saw. Such rows carry the eviction window as TimeFlowStartMs/TimeFlowEndMs and,
     as Interface, the device the kernel named (a drop), or :data:`NO_DEVICE`; a drop on an
     interface the capture excludes (``lo`` by default) is left out like its flows.
+
+    The agent's own connection to the aggregator (:attr:`own`: its address and port as
+    the agent reached it) is not reported either: the kernel's events of the capture's own
+    sockets (its RTT, a closing socket's queue purged) made rows of their own, which in a
+    local capture the Findings view listed as the slowest RTT of the host.  The agent, the
+    TUI and the controller all connect to that address, so none of their connections are.
+    Counted in :attr:`excluded_own`.
     """
 
     base_columns: tuple[str, ...]
@@ -221,6 +228,9 @@ class Joiner:
     wants: Callable[[str], bool] | None = None
     #: Inode of the namespace ``ifname`` knows (a drop elsewhere has another).
     netns: int = field(default_factory=own_netns)
+    #: (address text, port) of the aggregator as the agent reached it: events of
+    #: connections with that end are the capture's own.
+    own: frozenset[tuple[str, int]] = frozenset()
 
     def __post_init__(self) -> None:
         self.columns = self.base_columns + self.features.columns()
@@ -229,6 +239,8 @@ class Joiner:
         self._carried: dict[str, dict[bytes, dict[str, Any]]] = {}
         #: Drops on excluded interfaces left out (the ``lo`` traffic of the host).
         self.excluded_drops = 0
+        #: Kernel events of the capture's own connections left out (see :attr:`own`).
+        self.excluded_own = 0
 
     def join(
         self,
@@ -310,7 +322,8 @@ class Joiner:
     def _own_row(self, prefix: bytes, fields: dict[str, Any], window: tuple[int, int] | None,
                  *, drop: bool) -> list[Any] | None:
         """A flow record for a kernel event of a flow no TC hook recorded in the window;
-        None for a drop on an interface the capture excludes."""
+        None for a drop on an interface the capture excludes, or an event of the capture's
+        own connections."""
         interface = NO_DEVICE
         if drop and fields.get(DROP_IFINDEX):
             ifindex, netns = fields[DROP_IFINDEX], fields.get(DROP_NETNS, 0)
@@ -322,10 +335,14 @@ class Joiner:
                     self.excluded_drops += 1
                     return None
         src, dst, sport, dport, etype, proto = FIVE_TUPLE.unpack(prefix + b"\0")
+        src_text, dst_text = ip_text(src, etype), ip_text(dst, etype)
+        if self.own and ((src_text, sport) in self.own or (dst_text, dport) in self.own):
+            self.excluded_own += 1
+            return None
         row: list[Any] = [None] * len(self.columns)
         start, end = window if window is not None else (None, None)
         values = {
-            "SrcAddr": ip_text(src, etype), "DstAddr": ip_text(dst, etype),
+            "SrcAddr": src_text, "DstAddr": dst_text,
             "SrcPort": sport, "DstPort": dport, "Proto": proto, "Etype": etype,
             "Bytes": 0, "Packets": 0, "AgentIP": self.agent_ip,
             "TimeFlowStartMs": start, "TimeFlowEndMs": end, "Interface": interface,

@@ -151,6 +151,7 @@ class Agent:
         self._linker.link(rows, keys)  # before the join: rows of its own keep one interface
         if tables or features.only_drops:
             joiner = self._joiner(builder)
+            joiner.own = frozenset([exporter.peer]) if exporter.peer else frozenset()
             rows = joiner.join(keys, FLOW_ID.size, rows, tables, window)
             if last:
                 rows += joiner.flush(window)
@@ -166,6 +167,7 @@ class Agent:
             extra["dns_map_full"] = _dns_counters(prog.bpf)["dns_flows_full"]
         if self._join is not None:
             extra["drops_excluded"] = self._join.excluded_drops
+            extra["own_events_excluded"] = self._join.excluded_own
         if prog.packet_ring is not None:
             extra.update({"packets_lost": counters["packets_lost"],
                              "export_lost_packets": exporter.lost_packets,

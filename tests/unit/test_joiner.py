@@ -160,3 +160,28 @@ def test_a_flow_on_two_interfaces_lists_both_and_counts_once() -> None:
     later = [row("nobs-pod-a", 0, 2001), row("nobs-pod-b", 1, 2000)]
     linker.link(later, keys[:2 * FLOW_ID.size])
     assert [r[at("Interfaces")] for r in later] == [["nobs-pod-a", "nobs-pod-b"]] * 2
+
+
+def test_events_of_the_captures_own_connections_are_left_out_and_counted() -> None:
+    """RTT and drops of connections with an end at the aggregator (as the agent reached
+    it) are the capture's own: no row, counted; the same ends on another port are kept,
+    and so is a TC flow row of the own connection (a cluster's real traffic)."""
+    from netobserv_tui.agent.features import RTT
+
+    j = joiner(PKTDROP, RTT)
+    j.own = frozenset([("127.0.0.1", 37497)])
+    to_aggregator = prefix("127.0.0.1", "127.0.0.1", 42250, 37497, proto=6)
+    from_aggregator = prefix("127.0.0.1", "127.0.0.1", 37497, 42250, proto=6)
+    other_service = prefix("127.0.0.1", "127.0.0.1", 42251, 37498, proto=6)
+    rtt = {"TimeFlowRttNs": 36_000}
+    tc_row = flow_row(j, to_aggregator)
+    rows = j.join(key(to_aggregator), FLOW_ID.size, [tc_row], {
+        PKTDROP: {from_aggregator: drop(0)},
+        RTT: {to_aggregator: rtt, from_aggregator: rtt, other_service: rtt},
+    }, WINDOW)
+    assert [col(j, r, "SrcPort") for r in rows] == [42250]  # the TC row, with its RTT
+    assert col(j, rows[0], "TimeFlowRttNs") == 36_000
+    assert j.excluded_own == 1  # the drop; the RTT entries wait one eviction
+    rows = j.join(b"", FLOW_ID.size, [], {}, WINDOW)
+    assert [col(j, r, "SrcPort") for r in rows] == [42251]
+    assert j.excluded_own == 2  # from_aggregator's RTT; to_aggregator's joined its row
