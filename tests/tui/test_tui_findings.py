@@ -6,13 +6,15 @@ searched through its aggregator gets the whole capture's from the aggregator."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fixture_capture import fixture_capture
+from fixture_capture import DEMO_FIXTURE, fixture_capture, fixture_records
 from live_helpers import TOKEN, base_record, live_capture
 from textual.pilot import Pilot
 from tui_helpers import FakeAggregator, wait_until
 
+from netobserv_tui.lab.demo import SLOW_DNS_MS
 from netobserv_tui.store import RemoteStore, open_store
 from netobserv_tui.store.remote import ReportRefused
 from netobserv_tui.tui.app import FlowsApp
@@ -32,6 +34,7 @@ LAB_TITLES = [
     "Slowest RTT: 0.067 ms to 198.18.0.11:8080",
     "Slowest DNS answer: 1 ms for missing.lab.test from 198.18.0.12",
 ]
+NETFILTER = "SKB_DROP_REASON_NETFILTER_DROP"
 LAB_LINE = "3 findings: NXDOMAIN 1 name · 3 SYN unanswered · drops NETFILTER_DROP"
 
 
@@ -210,3 +213,59 @@ async def test_an_aggregator_without_reports_gives_the_latest_flows_findings(
                 "come with its SQLite file: netobserv open); Enter filters the flows to the "
                 "one selected")
         store.close()
+
+
+def _count(records: list[dict[str, Any]], **where: Any) -> int:
+    return sum(all(r.get(k) == v for k, v in where.items()) for r in records)
+
+
+async def test_the_lab_demo_shows_each_problem_the_lab_makes(tmp_path: Path) -> None:
+    """The README's main job, recorded (fixtures/lab-demo-capture.json): the lab's name
+    that does not exist, its port with no listener behind an iptables DROP and its slow DNS
+    server are findings with the numbers the records give (counted here from the JSON,
+    not by the findings' SQL), and Enter filters the flows to each one's records."""
+    records = fixture_records(DEMO_FIXTURE)
+    nx = {(r["DnsId"], r["SrcAddr"], r["SrcPort"], r["DstAddr"], r["DstPort"])
+          for r in records if r.get("DnsFlagsResponseCode") == "NXDomain"}
+    attempts = {(r["SrcAddr"], r["SrcPort"]) for r in records
+                if r["DstPort"] == 8081 and r["Flags"] == 2}
+    fw = [r for r in records if r.get("PktDropLatestDropCause") == NETFILTER]
+    latency = {name: max(r["DnsLatencyMs"] for r in records if r.get("DnsName") == name
+                         and r.get("DnsLatencyMs") is not None)
+               for name in ("slow.lab.test", "web.lab.test", "missing.lab.test")}
+    assert latency["slow.lab.test"] >= SLOW_DNS_MS > 2 * max(latency["web.lab.test"],
+                                                             latency["missing.lab.test"])
+    expected = {
+        "nxdomain": f"NXDOMAIN: {len(nx)} answers for 1 name (missing.lab.test)",
+        "syn_unanswered": f"SYN unanswered: {len(attempts)} connection attempts to 1 "
+                          "destination (198.18.0.11:8081)",
+        "drop": f"Drops {NETFILTER}: {sum(r['PktDropPackets'] for r in fw)} packets in "
+                f"{len(fw)} flows",
+        "dns_latency": f"Slowest DNS answer: {latency['slow.lab.test']} ms for slow.lab.test "
+                       "from 198.18.0.12",
+    }
+    rows = {  # the records each finding's Enter shows
+        "nxdomain": _count(records, DnsFlagsResponseCode="NXDomain",
+                           DnsName="missing.lab.test"),
+        "syn_unanswered": _count(records, Proto=6, DstAddr="198.18.0.11", DstPort=8081,
+                                 Flags=2),
+        "drop": len(fw),
+        "dns_latency": _count(records, DnsName="slow.lab.test"),
+    }
+    assert min(rows.values()) > 0 and len(nx) > 1 and len(attempts) > 1
+    db = fixture_capture(tmp_path, DEMO_FIXTURE).db_path
+    app = FlowsApp(None, {"output": "demo.db"}, store=open_store(db), refresh_interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_findings(pilot, app)
+        titles = listed(app)
+        table = app.query_one(FlowTable)
+        for kind, title in expected.items():
+            assert title in titles, (title, titles)
+            if app.view_state.title() != "Findings":
+                await pilot.press("left")  # Overview -> Findings
+            app.query_one(FindingsList).move_cursor(row=titles.index(title))
+            await pilot.press("enter")
+            assert app.view_state.title() == "Overview · IP & port", kind
+            await wait_until(pilot, lambda kind=kind: table.matched == rows[kind]
+                             and table.row_count == rows[kind], f"the flows of {kind}")
+            await pilot.press("escape")
