@@ -455,10 +455,11 @@ def _open(args: argparse.Namespace) -> int:
             raise UsageError(f"open needs a terminal: run it in an interactive shell, or "
                              f"query the file with sqlite3 or jq ({store.path})")
         from .tui.app import FlowsApp
+        from .tui.collector import quiet_collector
         from .tui.terminal import sized_from_terminal
 
         header = {"output": str(store.path)}
-        with sized_from_terminal():
+        with sized_from_terminal(), quiet_collector():
             FlowsApp(None, header, store=store, max_rows=args.max_rows,
                      names_first=_has_names(store)).run()
     finally:
@@ -482,10 +483,11 @@ def _open_packets(path: Path, max_rows: int) -> int:
         pcap.close()
         raise UsageError(f"open needs a terminal: run it in an interactive shell, or read "
                          f"the file with tshark or wireshark ({path})")
+    from .tui.collector import quiet_collector
     from .tui.packets import PacketsApp
     from .tui.terminal import sized_from_terminal
 
-    with sized_from_terminal():
+    with sized_from_terminal(), quiet_collector():
         PacketsApp(pcap, {"output": str(path)}, max_rows=max_rows).run()
     return 0
 

@@ -284,6 +284,7 @@ async def _with_tui(
     target: LocalTarget | KubernetesTarget, limits: Limits, request: FlowsRequest
 ) -> tuple[CaptureResult, str]:
     from ..tui.app import FlowsApp
+    from ..tui.collector import quiet_collector
     from ..tui.packets import PacketsApp
     from ..tui.terminal import sized_from_terminal
 
@@ -303,7 +304,7 @@ async def _with_tui(
         target.say = app.show_progress
 
     async def run_app() -> str | None:
-        with sized_from_terminal():
+        with sized_from_terminal(), quiet_collector():
             return await app.run_async()
 
     app_task = asyncio.create_task(run_app())

@@ -16,8 +16,10 @@ ICMP 10 %; random addresses and source ports, Kubernetes names) are held twice:
   is sent so that the live ring (1,000 rows) is full.
 
 The app (``FlowsApp`` with defaults: 1,000 rows kept) runs headless (``run_test``,
-160x48).  Each kind of key is pressed ``--rounds`` times, from the unfiltered Overview,
-after one warm-up search (a store's first search also counts its columns):
+160x48), with the garbage collector settings that ``netobserv`` gives it
+(:func:`netobserv_tui.tui.collector.quiet_collector`; ``--default-collector``: Python's).
+Each kind of key is pressed ``--rounds`` times, from the unfiltered Overview, after one
+warm-up search (a store's first search also counts its columns):
 
 * ``Enter <chip>``: the chip text is typed (its key events posted, then the screen let
   settle), then the clock starts and Enter is pressed (``pilot.press``);
@@ -87,8 +89,10 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+# First, as in `netobserv`: the TUI package sets Textual's frame rate before Textual loads.
+from netobserv_tui.tui import FPS  # noqa: E402, I001
 
-from textual import events  # noqa: E402
+from textual import constants, events  # noqa: E402
 from textual.keys import _character_to_key  # noqa: E402
 from textual.pilot import Pilot  # noqa: E402
 
@@ -99,6 +103,7 @@ from netobserv_tui.store import SearchResult, SqliteStore  # noqa: E402
 from netobserv_tui.store.chips import FilterChips  # noqa: E402
 from netobserv_tui.tui import app as app_module  # noqa: E402
 from netobserv_tui.tui.app import FlowsApp  # noqa: E402
+from netobserv_tui.tui.collector import quiet_collector  # noqa: E402
 from netobserv_tui.tui.views import DNS, VIEWS  # noqa: E402
 from netobserv_tui.tui.widgets import FlowTable  # noqa: E402
 
@@ -219,6 +224,16 @@ class GcWatch:
     def as_dict(self) -> dict[str, Any]:
         return {"gen2_collections": self.count, "gen2_seconds": round(self.seconds, 3),
                 "gen2_longest_ms": round(self.longest * 1000, 1)}
+
+
+@contextmanager
+def collector(default: bool) -> Iterator[None]:
+    """The collector settings of the app as ``netobserv`` runs it (or Python's defaults)."""
+    if default:
+        yield
+        return
+    with quiet_collector():
+        yield
 
 
 # ----------------------------------------------------------------- the instrumented app
@@ -516,14 +531,15 @@ async def file_mode(rows: list[list[Any]], tmp: Path, args: argparse.Namespace) 
     writer.close()
     store = RecordingStore(writer.db_path)
     app = BenchApp(None, {"target": "file", "output": str(writer.db_path)}, store=store)
-    async with app.run_test(size=SIZE) as pilot:
-        table = app.table
-        await wait_for("the file's latest rows", lambda: table.received == len(rows)
-                       and len(table.latest()) == LIMIT and table.row_count > 0
-                       and settled(table))
-        await quiet(app, pilot)
-        keys = await measure_keys(app, pilot, args.rounds)
-        app.exit("done")
+    with collector(args.default_collector):
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.table
+            await wait_for("the file's latest rows", lambda: table.received == len(rows)
+                           and len(table.latest()) == LIMIT and table.row_count > 0
+                           and settled(table))
+            await quiet(app, pilot)
+            keys = await measure_keys(app, pilot, args.rounds)
+            app.exit("done")
     store.close()
     bare = bare_searches(writer.db_path, keys, args.baseline_repeats)
     return report_keys("Part 1, file mode (netobserv open)", len(rows), keys, bare)
@@ -539,16 +555,17 @@ async def live_mode(rows: list[list[Any]], tmp: Path, args: argparse.Namespace) 
             db = agg["files"]["db"]
             store = RecordingStore(db)
             app = BenchApp(("127.0.0.1", agg["port"], TOKEN), HEADER, store=store)
-            async with app.run_test(size=SIZE) as pilot:
-                table = app.table
-                await wait_for("the live stream", lambda: app.connected)
-                await asyncio.to_thread(send_all, exporter, rows[-ring:])
-                await wait_for("the last rows, live", lambda: table.received >= ring
-                               and len(table.latest()) == ring and table.row_count > 0
-                               and settled(table))
-                await quiet(app, pilot)
-                keys = await measure_keys(app, pilot, args.rounds)
-                app.exit("done")
+            with collector(args.default_collector):
+                async with app.run_test(size=SIZE) as pilot:
+                    table = app.table
+                    await wait_for("the live stream", lambda: app.connected)
+                    await asyncio.to_thread(send_all, exporter, rows[-ring:])
+                    await wait_for("the last rows, live", lambda: table.received >= ring
+                                   and len(table.latest()) == ring and table.row_count > 0
+                                   and settled(table))
+                    await quiet(app, pilot)
+                    keys = await measure_keys(app, pilot, args.rounds)
+                    app.exit("done")
             store.close()
             bare = bare_searches(db, keys, args.baseline_repeats)
         finally:
@@ -685,6 +702,8 @@ def run_feed(kind: str, args: argparse.Namespace, tmp: Path,
         else:
             command = [sys.executable, __file__, "--child", kind, "--port", str(agg["port"]),
                        "--db", agg["files"]["db"]]
+            if args.default_collector:
+                command.append("--default-collector")
         child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         lines = Lines(child)
@@ -778,7 +797,7 @@ def on_stdin_line(callback: Callable[[], None]) -> None:
     threading.Thread(target=wait, daemon=True).start()
 
 
-def tui_child(port: int, db: str, chip: str | None) -> None:
+def tui_child(port: int, db: str, chip: str | None, default: bool) -> None:
     out = os.fdopen(os.dup(1), "w")  # Textual redirects sys.stdout while it runs
 
     def connected(app: BenchApp) -> None:
@@ -789,7 +808,7 @@ def tui_child(port: int, db: str, chip: str | None) -> None:
     store = SqliteStore(db)
     app = BenchApp(("127.0.0.1", port, TOKEN), HEADER, store=store, on_connected=connected)
     on_stdin_line(lambda: app.request_stop("bench"))
-    with GcWatch() as watch:
+    with GcWatch() as watch, collector(default):
         app.run(headless=True, size=SIZE)
     table = app.table
     matches = SqliteStore(db).search(predicate_of(chip), 0).matched if chip else None
@@ -829,7 +848,8 @@ asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
 
 
 def child(args: argparse.Namespace) -> None:
-    tui_child(args.port, args.db, LIVE_CHIP if args.child == "tui-chip" else None)
+    tui_child(args.port, args.db, LIVE_CHIP if args.child == "tui-chip" else None,
+              args.default_collector)
 
 
 # ----------------------------------------------------------------- main
@@ -845,6 +865,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0,
                         help="seconds of feed before the CPU window starts")
     parser.add_argument("--skip-keys", action="store_true", help="skip part 1")
+    parser.add_argument("--default-collector", action="store_true",
+                        help="run the app with Python's default garbage collector settings "
+                             "instead of the TUI's (netobserv's quiet_collector)")
     parser.add_argument("--skip-live-keys", action="store_true",
                         help="part 1 in file mode only")
     parser.add_argument("--skip-cpu", action="store_true", help="skip part 2")
@@ -855,7 +878,9 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    result: dict[str, Any] = {"bench": "tui", "flows": args.flows, "rounds": args.rounds}
+    result: dict[str, Any] = {"bench": "tui", "flows": args.flows, "rounds": args.rounds,
+                              "fps": constants.MAX_FPS}
+    print(f"Textual's screen updates: at most {constants.MAX_FPS}/s (netobserv's: {FPS})")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-tui-") as tmp:
         rows = make_rows(args.flows) if not args.skip_keys else []
