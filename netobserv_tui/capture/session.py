@@ -1,8 +1,9 @@
 """The target-agnostic capture lifecycle: start, watch limits, stop on any exit path.
 
 ``run_capture`` owns the order of things. Whatever ends the capture (Ctrl+C in the TUI,
-SIGINT/SIGTERM, ``--max-time``, ``--max-bytes``, an error) goes through the same
-``target.stop()``, which delivers the last partial interval and completes the files.
+SIGINT/SIGTERM, SIGHUP when the terminal goes away, ``--max-time``, ``--max-bytes``, an
+error) goes through the same ``target.stop()``, which delivers the last partial interval
+and completes the files.
 
 A target may also watch the capture while it runs (``target.watch(stats, notify)``: the
 cluster target checks that every agent connected); what it says is a :class:`Notice`,
@@ -14,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -149,11 +152,21 @@ async def run_capture(
                 on_stop_requested(why)
 
     # Signals reach only the main thread; driven from another one (tests, an embedding
-    # program), stopping is the caller's business.
-    signals = (signal.SIGINT, signal.SIGTERM) if (
+    # program), stopping is the caller's business.  SIGHUP: the terminal went away (a
+    # closed window, a dropped ssh session); its default would end the process before the
+    # target is cleaned up.
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if (
         threading.current_thread() is threading.main_thread()) else ()
+    def hang_up() -> None:
+        _off_the_terminal()
+        log.warning("Received SIGHUP (the terminal went away): stopping the capture")
+        request_stop("received SIGHUP (the terminal went away)")
+
     for sig in signals:
-        loop.add_signal_handler(sig, request_stop, f"received {signal.Signals(sig).name}")
+        if sig == signal.SIGHUP:
+            loop.add_signal_handler(sig, hang_up)
+        else:
+            loop.add_signal_handler(sig, request_stop, f"received {signal.Signals(sig).name}")
     tasks: list[asyncio.Task[Any]] = []
     try:
         # Starting can take minutes (a cluster rollout): a stop request (signal, or the TUI
@@ -225,6 +238,23 @@ async def run_capture(
             for sig in signals:
                 loop.remove_signal_handler(sig)
     return result, reason
+
+
+def _off_the_terminal() -> None:
+    """The terminal hung up: stdin, stdout and stderr that were on it now read and write
+    /dev/null.  Writing to a hung-up terminal fails (EIO), and the first message of the stop
+    (or the TUI's next frame) would end the process before the files are complete and the
+    host is cleaned up; the file paths still reach a stdout that is a file or a pipe."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        devnull = os.fstat(null).st_rdev
+        for fd in (0, 1, 2):
+            with contextlib.suppress(OSError):
+                info = os.fstat(fd)
+                if stat.S_ISCHR(info.st_mode) and info.st_rdev != devnull:
+                    os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 class _Cancelled(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 from capture_helpers import our_tc_objects, sqlite_rows
 
@@ -28,9 +30,10 @@ pytestmark = [
 
 def wait_for(
     condition: Callable[[], bool], what: str, timeout: float = 60.0,
-    on_timeout: Callable[[], str] | None = None,
+    on_timeout: Callable[[], str] | None = None, deadline: float | None = None,
 ) -> None:
-    deadline = time.monotonic() + timeout
+    """Poll ``condition`` until ``timeout`` s from now, or until ``deadline`` (monotonic)."""
+    deadline = time.monotonic() + timeout if deadline is None else deadline
     while not condition():
         if time.monotonic() > deadline:
             seen = f"; the terminal shows:\n{on_timeout()}" if on_timeout else ""
@@ -40,14 +43,16 @@ def wait_for(
 
 class Terminal:
     """``netobserv <args> --local --interfaces='nobs-*'`` in a private tmux server, 160x40,
-    started in ``folder``; its stdout and exit status go to files there."""
+    started in ``folder``; its stdout and exit status go to files there.  ``exactly``: the
+    arguments as given, nothing added."""
 
-    def __init__(self, folder: Path, *args: str) -> None:
+    def __init__(self, folder: Path, *args: str, exactly: bool = False) -> None:
         self.session = f"nobs-tui-{uuid.uuid4().hex[:8]}"
         self.tmux = ["tmux", "-L", self.session]
         self.stdout, self.status = folder / "stdout.txt", folder / "status.txt"
-        command = (f"cd {folder} && {sys.executable} -m netobserv_tui {' '.join(args)} "
-                   f"--local --interfaces='nobs-*' >{self.stdout}; echo $? >{self.status}")
+        added = "" if exactly else " --local --interfaces='nobs-*'"
+        command = (f"cd {folder} && {sys.executable} -m netobserv_tui {' '.join(args)}"
+                   f"{added} >{self.stdout}; echo $? >{self.status}")
         subprocess.run([*self.tmux, "new-session", "-d", "-s", self.session, "-x", "160",
                         "-y", "40", "sh", "-c", command], check=True)
 
@@ -150,3 +155,79 @@ def test_packets_tui_shows_lab_packets_and_ctrl_c_leaves_a_readable_pcapng(
     assert {(f[0], int(f[1])) for f in frames} == {("7788", sent.frame_bytes)}
     assert sorted({f[2] for f in frames}) == sorted({a.host_ifname, b.host_ifname})
     assert our_tc_objects() == []
+
+
+#: The README's main job, as a newcomer types it (`.venv/bin/netobserv flows --local --lab`).
+README_MAIN_JOB = ("flows", "--local", "--lab")
+#: Per view (Right presses from the Overview): its title and a row it shows of the lab: the
+#: iptables DROP, the NXDOMAIN answer, a TCP flow's RTT in ms then its three counters.
+LAB_VIEWS = (("Packet drops", r" TCP .* NETFILTER_DROP "),
+             ("DNS", r" UDP .* missing\.lab\.test +NXDomain "),
+             ("RTT", r" TCP .* \d+\.\d+ +\d+ +\d+ +\d+$"))
+
+
+def test_the_readmes_main_job_fills_the_drops_dns_and_rtt_views_within_15_s(
+    lab_host: None, tmp_path: Path
+) -> None:
+    """`netobserv flows --local --lab` with no other flag, in a real terminal: within 15 s
+    of the command's start, the Packet drops, DNS and RTT views each list flows of their
+    kind (the lab's iptables DROP, its DNS names, TCP with an RTT), then Ctrl+C leaves the
+    host clean."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert f"netobserv {' '.join(README_MAIN_JOB)}\n" in readme
+    started = time.monotonic()
+    term = Terminal(tmp_path, *README_MAIN_JOB, exactly=True)
+    try:
+        seen: dict[str, float] = {}
+        for title, sign in LAB_VIEWS:
+            term.key("Right")
+
+            def listed(title: str = title, sign: str = sign) -> bool:
+                screen = term.pane()
+                return (f"{title} · " in screen and " flows match seen by this capture" in screen
+                        and any(re.search(sign, line) for line in screen.splitlines()))
+
+            wait_for(listed, f"rows in the {title} view", deadline=started + 15,
+                     on_timeout=term.pane)
+            seen[title] = time.monotonic() - started
+        print(f"seconds from the command's start: {seen}")
+        term.key("C-c")
+        wait_for(term.status.exists, "the capture to end")
+    finally:
+        term.close()
+    assert term.status.read_text().strip() == "0"
+    assert our_tc_objects() == []
+    assert "nobs-lab-" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                             text=True).stdout
+
+
+def test_closing_the_terminal_stops_the_capture_and_leaves_the_host_clean(
+    lab_host: None, tmp_path: Path
+) -> None:
+    """The terminal goes away under a running `netobserv flows --local --lab` (a closed
+    window, a dropped ssh session: SIGHUP, then a terminal that cannot be written): the
+    capture stops as with Ctrl+C, its files are complete, and no lab namespace, qdisc or
+    process of it is left."""
+    term = Terminal(tmp_path, *README_MAIN_JOB, exactly=True)
+    try:
+        term.live()
+        wait_for(lambda: "flows 0 " not in term.pane(), "the first flows")
+        pids = [p.pid for p in psutil.process_iter(["cmdline"])
+                if "netobserv_tui" in " ".join(p.info["cmdline"] or ())]
+        assert pids
+    finally:
+        term.close()  # tmux kill-server: the pane's processes get SIGHUP
+    gone, alive = psutil.wait_procs([psutil.Process(pid) for pid in pids
+                                     if psutil.pid_exists(pid)], timeout=60)
+    assert alive == [], [p.cmdline() for p in alive]
+    assert our_tc_objects() == []
+    assert "nobs-lab-" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                             text=True).stdout
+    paths = [Path(p) for p in term.stdout.read_text().split()]
+    db = next(p for p in paths if p.suffix == ".db")
+    count = sqlite_rows(db, "SELECT count(*) AS n FROM flow")[0]["n"]
+    assert count > 0 and not db.with_name(db.name + "-wal").exists()
+    js = next(p for p in paths if p.suffix == ".json")
+    assert len(json.loads(js.read_text())) == count
+    log = (tmp_path / "output" / "netobserv.log").read_text()
+    assert "Received SIGHUP" in log and "Traceback" not in log, log[-3000:]
