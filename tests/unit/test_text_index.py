@@ -247,6 +247,20 @@ def test_the_index_leaves_the_garbage_collector_nothing_per_value(tmp_path: Path
     writer.close()
 
 
+def traced_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL statements of every connection opened from now on, as they run."""
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = real_connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    return statements
+
+
 def test_a_views_first_search_reads_no_row_after_the_stores_first(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The store's first search reads the rows of every listed value, integer columns
@@ -257,15 +271,7 @@ def test_a_views_first_search_reads_no_row_after_the_stores_first(
     rows = sample_rows(3000, seed=4)
     writer.write_batch(DNS_COLUMNS, rows)
     store = SqliteStore(writer.db_path)
-    statements: list[str] = []
-    real_connect = sqlite3.connect
-
-    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real_connect(*args, **kwargs)
-        conn.set_trace_callback(statements.append)
-        return conn
-
-    monkeypatch.setattr(sqlite3, "connect", connect)
+    statements = traced_statements(monkeypatch)
     search(store, Query(("SrcPort=40007",)))  # the first: reads what the index keeps
     statements.clear()
     dns = Query(("NoError",), ("DnsId", "DnsLatencyMs", "DnsFlagsResponseCode"))
@@ -293,15 +299,7 @@ def test_a_keyword_of_digits_is_found_in_the_texts_of_integer_columns(
     later = [[*row] for row in sample_rows(100, seed=2)]
     later[30][bytes_at] = 12_345_678_901_234_567  # wider than every value before
     queries = [Query((text,)) for text in ("40", "443", "1764097458", "345678901234", "-1")]
-    statements: list[str] = []
-    real_connect = sqlite3.connect
-
-    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real_connect(*args, **kwargs)
-        conn.set_trace_callback(statements.append)
-        return conn
-
-    monkeypatch.setattr(sqlite3, "connect", connect)
+    statements = traced_statements(monkeypatch)
     everything = as_objects(DNS_COLUMNS, first)
     for rows in (None, later):
         if rows is not None:
