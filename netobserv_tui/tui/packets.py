@@ -544,6 +544,7 @@ class PacketTable(QuickCells):
         cursor_row = self.cursor_row
         self.clear()
         self.add_rows(rows)
+        self.measure_now()
         self.refs = refs
         if cursor_row and self.row_count:
             self.move_cursor(row=min(cursor_row, self.row_count - 1), animate=False)

@@ -260,6 +260,7 @@ class FlowTable(TypingTable):
         cursor_row = self.cursor_row
         self.clear()
         self.add_rows(self._cells(record) for record in shown)
+        self.measure_now()
         self._shown = shown
         if cursor_row and self.row_count:
             self.move_cursor(row=min(cursor_row, self.row_count - 1), animate=False)

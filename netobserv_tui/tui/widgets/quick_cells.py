@@ -214,6 +214,19 @@ class QuickCells(DataTable[Any]):
         self._row_render_cache[cache_key] = row_pair
         return row_pair
 
+    def measure_now(self) -> None:
+        """Measure the rows added since the last measure now, as DataTable does when its
+        message queue is next idle.  A table that was rebuilt in one go calls it: the
+        screen may paint before that idle moment, and the measured widths (a column
+        widened, the scrollable height) then make a second paint one frame later; measured
+        here, the first paint shows them.  Plain cells are counted, not rendered
+        (:meth:`_update_dimensions`), so it costs well under a millisecond for a screenful."""
+        if self._require_update_dimensions:
+            self._require_update_dimensions = False
+            new_rows = self._new_rows.copy()
+            self._new_rows.clear()
+            self._update_dimensions(new_rows)
+
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         """DataTable's, with the widths of plain cells counted rather than rendered: rows
         with a label, an automatic height or another cell go to DataTable's measure."""
