@@ -34,6 +34,28 @@ enum sk_rst_reason { NOBS_SK_RST_REASON_PLACEHOLDER_ };
 #define AF_INET_ 2
 #define AF_INET6_ 10
 
+/* Whether a 16-byte address is IPv4-mapped (::ffff:a.b.c.d). */
+static __always_inline int is_v4_mapped(const u8 *ip16)
+{
+#pragma unroll
+    for (int i = 0; i < 10; i++) {
+        if (ip16[i])
+            return 0;
+    }
+    return ip16[10] == 0xff && ip16[11] == 0xff;
+}
+
+/* The ethertype of a socket's packets: an AF_INET6 socket talking to an IPv4 peer (a
+ * dual-stack server, ::ffff:a.b.c.d addresses) sends and receives IPv4, which the TC hooks
+ * key as 0x0800 with the same IPv4-mapped layout; keyed 0x86DD, its events would join no
+ * flow and make records of their own with ::ffff: addresses. */
+static __always_inline u16 ethertype_of(u16 family, const u8 *ip16)
+{
+    if (family == AF_INET6_)
+        return is_v4_mapped(ip16) ? 0x0800 : 0x86DD;
+    return 0x0800;
+}
+
 /* Fills ip16 (IPv4-mapped for AF_INET) and port from a sockaddr_in / sockaddr_in6 copy as
  * the tcp tracepoints store it; returns the ethertype, or 0 for another family. */
 static __always_inline u16 from_sockaddr(const u8 *sa, u8 *ip16, u16 *port)
@@ -49,7 +71,7 @@ static __always_inline u16 from_sockaddr(const u8 *sa, u8 *ip16, u16 *port)
     }
     if (family == AF_INET6_) {
         __builtin_memcpy(ip16, sa + 8, 16);
-        return 0x86DD;
+        return ethertype_of(family, ip16);
     }
     return 0;
 }
@@ -262,7 +284,7 @@ static __always_inline void key_from_v6(struct flow_5tuple *key, const u8 *saddr
     __builtin_memcpy(key->dst_ip, daddr_v6, 16);
     key->src_port = sport;
     key->dst_port = dport;
-    key->eth_protocol = family == AF_INET6_ ? 0x86DD : 0x0800;
+    key->eth_protocol = ethertype_of(family, key->src_ip);
     key->transport_protocol = IPPROTO_TCP;
 }
 

@@ -336,3 +336,53 @@ def aggregator_ports() -> set[int]:
         if "netobserv_tui.aggregator" in cmdline:
             ports.add(conn.laddr.port)
     return ports
+
+
+DUAL_STACK_ECHO_SERVER = """
+import socket
+srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("::", {port})); srv.listen(1)
+print("ready", flush=True)
+conn, _ = srv.accept()
+while data := conn.recv(65536):
+    conn.sendall(data)
+"""
+
+
+def test_rtt_of_a_dual_stack_server_joins_its_ipv4_flow(lab: Lab, tmp_path: Path) -> None:
+    """A server on an IPv6 socket that also takes IPv4 (IPV6_V6ONLY off, as most servers
+    listen on ::) sees its IPv4 client as ::ffff:a.b.c.d: its kernel events are keyed as
+    the IPv4 flow its packets are, so the server's RTT is on the server -> client flow
+    records of its interface, and no record has an IPv4-mapped address (they made records
+    of their own, 0 bytes, listed as talkers and as the slowest RTT's destination)."""
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    server = subprocess.Popen(["ip", "netns", "exec", b.netns, sys.executable, "-c",
+                               DUAL_STACK_ECHO_SERVER.format(port=9300)],
+                              stdout=subprocess.PIPE, text=True)
+    client = None
+    try:
+        assert server.stdout and server.stdout.readline().strip() == "ready"
+        with Capture(tmp_path, "--enable_rtt=true") as cap:
+            client = subprocess.Popen(
+                ["ip", "netns", "exec", a.netns, sys.executable, "-c", PING_PONG_CLIENT.format(
+                    src=a.v4, sport=45400, dst=b.v4, dport=9300, rounds=200)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert client.stdout and client.stdout.readline().strip() == "done"
+            server_view = in_pod(b, "ss", "-tin", "sport", "= :9300").stdout
+            assert cap.stop() == 0, cap.stderr_lines
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+    assert f"[::ffff:{b.v4}]:9300" in server_view, server_view  # the server's view
+    db = cap.files()["db"]
+    mapped = sqlite_rows(db, "SELECT SrcAddr, DstAddr, SrcPort, DstPort, Interface FROM flow "
+                             "WHERE SrcAddr LIKE '::ffff:%' OR DstAddr LIKE '::ffff:%'")
+    assert mapped == [], mapped
+    served = sqlite_rows(db, "SELECT max(TimeFlowRttNs) AS rtt, sum(Packets) AS packets "
+                             "FROM flow WHERE SrcPort = 9300 AND DstPort = 45400 "
+                             f"AND Interface = '{b.host_ifname}' AND Etype = 2048")[0]
+    assert served["packets"] and served["rtt"] and served["rtt"] > 0, served
