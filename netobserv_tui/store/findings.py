@@ -11,7 +11,10 @@ path (opened read-only) and returns a list of :class:`Finding`, problems first:
 ``syn_unanswered`` and ``syn_refused``
     TCP connection attempts: 4-tuples with a SYN and no ACK nor RST, whose reverse 4-tuple
     never sent a SYN+ACK; refused when the reverse sent a RST, unanswered otherwise.  By
-    destination (workload and port, else address and port).
+    destination (workload and port, else address and port), each with the kernel's drop
+    causes of those attempts' packets, either way, and what they most likely mean
+    (:data:`ATTEMPT_CAUSES`: ``NETFILTER_DROP`` is a firewall rule): the likely cause of
+    the silence or the refusal.
 ``drops``
     One finding per kernel drop cause: dropped packets and flows, the top flows.  Causes
     that are the kernel's housekeeping rather than trouble (a closing socket's queues
@@ -257,22 +260,67 @@ _ATTEMPTS: Final = f"""
           AND (DstAddr, DstPort, SrcAddr, SrcPort) IN
               (SELECT SrcAddr, SrcPort, DstAddr, DstPort FROM syn)
         GROUP BY SrcAddr, SrcPort, DstAddr, DstPort
-    )
+    ), {{dropped}}
     SELECT CASE WHEN back.rst THEN 'syn_refused' ELSE 'syn_unanswered' END AS state,
            syn.ns, syn.owner, CASE WHEN syn.owner IS NULL THEN syn.DstAddr END AS addr,
            syn.DstPort AS port, sum(syn.rate) AS attempts, group_concat(DISTINCT syn.source),
-           min(syn.fmin), max(syn.fmax), max(syn.rate) > 1
+           min(syn.fmin), max(syn.fmax), max(syn.rate) > 1,
+           coalesce(group_concat(out.causes), '') || ','
+           || coalesce(group_concat(back_drop.causes), '')
     FROM syn LEFT JOIN back
       ON back.SrcAddr = syn.DstAddr AND back.SrcPort = syn.DstPort
      AND back.DstAddr = syn.SrcAddr AND back.DstPort = syn.SrcPort
+    LEFT JOIN dropped AS out
+      ON out.a = syn.SrcAddr AND out.ap = syn.SrcPort
+     AND out.b = syn.DstAddr AND out.bp = syn.DstPort
+    LEFT JOIN dropped AS back_drop
+      ON back_drop.a = syn.DstAddr AND back_drop.ap = syn.DstPort
+     AND back_drop.b = syn.SrcAddr AND back_drop.bp = syn.SrcPort
     WHERE coalesce(back.synack, 0) = 0
     GROUP BY state, syn.ns, syn.owner, addr, port
     ORDER BY attempts DESC, addr, syn.owner, port
 """
+#: The kernel's drop causes of TCP packets per 4-tuple (joined to the attempts both ways:
+#: the SYN, or what came back).
+_DROPPED: Final = """dropped AS MATERIALIZED (
+        SELECT SrcAddr AS a, SrcPort AS ap, DstAddr AS b, DstPort AS bp,
+               group_concat(DISTINCT PktDropLatestDropCause) AS causes
+        FROM flow NOT INDEXED WHERE Proto = 6 AND PktDropLatestDropCause IS NOT NULL
+        GROUP BY a, ap, b, bp
+    )"""
+_NOT_DROPPED: Final = ("dropped AS (SELECT NULL AS a, NULL AS ap, NULL AS b, NULL AS bp, "
+                       "NULL AS causes WHERE 0)")
+#: What a drop cause of a connection attempt's packets most likely is, in a few words (the
+#: kernel's ``include/net/dropreason-core.h``); another cause is named alone.
+ATTEMPT_CAUSES: Final[Mapping[str, str]] = {
+    "SKB_DROP_REASON_NETFILTER_DROP": "firewall rule",
+    "SKB_DROP_REASON_NO_SOCKET": "no listener",
+    "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW": "accept queue full",
+    "SKB_DROP_REASON_SOCKET_BACKLOG": "socket backlog full",
+    "SKB_DROP_REASON_IP_INNOROUTES": "no route",
+    "SKB_DROP_REASON_IP_OUTNOROUTES": "no route",
+    "SKB_DROP_REASON_NEIGH_FAILED": "no ARP/NDP answer",
+    "SKB_DROP_REASON_NEIGH_QUEUEFULL": "ARP/NDP queue full",
+    "SKB_DROP_REASON_TC_INGRESS": "tc filter",
+    "SKB_DROP_REASON_TC_EGRESS": "tc filter",
+    "SKB_DROP_REASON_XDP": "XDP program",
+}
+
+
+def _likely(causes: Any) -> str:
+    """`` · dropped: NETFILTER_DROP (firewall rule)`` for the causes that ``group_concat``
+    joined; "" when none."""
+    names = sorted({cause for cause in str(causes or "").split(",") if cause})
+    told = [name.removeprefix(_DROP_PREFIX)
+            + (f" ({ATTEMPT_CAUSES[name]})" if name in ATTEMPT_CAUSES else "")
+            for name in names]
+    return " · dropped: " + ", ".join(told) if told else ""
 
 
 def _attempts(conn: sqlite3.Connection, scale: str) -> list[Finding]:
-    rows = conn.execute(_ATTEMPTS.format(scale=scale)).fetchall()
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(flow)")}
+    dropped = _DROPPED if "PktDropLatestDropCause" in columns else _NOT_DROPPED
+    rows = conn.execute(_ATTEMPTS.format(scale=scale, dropped=dropped)).fetchall()
     result = []
     for kind, what, short in (("syn_unanswered", "SYN unanswered", "SYN unanswered"),
                               ("syn_refused", "SYN refused (RST)", "SYN refused")):
@@ -284,6 +332,7 @@ def _attempts(conn: sqlite3.Connection, scale: str) -> list[Finding]:
         labels = [_who_label(*g[:4]) for g in groups]
         evidence = tuple(
             f"{label}  {_plural(g[4], 'attempt', about=bool(g[8]))} from {_who_list(g[5])}"
+            f"{_likely(g[9])}"
             for label, g in zip(labels[:TOP], groups[:TOP], strict=False))
         chips: tuple[str, ...] = ("Proto=6",)
         if len(groups) == 1:

@@ -72,7 +72,8 @@ LAB_FINDINGS = [
     Finding(
         "syn_unanswered",
         "SYN unanswered: 3 connection attempts to 1 destination (198.18.0.11:8081)",
-        ("198.18.0.11:8081  3 attempts from 198.18.0.10",),
+        ("198.18.0.11:8081  3 attempts from 198.18.0.10 · dropped: NETFILTER_DROP (firewall "
+         "rule)",),
         ("Proto=6", "DstAddr=198.18.0.11", "DstPort=8081", "Flags=2"), "3 SYN unanswered"),
     Finding(
         "drops", "Drops SKB_DROP_REASON_NETFILTER_DROP: 3 packets in 3 flows",
@@ -189,6 +190,46 @@ def test_syn_unanswered_and_refused_by_destination(tmp_path: Path) -> None:
         ("10.0.0.9:81  1 attempt from 10.0.0.1",),
         ("Proto=6", "DstAddr=10.0.0.9", "DstPort=81", "Flags=2"), "1 SYN refused")]
     assert set(kinds) == {"syn_unanswered", "syn_refused"}
+
+
+def test_attempts_name_the_drop_causes_of_their_packets(tmp_path: Path) -> None:
+    """Each destination of unanswered or refused SYNs says which kernel drop causes hit
+    those attempts' packets, either way, and what they likely are; drops of other flows
+    are not theirs."""
+    drop = "SKB_DROP_REASON_"
+    records = [
+        # :82 twice, both SYNs dropped by a firewall rule (one record also counts it)
+        flow("10.0.0.1", 1002, "10.0.0.9", 82, Flags=0x02,
+             PktDropLatestDropCause=f"{drop}NETFILTER_DROP", PktDropPackets=1),
+        flow("10.0.0.2", 1003, "10.0.0.9", 82, Flags=0x02),
+        flow("10.0.0.2", 1003, "10.0.0.9", 82, Flags=0x02, Packets=0, Bytes=0,
+             PktDropLatestDropCause=f"{drop}NETFILTER_DROP", PktDropPackets=1),
+        # :83: no drop seen
+        flow("10.0.0.1", 1004, "10.0.0.8", 83, Flags=0x02),
+        # :84: the reply dropped on its way back, for a cause with no gloss
+        flow("10.0.0.1", 1005, "10.0.0.7", 84, Flags=0x02),
+        flow("10.0.0.7", 84, "10.0.0.1", 1005, Flags=0x00, Packets=0, Bytes=0,
+             PktDropLatestDropCause=f"{drop}PKT_TOO_SMALL", PktDropPackets=1),
+        # refused (RST back), the SYN also dropped for no listener
+        flow("10.0.0.1", 1006, "10.0.0.9", 81, Flags=0x02,
+             PktDropLatestDropCause=f"{drop}NO_SOCKET", PktDropPackets=1),
+        flow("10.0.0.9", 81, "10.0.0.1", 1006, Flags=0x14),
+        # a drop of an established flow to :83 is not the attempt's
+        flow("10.0.0.3", 1007, "10.0.0.8", 83, Flags=0x18,
+             PktDropLatestDropCause=f"{drop}NETFILTER_DROP", PktDropPackets=1),
+    ]
+    kinds = by_kind(findings(write(tmp_path, records)))
+    assert kinds["syn_unanswered"][0].evidence == (
+        "10.0.0.9:82  2 attempts from 10.0.0.1, 10.0.0.2 · dropped: NETFILTER_DROP "
+        "(firewall rule)",
+        "10.0.0.7:84  1 attempt from 10.0.0.1 · dropped: PKT_TOO_SMALL",
+        "10.0.0.8:83  1 attempt from 10.0.0.1")
+    assert kinds["syn_refused"][0].evidence == (
+        "10.0.0.9:81  1 attempt from 10.0.0.1 · dropped: NO_SOCKET (no listener)",)
+    # A capture without the drop feature: the same attempts, no cause.
+    without = [{k: v for k, v in r.items() if not k.startswith("PktDrop")} for r in records]
+    evidence = by_kind(findings(write(tmp_path / "plain", without)))["syn_unanswered"][0]
+    assert all("dropped" not in line for line in evidence.evidence)
 
 
 def test_retransmissions_by_flow_count_one_interface(tmp_path: Path) -> None:
