@@ -146,27 +146,39 @@ sys.stdin.read()   # keep the connection open while `ss` looks at it
 """
 
 
-def test_rtt_agrees_with_ss(lab: Lab, tmp_path: Path) -> None:
+def ping_pong(lab: Lab, tmp_path: Path, server_code: str, sport: int, dport: int,
+              rounds: int, look: tuple[str, ...], look_in: Pod | None = None,
+              ) -> tuple[Capture, str]:
+    """A capture with RTT on while pod-a's client exchanges ``rounds`` small messages with
+    ``server_code`` run in pod-b (it prints "ready", then echoes); ``look`` runs in
+    ``look_in`` (pod-a) while the connection is still open.  The stopped capture, and what
+    ``look`` printed."""
     a, b = lab.pod("pod-a"), lab.pod("pod-b")
     server = subprocess.Popen(["ip", "netns", "exec", b.netns, sys.executable, "-c",
-                               ECHO_SERVER.format(addr=b.v4, port=9100)],
-                              stdout=subprocess.PIPE, text=True)
+                               server_code], stdout=subprocess.PIPE, text=True)
     client = None
     try:
         assert server.stdout and server.stdout.readline().strip() == "ready"
         with Capture(tmp_path, "--enable_rtt=true") as cap:
             client = subprocess.Popen(
                 ["ip", "netns", "exec", a.netns, sys.executable, "-c", PING_PONG_CLIENT.format(
-                    src=a.v4, sport=45100, dst=b.v4, dport=9100, rounds=300)],
+                    src=a.v4, sport=sport, dst=b.v4, dport=dport, rounds=rounds)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             assert client.stdout and client.stdout.readline().strip() == "done"
-            ss = in_pod(a, "ss", "-tin", "src", f"{a.v4}:45100").stdout
+            seen = in_pod(look_in or a, *look).stdout
             assert cap.stop() == 0, cap.stderr_lines
     finally:
         for proc in (client, server):
             if proc is not None:
                 proc.kill()
                 proc.wait()
+    return cap, seen
+
+
+def test_rtt_agrees_with_ss(lab: Lab, tmp_path: Path) -> None:
+    a, b = lab.pod("pod-a"), lab.pod("pod-b")
+    cap, ss = ping_pong(lab, tmp_path, ECHO_SERVER.format(addr=b.v4, port=9100), 45100, 9100,
+                        300, ("ss", "-tin", "src", f"{a.v4}:45100"))
     ss_rtt_ns = float(re.search(r"\brtt:([\d.]+)/", ss).group(1)) * 1e6  # type: ignore[union-attr]
     rows = sqlite_rows(cap.files()["db"],
                        "SELECT TimeFlowRttNs FROM flow WHERE SrcPort = 45100 AND DstPort = 9100 "
@@ -357,26 +369,10 @@ def test_rtt_of_a_dual_stack_server_joins_its_ipv4_flow(lab: Lab, tmp_path: Path
     the IPv4 flow its packets are, so the server's RTT is on the server -> client flow
     records of its interface, and no record has an IPv4-mapped address (they made records
     of their own, 0 bytes, listed as talkers and as the slowest RTT's destination)."""
-    a, b = lab.pod("pod-a"), lab.pod("pod-b")
-    server = subprocess.Popen(["ip", "netns", "exec", b.netns, sys.executable, "-c",
-                               DUAL_STACK_ECHO_SERVER.format(port=9300)],
-                              stdout=subprocess.PIPE, text=True)
-    client = None
-    try:
-        assert server.stdout and server.stdout.readline().strip() == "ready"
-        with Capture(tmp_path, "--enable_rtt=true") as cap:
-            client = subprocess.Popen(
-                ["ip", "netns", "exec", a.netns, sys.executable, "-c", PING_PONG_CLIENT.format(
-                    src=a.v4, sport=45400, dst=b.v4, dport=9300, rounds=200)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            assert client.stdout and client.stdout.readline().strip() == "done"
-            server_view = in_pod(b, "ss", "-tin", "sport", "= :9300").stdout
-            assert cap.stop() == 0, cap.stderr_lines
-    finally:
-        for proc in (client, server):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
+    b = lab.pod("pod-b")
+    cap, server_view = ping_pong(lab, tmp_path, DUAL_STACK_ECHO_SERVER.format(port=9300),
+                                 45400, 9300, 200, ("ss", "-tin", "sport", "= :9300"),
+                                 look_in=b)
     assert f"[::ffff:{b.v4}]:9300" in server_view, server_view  # the server's view
     db = cap.files()["db"]
     mapped = sqlite_rows(db, "SELECT SrcAddr, DstAddr, SrcPort, DstPort, Interface FROM flow "
