@@ -111,6 +111,11 @@ class FlowStore(Protocol):
         """Counts and time span of the whole capture."""
         ...
 
+    def prepare_search(self) -> None:
+        """Do ahead what the first search would (a store that has nothing to read ahead
+        does nothing), so that it answers at once when someone types."""
+        ...
+
     def close(self) -> None:
         """Release the file; idempotent.  Other calls fail afterwards."""
         ...

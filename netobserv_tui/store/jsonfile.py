@@ -76,6 +76,9 @@ class JsonStore:
             matched = len(kept) + len(list(hits))
         return SearchResult([_copy(r) for r in kept], matched, scanned, last_id)
 
+    def prepare_search(self) -> None:
+        """Nothing to read ahead: the records are in memory."""
+
     def totals(self) -> Totals:
         self._check_open()
         if self._totals is None:

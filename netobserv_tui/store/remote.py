@@ -112,6 +112,9 @@ class RemoteStore:
     def totals(self) -> Totals:
         return Totals(0, 0, 0, None, None)  # the header has the live totals
 
+    def prepare_search(self) -> None:
+        """Nothing to read ahead here: the aggregator searches its own file."""
+
     def close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:

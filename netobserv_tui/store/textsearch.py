@@ -715,9 +715,7 @@ class TextIndex:
             return None
         if not chips.chips and not query.fields:
             return SqlFilter("", (), True)
-        self.present_columns = frozenset(present)
-        self._prepare(conn, last_id)
-        self._refresh(conn, last_id)
+        self.prepare(conn, last_id, present)
         build = _Build(self, conn, after, last_id)
         parts: list[_Part] = []
         exact = True
@@ -753,6 +751,14 @@ class TextIndex:
         return SqlFilter("".join(f" AND {part.sql}" for part in parts),
                          tuple(p for part in parts for p in part.params), exact,
                          rows=rows, failures=build.failures)
+
+    def prepare(self, conn: sqlite3.Connection, last_id: int, present: Iterable[str]) -> None:
+        """Read what queries read, up to ``last_id`` (the new rows only, after the first
+        time): :meth:`compile` does it first, and a reader may do it ahead, before anyone
+        types (:meth:`.sqlite.SqliteStore.prepare_search`)."""
+        self.present_columns = frozenset(present)
+        self._prepare(conn, last_id)
+        self._refresh(conn, last_id)
 
     def _prepare(self, conn: sqlite3.Connection, last_id: int) -> None:
         if self.typed is None:

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, TypeVar
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from ..model.stream import FlowBatch, LiveStream, StatsUpdate, StreamError
@@ -52,6 +52,9 @@ from .views import NAMES_ENRICHMENT, VIEWS, ViewState
 from .widgets import CaptureHeader, FlowTable
 from .widgets.filter_bar import FilterBar, FilterInput
 from .widgets.lists import ReportList, TypingTable
+
+#: Seconds between two reads ahead of the store's search while a filter is typed.
+PREPARE_EVERY = 1.0
 
 #: Return value of ``run_async`` when the user stops the capture (or closes the file).
 STOPPED = "stopped"
@@ -144,6 +147,11 @@ class FlowsApp(PlainNotifications, App[str]):
         self._talkers_next = 0.0
         #: Completed computations of the top talkers, for tests.
         self.talkers_runs = 0
+        #: A read ahead of the store's search is running, or when the last one ended.
+        self._preparing = False
+        self._prepared_at = -PREPARE_EVERY
+        #: Completed reads ahead (prepare_search), for tests.
+        self.searches_prepared = 0
         #: Bytes per second from the aggregator's counters: the header's sparkline.
         self._byte_rate = ByteRate()
         self._rate_clock = clock
@@ -619,6 +627,36 @@ class FlowsApp(PlainNotifications, App[str]):
         self._table.received = result.matched
         self._table.add_records(reversed(result.records))
         self._table.flush()
+        self._prepare_search()
+
+    def on_input_changed(self, message: Input.Changed) -> None:
+        """A filter being typed: the store reads ahead what its search will read (a live
+        capture's new rows) while the rest is typed."""
+        if message.value and message.input is self._filter_bar.input:
+            self._prepare_search()
+
+    def _prepare_search(self) -> None:
+        """Let the store read ahead what its first search reads (the text index: 1.6-1.8 s
+        per 100,000 rows, which the first keystroke waited for), in a worker, at most once
+        per :data:`PREPARE_EVERY` seconds; a search meanwhile waits for it (one lock)."""
+        if (self._store is None or self._preparing
+                or time.monotonic() - self._prepared_at < PREPARE_EVERY):
+            return
+        self._preparing = True
+        self._read_ahead(self._store)
+
+    @work(thread=True, group="prepare", exit_on_error=False)
+    def _read_ahead(self, store: FlowStore) -> None:
+        try:
+            with self._store_lock:
+                store.prepare_search()
+        finally:
+            self.call_from_thread(self._read_ahead_done)
+
+    def _read_ahead_done(self) -> None:
+        self._preparing = False
+        self._prepared_at = time.monotonic()
+        self.searches_prepared += 1
 
     # -- public API ----------------------------------------------------------------------
 
@@ -653,6 +691,8 @@ class FlowsApp(PlainNotifications, App[str]):
         if event.worker.group == "talkers":
             self.notify(f"{error}", title="Top talkers failed", severity="error", timeout=10)
             return
+        if event.worker.group == "prepare":
+            return  # a read ahead: the search that follows reads the same and says so
         if event.worker.group == "search":
             self._searching = self._first_search = False
             if isinstance(error, RegexTimeout):

@@ -284,6 +284,39 @@ def test_a_views_first_search_reads_no_row_after_the_stores_first(
     writer.close()
 
 
+def test_a_store_read_ahead_leaves_the_first_keyword_search_nothing_to_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare_search reads what the first text search reads (the distinct values and
+    their rows, the digit texts): the first keyword search after it reads none of that,
+    and finds what it finds without it; new rows are read by the next read ahead."""
+    writer = FlowWriter(tmp_path)
+    rows = sample_rows(3000, seed=5)
+    writer.write_batch(DNS_COLUMNS, rows)
+    store = SqliteStore(writer.db_path)
+    statements = traced_statements(monkeypatch)
+    store.prepare_search()
+    reads = [sql for sql in statements if "DISTINCT" in sql]
+    assert reads  # it read the columns' values
+    statements.clear()
+    queries = [Query(("payments",)), Query(("443",)), Query(("nxdomain",))]
+    everything = as_objects(DNS_COLUMNS, rows)
+    for query in queries:
+        result, calls = search(store, query)
+        assert calls == 0 and result.records == python(everything, query)[:1000]
+    assert not [sql for sql in statements if "DISTINCT" in sql], statements
+    later = sample_rows(200, seed=6)
+    writer.write_batch(DNS_COLUMNS, later)
+    statements.clear()
+    store.prepare_search()
+    assert [sql for sql in statements if "DISTINCT" in sql]  # the new rows' values
+    statements.clear()
+    everything = as_objects(DNS_COLUMNS, rows + later)
+    result, _ = search(store, queries[0])
+    assert result.records == python(everything, queries[0])[:1000]
+    assert not [sql for sql in statements if "DISTINCT" in sql], statements
+    writer.close()
+
+
 def test_a_keyword_of_digits_is_found_in_the_texts_of_integer_columns(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Integer columns with too many values to list (here: all of them) keep their values'
