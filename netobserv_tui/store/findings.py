@@ -426,7 +426,7 @@ def _drops(conn: sqlite3.Connection, scale: str) -> list[Finding]:
         why = BENIGN_DROPS.get(cause, _NO_SOCKET_ICMP) if benign else ""
         result.append(Finding(
             "drops",
-            f"Drops {cause}: {_plural(packets, 'packet', about=bool(scaled))} in "
+            f"Drops {short}: {_plural(packets, 'packet', about=bool(scaled))} in "
             f"{_plural(flows, 'flow')}" + (f" ({why}: normal)" if why else ""),
             evidence, chips, f"drops {short}", "info" if benign else "problem"))
     return result

@@ -32,4 +32,5 @@ class FindingsList(ReportList[Finding]):
         cell = Text(item.title, style="bold" if item.severity == "problem" else "")
         for line in item.evidence:
             cell.append("\n  " + line, style="")
-        self.add_row(cell, Text("  ".join(item.chips)), height=None)
+        # One chip a line: the column is as wide as the longest chip, not as all of them.
+        self.add_row(cell, Text("\n".join(item.chips)), height=None)

@@ -76,20 +76,20 @@ LAB_FINDINGS = [
          "rule)",),
         ("Proto=6", "DstAddr=198.18.0.11", "DstPort=8081", "Flags=2"), "3 SYN unanswered"),
     Finding(
-        "drops", "Drops SKB_DROP_REASON_NETFILTER_DROP: 3 packets in 3 flows",
+        "drops", "Drops NETFILTER_DROP: 3 packets in 3 flows",
         ("198.18.0.10:37958 → 198.18.0.11:8081 TCP  1 packet",
          "198.18.0.10:37970 → 198.18.0.11:8081 TCP  1 packet",
          "198.18.0.10:37982 → 198.18.0.11:8081 TCP  1 packet"),
         ("PktDropLatestDropCause=SKB_DROP_REASON_NETFILTER_DROP",), "drops NETFILTER_DROP"),
     # ping's echo replies, offered to ping sockets after its raw socket took them
     Finding(
-        "drops", "Drops SKB_DROP_REASON_NO_SOCKET: 16 packets in 2 flows (ping replies, "
+        "drops", "Drops NO_SOCKET: 16 packets in 2 flows (ping replies, "
         "taken by ping's raw socket: normal)",
         ("198.18.0.11 → 198.18.0.10 ICMP  8 packets",
          "fd00:198:18::12 → fd00:198:18::10 ICMPv6  8 packets"),
         ("PktDropLatestDropCause=SKB_DROP_REASON_NO_SOCKET",), "drops NO_SOCKET", "info"),
     Finding(
-        "drops", "Drops SKB_DROP_REASON_QUEUE_PURGE: 8 packets in 8 flows (a closing "
+        "drops", "Drops QUEUE_PURGE: 8 packets in 8 flows (a closing "
         "socket's queues purged: normal)",
         ("198.18.0.10:37430 → 198.18.0.11:8080 TCP  1 packet",
          "198.18.0.10:37438 → 198.18.0.11:8080 TCP  1 packet",
@@ -352,11 +352,11 @@ def test_housekeeping_drops_are_informational(tmp_path: Path) -> None:
     ]
     found = findings(write(tmp_path, records))
     assert [(f.title, f.severity) for f in found] == [
-        ("Drops SKB_DROP_REASON_NO_SOCKET: 5 packets in 2 flows", "problem"),
-        ("Drops SKB_DROP_REASON_NETFILTER_DROP: 1 packet in 1 flow", "problem"),
-        ("Drops SKB_DROP_REASON_QUEUE_PURGE: 7 packets in 2 flows (a closing socket's "
+        ("Drops NO_SOCKET: 5 packets in 2 flows", "problem"),
+        ("Drops NETFILTER_DROP: 1 packet in 1 flow", "problem"),
+        ("Drops QUEUE_PURGE: 7 packets in 2 flows (a closing socket's "
          "queues purged: normal)", "info"),
-        ("Drops SKB_DROP_REASON_NO_SOCKET: 3 packets in 1 flow (ping replies, taken by "
+        ("Drops NO_SOCKET: 3 packets in 1 flow (ping replies, taken by "
          "ping's raw socket: normal)", "info"),
     ]
     assert found[0].evidence == ("10.0.0.1:5000 → 10.0.0.9:514 UDP  4 packets",
@@ -417,7 +417,7 @@ def test_sampled_counts_are_scaled_and_say_about(tmp_path: Path) -> None:
         ("10.0.0.9:82  about 100 attempts from 10.0.0.1",),
         ("Proto=6", "DstAddr=10.0.0.9", "DstPort=82", "Flags=2"), "about 100 SYN unanswered")]
     assert kinds["drops"] == [Finding(
-        "drops", "Drops SKB_DROP_REASON_NETFILTER_DROP: about 101 packets in 2 flows",
+        "drops", "Drops NETFILTER_DROP: about 101 packets in 2 flows",
         ("10.0.0.1:1002 → 10.0.0.9:443 TCP  about 100 packets",
          "10.0.0.1:1003 → 10.0.0.9:443 TCP  1 packet"),
         ("PktDropLatestDropCause=SKB_DROP_REASON_NETFILTER_DROP",), "drops NETFILTER_DROP")]
