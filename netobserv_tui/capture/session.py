@@ -157,6 +157,7 @@ async def run_capture(
     # target is cleaned up.
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if (
         threading.current_thread() is threading.main_thread()) else ()
+
     def hang_up() -> None:
         _off_the_terminal()
         log.warning("Received SIGHUP (the terminal went away): stopping the capture")

@@ -213,7 +213,7 @@ class SqliteStore:
 
     def prepare_search(self) -> None:
         """Read now what the first text search reads (the text columns' distinct values
-        and their rows, the texts of wide integer columns: 1.6-1.8 s per 100,000 rows),
+        and their rows, the texts of wide integer columns: ~2 s per 100,000 rows here),
         up to the last row; later, only the rows written since.  The TUI calls it while
         nobody waits: once a file is open, and while a filter is being typed."""
         with self._connect() as conn:
