@@ -541,13 +541,8 @@ class PacketTable(QuickCells):
             self.add_column(column.label)
 
     def show_rows(self, rows: Iterable[list[Text]], refs: list[Any]) -> None:
-        cursor_row = self.cursor_row
-        self.clear()
-        self.add_rows(rows)
-        self.measure_now()
         self.refs = refs
-        if cursor_row and self.row_count:
-            self.move_cursor(row=min(cursor_row, self.row_count - 1), animate=False)
+        self.refill(rows)
         self.rebuilds += 1
 
     def cells(self) -> list[list[str]]:

@@ -122,14 +122,24 @@ def test_drop_without_any_tc_flow_is_still_a_record(lab: Lab, tmp_path: Path) ->
 
 ECHO_SERVER = """
 import socket
-srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv = socket.socket(socket.{family}, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1){dual_stack}
 srv.bind(("{addr}", {port})); srv.listen(1)
 print("ready", flush=True)
 conn, _ = srv.accept()
 while data := conn.recv(65536):
     conn.sendall(data)
 """
+
+
+def echo_server(addr: str, port: int) -> str:
+    """The source of a one-connection TCP echo server on ``addr``; on ``::``, an IPv6
+    socket that takes IPv4 too (IPV6_V6ONLY off, as most servers listen)."""
+    dual = addr == "::"
+    return ECHO_SERVER.format(
+        family="AF_INET6" if dual else "AF_INET", addr=addr, port=port,
+        dual_stack="\nsrv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)" if dual else "")
+
 
 PING_PONG_CLIENT = """
 import socket, sys
@@ -177,7 +187,7 @@ def ping_pong(lab: Lab, tmp_path: Path, server_code: str, sport: int, dport: int
 
 def test_rtt_agrees_with_ss(lab: Lab, tmp_path: Path) -> None:
     a, b = lab.pod("pod-a"), lab.pod("pod-b")
-    cap, ss = ping_pong(lab, tmp_path, ECHO_SERVER.format(addr=b.v4, port=9100), 45100, 9100,
+    cap, ss = ping_pong(lab, tmp_path, echo_server(b.v4, 9100), 45100, 9100,
                         300, ("ss", "-tin", "src", f"{a.v4}:45100"))
     ss_rtt_ns = float(re.search(r"\brtt:([\d.]+)/", ss).group(1)) * 1e6  # type: ignore[union-attr]
     rows = sqlite_rows(cap.files()["db"],
@@ -211,7 +221,7 @@ def test_retransmissions_match_the_kernel_counter(lab: Lab, tmp_path: Path) -> N
     in_pod(b, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "9200", "-m", "statistic",
            "--mode", "nth", "--every", "5", "--packet", "0", "-j", "DROP")
     server = subprocess.Popen(["ip", "netns", "exec", b.netns, sys.executable, "-c",
-                               ECHO_SERVER.format(addr=b.v4, port=9200)],
+                               echo_server(b.v4, 9200)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout and server.stdout.readline().strip() == "ready"
@@ -350,19 +360,6 @@ def aggregator_ports() -> set[int]:
     return ports
 
 
-DUAL_STACK_ECHO_SERVER = """
-import socket
-srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("::", {port})); srv.listen(1)
-print("ready", flush=True)
-conn, _ = srv.accept()
-while data := conn.recv(65536):
-    conn.sendall(data)
-"""
-
-
 def test_rtt_of_a_dual_stack_server_joins_its_ipv4_flow(lab: Lab, tmp_path: Path) -> None:
     """A server on an IPv6 socket that also takes IPv4 (IPV6_V6ONLY off, as most servers
     listen on ::) sees its IPv4 client as ::ffff:a.b.c.d: its kernel events are keyed as
@@ -370,7 +367,7 @@ def test_rtt_of_a_dual_stack_server_joins_its_ipv4_flow(lab: Lab, tmp_path: Path
     records of its interface, and no record has an IPv4-mapped address (they made records
     of their own, 0 bytes, listed as talkers and as the slowest RTT's destination)."""
     b = lab.pod("pod-b")
-    cap, server_view = ping_pong(lab, tmp_path, DUAL_STACK_ECHO_SERVER.format(port=9300),
+    cap, server_view = ping_pong(lab, tmp_path, echo_server("::", 9300),
                                  45400, 9300, 200, ("ss", "-tin", "sport", "= :9300"),
                                  look_in=b)
     assert f"[::ffff:{b.v4}]:9300" in server_view, server_view  # the server's view

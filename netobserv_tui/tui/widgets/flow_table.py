@@ -257,13 +257,8 @@ class FlowTable(TypingTable):
             self._asked = wanted
             self.post_message(self.MoreWanted())
         shown = newest_first(source, count)
-        cursor_row = self.cursor_row
-        self.clear()
-        self.add_rows(self._cells(record) for record in shown)
-        self.measure_now()
         self._shown = shown
-        if cursor_row and self.row_count:
-            self.move_cursor(row=min(cursor_row, self.row_count - 1), animate=False)
+        self.refill(self._cells(record) for record in shown)
         self.rebuilds += 1
         self.post_message(self.Refreshed(self.row_count, len(source), self.received, self.matched))
 

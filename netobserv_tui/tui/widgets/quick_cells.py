@@ -214,6 +214,16 @@ class QuickCells(DataTable[Any]):
         self._row_render_cache[cache_key] = row_pair
         return row_pair
 
+    def refill(self, rows: Iterable[Iterable[Any]]) -> None:
+        """Every row replaced by ``rows`` in one go: measured at once (:meth:`measure_now`),
+        the cursor kept on its row number (the last row when there are fewer now)."""
+        cursor_row = self.cursor_row
+        self.clear()
+        self.add_rows(rows)
+        self.measure_now()
+        if cursor_row and self.row_count:
+            self.move_cursor(row=min(cursor_row, self.row_count - 1), animate=False)
+
     def measure_now(self) -> None:
         """Measure the rows added since the last measure now, as DataTable does when its
         message queue is next idle.  A table that was rebuilt in one go calls it: the
